@@ -1,0 +1,81 @@
+"""Typed errors. Library code raises these; only the CLI turns them into one line and an exit code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class IkedlabError(Exception):
+    """An error a user can act on: a one-line message and an optional hint."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class TopologyError(IkedlabError):
+    """One or more problems in a topology file, each naming the file and the field."""
+
+    def __init__(self, path: Path | str, problems: list[str]) -> None:
+        self.path = Path(path)
+        self.problems = problems
+        first = f"{self.path.name}: {problems[0]}"
+        more = f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})" if len(problems) > 1 else ""
+        hint = "; ".join(f"{self.path.name}: {p}" for p in problems[1:]) or None
+        super().__init__(first + more, hint)
+
+
+class CommandFailed(IkedlabError):
+    """A host-side program (qemu-img, apt-get, ...) failed."""
+
+
+class HypervisorError(IkedlabError):
+    """libvirt or QEMU could not do what the lab needs."""
+
+
+class ImageError(IkedlabError):
+    """A golden image is missing or could not be built."""
+
+
+class ConsoleError(IkedlabError):
+    """A serial console did not behave as expected."""
+
+
+class ConsoleTimeout(ConsoleError):
+    """Waited for something on a console and it did not come."""
+
+    def __init__(self, host: str, waiting_for: str, seconds: float, tail: str, transcript: Path | None) -> None:
+        self.host, self.waiting_for, self.seconds, self.tail, self.transcript = (
+            host,
+            waiting_for,
+            seconds,
+            tail,
+            transcript,
+        )
+        last = " | ".join(line for line in tail.strip().splitlines()[-3:]) or "nothing"
+        where = f"; transcript: {transcript}" if transcript else ""
+        super().__init__(
+            f"{host}: no {waiting_for} within {seconds:g}s (last output: {last}){where}",
+        )
+
+
+class CommandError(ConsoleError):
+    """A command run in a guest exited non-zero where success was required."""
+
+    def __init__(self, host: str, command: str, status: int, output: str, transcript: Path | None) -> None:
+        self.host, self.command, self.status, self.output = host, command, status, output
+        last = " | ".join(output.strip().splitlines()[-3:]) or "no output"
+        where = f"; transcript: {transcript}" if transcript else ""
+        super().__init__(f"{host}: `{command}` exited {status}: {last}{where}")
+
+
+class ProvisionError(IkedlabError):
+    """Provisioning could not reach the state the topology asks for."""
+
+
+class LabError(IkedlabError):
+    """A lab-level problem: unknown lab, unknown host, already running."""

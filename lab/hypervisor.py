@@ -1,0 +1,288 @@
+"""libvirt: domains from jinja2 templates, point-to-point UDP links, working-KVM detection, cleanup.
+
+Every domain ikedlab creates is transient (it vanishes when it stops) and carries ikedlab metadata naming its
+lab and host, so `down` and `status` find a lab's domains from libvirt itself, even when the state file is
+lost, and never touch a domain ikedlab did not create.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+import time
+import xml.etree.ElementTree as ET
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+import pexpect
+
+from lab.command import require
+from lab.errors import HypervisorError
+
+log = logging.getLogger("ikedlab.hypervisor")
+
+URI = os.environ.get("IKEDLAB_LIBVIRT_URI", "qemu:///system")
+NAMESPACE = "http://ikedlab.invalid/xmlns/lab/1"
+DOMAIN_PREFIX = "ikedlab-"
+NIC_SLOT0 = 3  # first virtio NIC's PCI slot: NIC order on the bus is interface order in the guest
+PORT_BASE, PORT_SPAN, PORTS_PER_LAB = 20000, 20000, 64
+KVM_PROBE_SECONDS = 20.0
+
+
+@dataclass(frozen=True)
+class Nic:
+    mac: str
+    local_port: int
+    remote_port: int
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    lab: str
+    host: str
+    platform: str
+    accel: str  # libvirt domain type: "kvm" or "qemu" (software emulation)
+    serial_log: Path
+    nics: tuple[Nic, ...]
+    memory_mib: int = 128
+    vcpus: int = 1
+    kernel: Path | None = None
+    initrd: Path | None = None
+    cmdline: str = ""
+    disk: Path | None = None
+    emulator: str = "/usr/bin/qemu-system-x86_64"
+    uid: int = field(default_factory=os.getuid)
+    gid: int = field(default_factory=os.getgid)
+
+    @property
+    def name(self) -> str:
+        return domain_name(self.lab, self.host)
+
+
+@dataclass(frozen=True)
+class LabDomain:
+    name: str
+    lab: str
+    host: str
+    platform: str
+    running: bool
+    pid: int | None
+
+
+def domain_name(lab: str, host: str) -> str:
+    return f"{DOMAIN_PREFIX}{lab}-{host}"
+
+
+def lab_ports(lab: str) -> range:
+    """The UDP ports a lab's links use on 127.0.0.1: a block derived from the lab's name."""
+    block = zlib.crc32(lab.encode()) % (PORT_SPAN // PORTS_PER_LAB)
+    start = PORT_BASE + block * PORTS_PER_LAB
+    return range(start, start + PORTS_PER_LAB)
+
+
+def mac_address(lab: str, host: str, index: int) -> str:
+    digest = hashlib.sha256(f"{lab}/{host}/{index}".encode()).digest()
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
+
+
+def check_ports_free(ports: list[int], lab: str) -> None:
+    """Refuse to start when another program (or another lab) holds one of this lab's ports."""
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                raise HypervisorError(
+                    f"UDP port {port} on 127.0.0.1 is in use, and lab '{lab}' needs it for a link",
+                    "is this lab already up (ikedlab status), or pick another name with --name",
+                ) from None
+
+
+_templates = jinja2.Environment(
+    loader=jinja2.PackageLoader("lab", "templates"),
+    autoescape=jinja2.select_autoescape(["xml", "j2"], default_for_string=True, default=True),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+)
+
+
+def domain_xml(spec: DomainSpec) -> str:
+    return _templates.get_template("domain.xml.j2").render(d=spec, namespace=NAMESPACE, nic_slot0=NIC_SLOT0)
+
+
+class Hypervisor:
+    """One libvirt connection. Everything ikedlab asks of libvirt goes through here."""
+
+    def __init__(self, uri: str = URI) -> None:
+        try:
+            import libvirt
+        except ImportError:
+            raise HypervisorError(
+                "libvirt-python is not installed", "run `make setup` (it creates .venv with the dependencies)"
+            ) from None
+        self._libvirt = libvirt
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors come back as exceptions
+        self.uri = uri
+        try:
+            self.conn = libvirt.open(uri)
+        except libvirt.libvirtError as e:
+            raise HypervisorError(
+                f"cannot connect to libvirt at {uri}: {e.get_error_message()}",
+                "start libvirtd: `make setup` (scripts/setup-host.sh) installs and starts it",
+            ) from None
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except self._libvirt.libvirtError:
+            pass
+
+    # --- creating ------------------------------------------------------------------------------------------
+    def create(self, spec: DomainSpec, *, paused: bool = True) -> None:
+        """Start a transient domain; paused, so its console can be attached before the first byte of boot."""
+        if not Path(spec.emulator).exists():
+            raise HypervisorError(f"QEMU not found at {spec.emulator}", "install it: apt-get install qemu-system-x86")
+        flags = self._libvirt.VIR_DOMAIN_START_PAUSED if paused else 0
+        spec.serial_log.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.conn.createXML(domain_xml(spec), flags)
+        except self._libvirt.libvirtError as e:
+            raise HypervisorError(f"{spec.host}: libvirt could not start {spec.name}: {e.get_error_message()}") from None
+
+    def resume(self, name: str) -> None:
+        try:
+            self.conn.lookupByName(name).resume()
+        except self._libvirt.libvirtError as e:
+            raise HypervisorError(f"cannot resume {name}: {e.get_error_message()}") from None
+
+    def console_argv(self, name: str) -> list[str]:
+        """The program that carries a domain's serial console (pexpect drives it; a learner types into it)."""
+        return [require("virsh", "libvirt-clients"), "-c", self.uri, "console", name, "--force"]
+
+    # --- finding -------------------------------------------------------------------------------------------
+    def domains(self, lab: str | None = None) -> list[LabDomain]:
+        """Domains ikedlab created (those with its metadata), of one lab or of all labs."""
+        found = []
+        for dom in self.conn.listAllDomains():
+            try:
+                meta = dom.metadata(self._libvirt.VIR_DOMAIN_METADATA_ELEMENT, NAMESPACE)
+            except self._libvirt.libvirtError:
+                continue  # not ours
+            element = ET.fromstring(meta)
+            if lab is not None and element.get("name") != lab:
+                continue
+            running = dom.isActive() == 1
+            found.append(
+                LabDomain(
+                    dom.name(),
+                    element.get("name", ""),
+                    element.get("host", ""),
+                    element.get("platform", ""),
+                    running,
+                    self._pid(dom.name()) if running else None,
+                )
+            )
+        return sorted(found, key=lambda d: d.name)
+
+    def _pid(self, name: str) -> int | None:
+        try:
+            return int(Path(f"/run/libvirt/qemu/{name}.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def peak_memory_kib(self, domain: LabDomain) -> int | None:
+        """Peak resident memory of the domain's QEMU process (VmHWM), the guest's real cost on the host."""
+        if domain.pid is None:
+            return None
+        try:
+            for line in Path(f"/proc/{domain.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        except OSError:
+            pass
+        return None
+
+    # --- removing ------------------------------------------------------------------------------------------
+    def destroy_lab(self, lab: str) -> list[str]:
+        """Stop and remove every domain of this lab; nothing else. Returns the names removed."""
+        removed = []
+        for d in self.domains(lab):
+            try:
+                dom = self.conn.lookupByName(d.name)
+                if dom.isActive():
+                    dom.destroy()
+                if dom.isPersistent():  # ikedlab makes transient domains; a defined one is a leftover of ours
+                    dom.undefine()
+            except self._libvirt.libvirtError as e:
+                if e.get_error_code() != self._libvirt.VIR_ERR_NO_DOMAIN:
+                    raise HypervisorError(f"cannot remove {d.name}: {e.get_error_message()}") from None
+            removed.append(d.name)
+        return removed
+
+
+# --- working-KVM detection ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Accel:
+    kind: str  # libvirt domain type: "kvm" or "qemu"
+    reason: str
+
+
+def detect_accel(probe_kernel: Path | None, cache_dir: Path) -> Accel:
+    """KVM when a guest really boots under it; software emulation otherwise.
+
+    /dev/kvm can exist and open while guests hang after the firmware, so the device node proves nothing:
+    boot a real kernel under KVM and wait, with a deadline, for its first words on the serial port.
+    IKEDLAB_ACCEL=kvm|tcg overrides. The verdict is cached until the host reboots.
+    """
+    forced = os.environ.get("IKEDLAB_ACCEL", "").lower()
+    if forced in ("kvm", "tcg", "qemu"):
+        return Accel("kvm" if forced == "kvm" else "qemu", f"IKEDLAB_ACCEL={forced}")
+    if forced:
+        raise HypervisorError(f"IKEDLAB_ACCEL={forced}: expected kvm or tcg")
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return Accel("qemu", "no usable /dev/kvm: software emulation")
+    if probe_kernel is None:
+        return Accel("qemu", "no kernel to probe KVM with: software emulation")
+    cache = cache_dir / "accel.json"
+    key = _host_boot_id() + ":" + str(probe_kernel)
+    try:
+        saved = json.loads(cache.read_text())
+        if saved.get("key") == key:
+            return Accel(saved["kind"], saved["reason"] + " (cached)")
+    except (OSError, ValueError, KeyError):
+        pass
+    verdict = _probe_kvm(probe_kernel)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({"key": key, "kind": verdict.kind, "reason": verdict.reason}))
+    return verdict
+
+
+def _host_boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def _probe_kvm(kernel: Path) -> Accel:
+    qemu = require("qemu-system-x86_64", "qemu-system-x86")
+    argv = ["-accel", "kvm", "-m", "64", "-nodefaults", "-nographic", "-serial", "stdio", "-no-reboot",
+            "-kernel", str(kernel), "-append", "console=ttyS0 panic=-1"]
+    started = time.monotonic()
+    child = pexpect.spawn(qemu, argv, timeout=KVM_PROBE_SECONDS)
+    try:
+        child.expect("Linux version")
+        return Accel("kvm", f"KVM booted a probe kernel in {time.monotonic() - started:.1f}s")
+    except pexpect.TIMEOUT:
+        return Accel("qemu", f"KVM is present but a probe kernel printed nothing in {KVM_PROBE_SECONDS:g}s: "
+                             "software emulation")
+    except pexpect.EOF:
+        tail = (child.before or b"").decode(errors="replace").strip().splitlines()[-1:]
+        return Accel("qemu", f"KVM refused to start a guest ({' '.join(tail) or 'no output'}): software emulation")
+    finally:
+        child.close(force=True)

@@ -1,0 +1,61 @@
+"""Every file ikedlab generates for a guest, from jinja2 templates: iked.conf today.
+
+The engine, `ikedlab render` and the Vagrantfile all take their files from here, so they cannot drift.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import jinja2
+
+from lab.topology import Host, Topology
+
+_env = jinja2.Environment(
+    loader=jinja2.PackageLoader("lab", "templates"),
+    autoescape=False,  # plain-text configuration files
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+)
+
+
+@dataclass(frozen=True)
+class Proposals:
+    """Explicit IKE and child SA transforms, for labs whose two platforms must agree on something."""
+
+    ike_enc: str = "aes-256"
+    ike_prf: str = "hmac-sha2-256"
+    group: str = "ecp256"
+    child_enc: str = "aes-256"
+    child_auth: str = "hmac-sha2-512"
+
+
+@dataclass(frozen=True)
+class _Side:
+    name: str
+    macro: str
+    address: str
+    lan: str
+    mode: str
+    srcid: str
+
+
+def _side(topology: Topology, host: Host) -> _Side:
+    assert host.ipsec
+    return _Side(
+        name=host.name,
+        macro=re.sub(r"\W", "_", host.name),  # iked.conf macro names: letters, digits, underscores
+        address=str(host.uplink.address.ip),
+        lan=str(topology.protected_subnet(host)),
+        mode=host.ipsec.mode,
+        srcid=host.ipsec.srcid,
+    )
+
+
+def iked_conf(topology: Topology, host: Host, *, peer_any: bool = False, proposals: Proposals | None = None) -> str:
+    """The gateway's iked.conf: macros, then one policy with the guide's two flows, mirrored on the peer."""
+    peer = topology.peer_of(host)
+    return _env.get_template("iked.conf.j2").render(
+        me=_side(topology, host), peer=_side(topology, peer), peer_any=peer_any, proposals=proposals
+    )

@@ -1,0 +1,319 @@
+"""The lab's shape: hosts, point-to-point links, addresses, routes and IPsec gateways.
+
+Loaded from YAML and validated as a whole: every problem is collected, each naming the file and the field,
+before one TopologyError is raised. Knows nothing of libvirt or guest operating systems.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from lab.errors import TopologyError
+
+GUIDE = "guide.yaml"
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+
+
+@dataclass(frozen=True)
+class Interface:
+    index: int  # position on the host: eth{index} / vio{index}
+    link: str
+    address: ipaddress.IPv4Interface  # address with the link's prefix length
+
+
+@dataclass(frozen=True)
+class Link:
+    name: str
+    subnet: ipaddress.IPv4Network
+    ends: dict[str, ipaddress.IPv4Address]  # exactly two hosts
+
+    def other_end(self, host: str) -> str:
+        return next(h for h in self.ends if h != host)
+
+
+@dataclass(frozen=True)
+class Ipsec:
+    peer: str
+    mode: Literal["active", "passive"]
+    srcid: str
+    protect: str  # the link whose subnet this gateway protects
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    interfaces: tuple[Interface, ...]
+    gateway: ipaddress.IPv4Address | None = None
+    forwarding: bool = False
+    ipsec: Ipsec | None = None
+    platform: str | None = None  # None: the lab's default platform
+
+    def interface_on(self, link: str) -> Interface:
+        return next(i for i in self.interfaces if i.link == link)
+
+    @property
+    def uplink(self) -> Interface:
+        """The interface the default route leaves by (a gateway's public side); the first one otherwise."""
+        if self.gateway is not None:
+            for iface in self.interfaces:
+                if self.gateway in iface.address.network:
+                    return iface
+        return self.interfaces[0]
+
+
+@dataclass(frozen=True)
+class Topology:
+    path: Path
+    hosts: dict[str, Host]
+    links: dict[str, Link]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def host(self, name: str) -> Host:
+        return self.hosts[name]
+
+    @property
+    def gateways(self) -> list[Host]:
+        return [h for h in self.hosts.values() if h.ipsec]
+
+    def peer_of(self, host: Host) -> Host:
+        assert host.ipsec, f"{host.name} is not an IPsec gateway"
+        return self.hosts[host.ipsec.peer]
+
+    def protected_subnet(self, host: Host) -> ipaddress.IPv4Network:
+        assert host.ipsec, f"{host.name} is not an IPsec gateway"
+        return self.links[host.ipsec.protect].subnet
+
+
+def guide_path() -> Path:
+    return Path(str(resources.files("lab") / "topologies" / GUIDE))
+
+
+def load(path: Path | str | None = None, known_platforms: tuple[str, ...] | None = None) -> Topology:
+    """Load and validate a topology file (the guide's lab when path is None)."""
+    path = Path(path) if path else guide_path()
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise TopologyError(path, [f"cannot read the file: {e.strerror}"]) from None
+    if known_platforms is None:
+        from lab.platforms import platform_names
+
+        known_platforms = platform_names()
+    return parse(text, path, known_platforms)
+
+
+def parse(text: str, path: Path, known_platforms: tuple[str, ...]) -> Topology:
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - safe loader subclass
+    except _DuplicateKey as e:
+        raise TopologyError(path, [str(e)]) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        raise TopologyError(path, [f"{where}not valid YAML: {getattr(e, 'problem', e)}"]) from None
+    return _Validator(path, known_platforms).topology(data)
+
+
+class _DuplicateKey(yaml.YAMLError):
+    pass
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A safe loader that refuses a key given twice (PyYAML silently keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise _DuplicateKey(f"line {line}: '{key}' is defined twice (first on line {seen[key]})")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+class _Validator:
+    def __init__(self, path: Path, known_platforms: tuple[str, ...]) -> None:
+        self.path = path
+        self.known_platforms = known_platforms
+        self.problems: list[str] = []
+        self.misaddressed: set[str] = set()  # hosts with a bad address: their routes are not judged again
+
+    def problem(self, where: str, message: str) -> None:
+        self.problems.append(f"{where}: {message}")
+
+    def topology(self, data: Any) -> Topology:
+        if not isinstance(data, dict):
+            raise TopologyError(self.path, ["the file must be a mapping with 'links' and 'hosts'"])
+        for key in data:
+            if key not in ("links", "hosts", "name", "description"):
+                self.problem(str(key), "unknown section (expected links, hosts)")
+        raw_links = self.mapping(data.get("links"), "links")
+        raw_hosts = self.mapping(data.get("hosts"), "hosts")
+        for name in raw_hosts:
+            if not NAME_RE.match(str(name)):
+                self.problem(f"hosts.{name}", "a host name is lower-case letters, digits and '-', at most 31")
+        links = self.links(raw_links, raw_hosts)
+        self.check_unique_addresses(links)
+        hosts = {str(n): self.host(str(n), h, links) for n, h in raw_hosts.items()}
+        self.check_ipsec(hosts)
+        if self.problems:
+            raise TopologyError(self.path, self.problems)
+        return Topology(self.path, hosts, links)
+
+    def mapping(self, value: Any, where: str) -> dict[Any, Any]:
+        if value is None:
+            self.problem(where, "missing")
+            return {}
+        if not isinstance(value, dict):
+            self.problem(where, "must be a mapping")
+            return {}
+        return value
+
+    def links(self, raw_links: dict[Any, Any], raw_hosts: dict[Any, Any]) -> dict[str, Link]:
+        links: dict[str, Link] = {}
+        for name, raw in raw_links.items():
+            where = f"links.{name}"
+            raw = self.mapping(raw, where)
+            try:
+                subnet = ipaddress.IPv4Network(str(raw.get("subnet")), strict=True)
+            except ValueError as e:
+                self.problem(f"{where}.subnet", f"'{raw.get('subnet')}' is not an IPv4 subnet ({e})")
+                continue
+            raw_ends = self.mapping(raw.get("ends"), f"{where}.ends")
+            if raw_ends and len(raw_ends) != 2:
+                self.problem(f"{where}.ends", f"a link joins exactly two hosts, not {len(raw_ends)}")
+            ends: dict[str, ipaddress.IPv4Address] = {}
+            for host, address in raw_ends.items():
+                field_ = f"{where}.ends.{host}"
+                if host not in raw_hosts:
+                    self.problem(field_, f"unknown host '{host}' (hosts are: {', '.join(map(str, raw_hosts))})")
+                try:
+                    ip = ipaddress.IPv4Address(str(address))
+                except ValueError:
+                    self.problem(field_, f"'{address}' is not an IPv4 address")
+                    continue
+                if ip not in subnet:
+                    self.problem(field_, f"{ip} is outside the link's subnet {subnet}")
+                    self.misaddressed.add(str(host))
+                elif ip in (subnet.network_address, subnet.broadcast_address):
+                    self.problem(field_, f"{ip} is the subnet's network or broadcast address")
+                    self.misaddressed.add(str(host))
+                ends[str(host)] = ip
+            links[str(name)] = Link(str(name), subnet, ends)
+        return links
+
+    def host(self, name: str, raw: Any, links: dict[str, Link]) -> Host:
+        where = f"hosts.{name}"
+        raw = self.mapping(raw, where) if raw is not None else {}
+        for key in raw:
+            if key not in ("interfaces", "gateway", "forwarding", "ipsec", "platform"):
+                self.problem(f"{where}.{key}", "unknown field (expected interfaces, gateway, forwarding, ipsec, platform)")
+        on = [ln for ln, link in links.items() if name in link.ends]
+        wanted = raw.get("interfaces", on)
+        if not isinstance(wanted, list):
+            self.problem(f"{where}.interfaces", "must be a list of link names")
+            wanted = on
+        interfaces = []
+        for link_name in wanted:
+            if link_name not in links:
+                self.problem(f"{where}.interfaces", f"unknown link '{link_name}'")
+            elif name not in links[link_name].ends:
+                self.problem(f"{where}.interfaces", f"'{name}' is not an end of link '{link_name}'")
+            else:
+                link = links[link_name]
+                address = ipaddress.IPv4Interface(f"{link.ends[name]}/{link.subnet.prefixlen}")
+                interfaces.append(Interface(len(interfaces), link_name, address))
+        for link_name in on:
+            if link_name not in wanted:
+                self.problem(f"{where}.interfaces", f"link '{link_name}' ends on this host but is not listed")
+        if not on:
+            self.problem(where, "is on no link")
+
+        gateway = None
+        if raw.get("gateway") is not None:
+            try:
+                gateway = ipaddress.IPv4Address(str(raw["gateway"]))
+            except ValueError:
+                self.problem(f"{where}.gateway", f"'{raw['gateway']}' is not an IPv4 address")
+            else:
+                if name in self.misaddressed:
+                    pass
+                elif not any(gateway in i.address.network for i in interfaces):
+                    self.problem(f"{where}.gateway", f"{gateway} is on none of this host's links")
+                elif any(gateway == i.address.ip for i in interfaces):
+                    self.problem(f"{where}.gateway", f"{gateway} is this host's own address")
+
+        platform = raw.get("platform")
+        if platform is not None and platform not in self.known_platforms:
+            self.problem(f"{where}.platform", f"'{platform}' is not one of {', '.join(self.known_platforms)}")
+
+        forwarding = raw.get("forwarding", False)
+        if not isinstance(forwarding, bool):
+            self.problem(f"{where}.forwarding", "must be true or false")
+            forwarding = False
+
+        ipsec = self.ipsec(f"{where}.ipsec", raw["ipsec"], interfaces) if "ipsec" in raw else None
+        return Host(name, tuple(interfaces), gateway, forwarding, ipsec, platform)
+
+    def ipsec(self, where: str, raw: Any, interfaces: list[Interface]) -> Ipsec | None:
+        raw = self.mapping(raw, where)
+        if not raw:
+            return None
+        for key in raw:
+            if key not in ("peer", "mode", "srcid", "protect"):
+                self.problem(f"{where}.{key}", "unknown field (expected peer, mode, srcid, protect)")
+        peer = raw.get("peer")
+        if not peer:
+            self.problem(f"{where}.peer", "missing: an IPsec gateway needs a peer")
+        mode = raw.get("mode", "active")
+        if mode not in ("active", "passive"):
+            self.problem(f"{where}.mode", f"'{mode}' is not one of active, passive")
+        srcid = raw.get("srcid")
+        if not srcid or not isinstance(srcid, str):
+            self.problem(f"{where}.srcid", "missing: the gateway's identity (an FQDN such as init.example.com)")
+        protect = raw.get("protect")
+        if protect not in [i.link for i in interfaces]:
+            self.problem(f"{where}.protect", f"'{protect}' is not one of this host's links")
+        return Ipsec(str(peer), mode, str(srcid), str(protect))
+
+    def check_unique_addresses(self, links: dict[str, Link]) -> None:
+        seen: dict[ipaddress.IPv4Address, str] = {}
+        for link in links.values():
+            for host, ip in link.ends.items():
+                here = f"links.{link.name}.ends.{host}"
+                if ip in seen:
+                    self.problem(here, f"address {ip} is already used at {seen[ip]}")
+                    self.misaddressed.add(host)
+                seen[ip] = here
+        subnets: dict[ipaddress.IPv4Network, str] = {}
+        for link in links.values():
+            for other, name in subnets.items():
+                if link.subnet.overlaps(other):
+                    self.problem(f"links.{link.name}.subnet", f"{link.subnet} overlaps links.{name} ({other})")
+            subnets[link.subnet] = link.name
+
+    def check_ipsec(self, hosts: dict[str, Host]) -> None:
+        for host in hosts.values():
+            if not host.ipsec or not host.ipsec.peer or host.ipsec.peer == "None":
+                continue
+            where = f"hosts.{host.name}.ipsec.peer"
+            peer = hosts.get(host.ipsec.peer)
+            if peer is None:
+                self.problem(where, f"unknown host '{host.ipsec.peer}'")
+            elif peer.name == host.name:
+                self.problem(where, "a gateway cannot be its own peer")
+            elif not peer.ipsec:
+                self.problem(where, f"'{peer.name}' has no ipsec section: both gateways of a tunnel need one")
+            elif peer.ipsec.peer != host.name:
+                self.problem(where, f"'{peer.name}' names '{peer.ipsec.peer}' as its peer, not '{host.name}'")
+            elif host.ipsec.mode == "passive" and peer.ipsec.mode == "passive":
+                self.problem(f"hosts.{host.name}.ipsec.mode", f"both '{host.name}' and '{peer.name}' are passive: "
+                             "one must be active")

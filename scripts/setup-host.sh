@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Prepare a Debian 12 machine to run ikedlab: system packages, and libvirtd/virtlogd running.
+# Idempotent: safe to run before every `make lab-up` / `make test`; does nothing that is already done.
+set -euo pipefail
+
+PACKAGES=(
+  qemu-system-x86 qemu-utils
+  libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config
+  python3-venv python3-dev gcc
+  busybox-static kmod cpio openiked tcpdump nftables signify-openbsd
+)
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# libvirtd refuses to start without the user its QEMU driver is configured for.
+if ! getent passwd libvirt-qemu >/dev/null; then
+  getent group kvm >/dev/null || as_root groupadd --system kvm
+  getent group libvirt-qemu >/dev/null || as_root groupadd --system libvirt-qemu
+  as_root useradd --system --no-create-home --home-dir /var/lib/libvirt --shell /usr/sbin/nologin \
+    -g libvirt-qemu -G kvm libvirt-qemu
+fi
+as_root mkdir -p /var/log/libvirt/qemu /var/run/libvirt /var/lib/libvirt/qemu /var/cache/libvirt
+
+running() { pgrep -x "$1" >/dev/null 2>&1; }
+running virtlogd || { echo "setup: starting virtlogd"; as_root virtlogd -d; }
+running libvirtd || { echo "setup: starting libvirtd"; as_root libvirtd -d; }
+
+# Wait (with a deadline) until the daemon answers, rather than guessing how long it takes to start.
+for _ in $(seq 1 100); do
+  if virsh -c qemu:///system version >/dev/null 2>&1; then exit 0; fi
+  sleep 0.1
+done
+echo "setup: libvirtd did not answer on qemu:///system within 10s (see /var/log/libvirt/libvirtd.log)" >&2
+exit 1

@@ -1,0 +1,1 @@
+"""Fast tests: no virtual machines, no libvirt daemon (libvirt's test:///default driver at most)."""
