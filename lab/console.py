@@ -116,9 +116,14 @@ class Console:
             if remaining <= 0:
                 raise ConsoleTimeout(self.host, "shell prompt", timeout, self._tail(), self._transcript_path())
             try:
-                which = self._child.expect(patterns, timeout=min(3.0, remaining))
+                which = self._child.expect(patterns, timeout=min(2.0, remaining))
             except pexpect.TIMEOUT:
-                continue
+                # A shell we left earlier has no prompt and no echo: it answers the sync line all the same.
+                try:
+                    self._known_state(min(3.0, max(0.5, deadline - time.monotonic())))
+                    return
+                except ConsoleTimeout:
+                    continue
             except pexpect.EOF:
                 raise ConsoleError(f"{self.host}: the console closed before a shell prompt: {self._tail()}") from None
             if which == 0:
@@ -195,6 +200,11 @@ class Console:
 
     def close(self) -> None:
         if self._child.isalive():
+            # Leave the shell as a person expects it when they attach after us: echo on, a prompt.
+            try:
+                self._child.send("stty echo 2>/dev/null; PS1='\\h# '; PS2='> '\r")
+            except OSError:
+                pass
             self._child.close(force=True)
         if self._raw:
             self._raw.close()

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import time
 import xml.etree.ElementTree as ET
@@ -282,7 +283,8 @@ def _probe_kvm(kernel: Path) -> Accel:
         return Accel("qemu", f"KVM is present but a probe kernel printed nothing in {KVM_PROBE_SECONDS:g}s: "
                              "software emulation")
     except pexpect.EOF:
-        tail = (child.before or b"").decode(errors="replace").strip().splitlines()[-1:]
-        return Accel("qemu", f"KVM refused to start a guest ({' '.join(tail) or 'no output'}): software emulation")
+        printable = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|[^\x20-\x7e\n]", "", (child.before or b"").decode(errors="replace"))
+        tail = printable.strip().splitlines()[-1:]
+        return Accel("qemu", f"KVM stopped the probe guest early ({' '.join(tail) or 'no output'}): software emulation")
     finally:
         child.close(force=True)

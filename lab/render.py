@@ -6,6 +6,7 @@ The engine, `ikedlab render` and the Vagrantfile all take their files from here,
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from dataclasses import dataclass
 
 import jinja2
@@ -59,3 +60,41 @@ def iked_conf(topology: Topology, host: Host, *, peer_any: bool = False, proposa
     return _env.get_template("iked.conf.j2").render(
         me=_side(topology, host), peer=_side(topology, peer), peer_any=peer_any, proposals=proposals
     )
+
+
+def render_lab(topology_path: Path | None, platform: str, out: Path) -> list[Path]:
+    """Write, per host, every file provisioning installs and the commands it runs, under out/HOST/.
+
+    out/HOST/files/ mirrors the guest's filesystem (etc/iked.conf, etc/hostname.vio0, ...) and
+    out/HOST/provision.sh holds the commands, in provisioning's order. Public keys are made in each guest,
+    so the key exchange is left to whoever applies these files (the Vagrantfile copies local.pub across).
+    """
+    from lab.platforms import FileSpec, get_platform
+    from lab.topology import load
+
+    topology = load(topology_path)
+    written: list[Path] = []
+    for host in topology.hosts.values():
+        dialect = get_platform(host.platform or platform)
+        actions = list(dialect.network_actions(host))
+        if host.ipsec:
+            actions += dialect.ipsec_prepare_actions(host)
+            actions.append(dialect.keygen_command())
+            actions.append(FileSpec(dialect.iked_conf, iked_conf(topology, host), 0o600))
+        root = out / host.name
+        commands = ["#!/bin/sh", f"# {host.name} ({dialect.name}): rendered by `ikedlab render`", "set -e"]
+        for action in actions:
+            if isinstance(action, FileSpec):
+                target = root / "files" / action.path.lstrip("/")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(action.content)
+                written.append(target)
+                commands.append(f"install -m {action.mode:o} \"$(dirname \"$0\")/files{action.path}\" {action.path}")
+            else:
+                commands.append(action)
+        root.mkdir(parents=True, exist_ok=True)
+        script = root / "provision.sh"
+        script.write_text("\n".join(commands) + "\n")
+        script.chmod(0o755)
+        written.append(script)
+    return written

@@ -1,0 +1,213 @@
+"""The `ikedlab` command: thin. Every layer raises typed errors; here they become one line and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from lab import progress
+from lab.errors import IkedlabError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ikedlab", description="A virtual lab for IPsec with iked.")
+    p.add_argument("--debug", action="store_true", help="log every step and show tracebacks")
+    p.add_argument("--name", default=os.environ.get("IKEDLAB_NAME", "default"), help="the lab's name (default: default)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="boot the lab and bring the tunnel up")
+    up.add_argument("--platform", default=os.environ.get("IKEDLAB_PLATFORM", "openbsd"),
+                    help="guest platform for hosts that do not name one: openbsd (default) or linux")
+    up.add_argument("--topology", type=Path, help="a topology file (default: the guide's lab)")
+    up.add_argument("--iked-conf", action="append", default=[], metavar="HOST=FILE",
+                    help="use your own iked.conf on a gateway (repeatable)")
+    up.add_argument("--keep-on-failure", action="store_true", help="leave the lab running if `up` fails")
+
+    sub.add_parser("down", help="remove the lab's guests (always safe, also after a failed up)")
+    sub.add_parser("status", help="a table of hosts, addresses and tunnel state")
+    sub.add_parser("list", help="the labs that exist")
+
+    console = sub.add_parser("console", help="an interactive serial console on a host (leave with Ctrl-])")
+    console.add_argument("host")
+
+    ex = sub.add_parser("exec", help="run a command on a host; its exit status is passed through")
+    ex.add_argument("host")
+    ex.add_argument("cmd", nargs=argparse.REMAINDER, help="the command, after --")
+
+    render = sub.add_parser("render", help="write the files ikedlab provisions, per host, into a folder")
+    render.add_argument("--topology", type=Path)
+    render.add_argument("--platform", default="openbsd")
+    render.add_argument("--out", type=Path, required=True)
+
+    image = sub.add_parser("image", help="golden images")
+    image_sub = image.add_subparsers(dest="image_command", required=True, metavar="ACTION")
+    build = image_sub.add_parser("build", help="build (or reuse) a golden image")
+    build.add_argument("--platform", default="linux")
+    build.add_argument("--release", default="7.9", help="OpenBSD release (default 7.9)")
+    build.add_argument("--iso", type=Path, help="OpenBSD install ISO already on disk (SHA256.sig beside it)")
+    build.add_argument("--mirror", help="OpenBSD mirror URL")
+    build.add_argument("--signify-key", type=Path, help="the release's signify base public key")
+    build.add_argument("--insecure", action="store_true", help="accept media whose signature cannot be verified")
+    build.add_argument("--rebuild", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(name)s: %(message)s")
+    try:
+        return _dispatch(args)
+    except IkedlabError as e:
+        if args.debug:
+            raise
+        print(f"ikedlab: {e.message}", file=sys.stderr)
+        if e.hint:
+            print(f"hint: {e.hint}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("ikedlab: interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    handler = globals()[f"cmd_{args.command}"]
+    return int(handler(args) or 0)
+
+
+def _lab(args: argparse.Namespace):  # noqa: ANN202 - lazy import keeps `ikedlab --help` fast
+    from lab.lab import Lab
+
+    return Lab(args.name)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from lab.provision import Options
+
+    iked_conf = {}
+    for item in args.iked_conf:
+        host, _, path = item.partition("=")
+        if not path:
+            raise IkedlabError(f"--iked-conf {item}: expected HOST=FILE")
+        try:
+            iked_conf[host] = Path(path).read_text()
+        except OSError as e:
+            raise IkedlabError(f"--iked-conf {item}: cannot read {path}: {e.strerror}") from None
+    lab = _lab(args)
+    try:
+        lab.up(args.topology, args.platform, Options(iked_conf=iked_conf), keep_on_failure=args.keep_on_failure)
+        total = sum(seconds for _, seconds in progress.timings)
+        progress.say(f"lab '{lab.name}' is up in {total:.1f}s; transcripts in {lab.run_dir / 'console'}")
+        _print_status(lab)
+    finally:
+        lab.close()
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    lab = _lab(args)
+    lab.down()
+    lab.close()
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from lab.lab import lab_names
+
+    for name in lab_names():
+        print(name)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    lab = _lab(args)
+    try:
+        lab.attach()
+        _print_status(lab)
+    finally:
+        lab.close()
+    return 0
+
+
+def _print_status(lab) -> None:  # noqa: ANN001
+    from rich.console import Console as RichConsole
+    from rich.table import Table
+
+    running = {d.host: d for d in lab.domains()}
+    table = Table(title=f"lab {lab.name}")
+    for column in ("host", "platform", "state", "addresses", "tunnel"):
+        table.add_column(column)
+    for name, host in lab.hosts.items():
+        tunnel = ""
+        if host.spec.ipsec:
+            sas = host.sas()
+            peer = lab.topology.peer_of(host.spec).name
+            tunnel = f"ESTABLISHED with {peer}" if sas.established else f"down (peer {peer})"
+        addresses = ", ".join(f"{host.platform.interface_name(i.index)} {i.address}" for i in host.spec.interfaces)
+        state = "running" if name in running and running[name].running else "stopped"
+        table.add_row(name, host.platform.name, state, addresses, tunnel)
+    RichConsole().print(table)
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    lab = _lab(args)
+    lab.state()  # a clear error when the lab is not up
+    domains = {d.host: d for d in lab.domains()}
+    if args.host not in domains:
+        raise IkedlabError(f"no host '{args.host}' in lab '{lab.name}' (hosts: {', '.join(domains) or 'none'})")
+    argv = lab.hypervisor.console_argv(domains[args.host].name)
+    print(f"Connected to {args.host}'s serial console; leave with Ctrl-]", file=sys.stderr)
+    os.execv(argv[0], argv)
+    return 0  # not reached
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not command:
+        raise IkedlabError("exec: no command given", "ikedlab exec HOST -- COMMAND")
+    import shlex
+
+    lab = _lab(args)
+    try:
+        host = lab.attach(only=[args.host])[args.host]
+        result = host.run(" ".join(shlex.quote(c) if len(command) > 1 else c for c in command), timeout=600)
+    finally:
+        lab.close()
+    sys.stdout.write(result.output)
+    return result.status
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from lab.render import render_lab
+
+    written = render_lab(args.topology, args.platform, args.out)
+    for path in written:
+        print(path)
+    return 0
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    if args.platform == "linux":
+        from lab.images import linux_image
+
+        image = linux_image(rebuild=args.rebuild)
+        print(f"linux image {image.key[:12]}: {image.kernel} {image.initrd}")
+        return 0
+    if args.platform == "openbsd":
+        from lab.openbsd_image import build_openbsd_image
+
+        image = build_openbsd_image(release=args.release, iso=args.iso, mirror=args.mirror,
+                                    signify_key=args.signify_key, insecure=args.insecure, rebuild=args.rebuild)
+        print(f"openbsd {image.release} image: {image.path}")
+        return 0
+    raise IkedlabError(f"--platform {args.platform}: expected linux or openbsd")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""A live guest as tests and provisioning see it: a console to run commands, a platform to speak its dialect.
+
+Scenarios talk to a Host and never to a dialect: `initlan.ping("10.0.2.2")`, `init.ipsec_counters()`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from lab.console import COMMAND, Console, Result
+from lab.errors import CommandError, ConsoleError, ProvisionError
+from lab.platforms import Action, FileSpec, Platform
+from lab.readings import Capture, IpsecCounters, PingResult, SaState
+from lab.topology import Host as HostSpec
+
+T = TypeVar("T")
+
+
+class Host:
+    def __init__(self, spec: HostSpec, platform: Platform, console: Console, artifacts: Path) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.platform = platform
+        self.console = console
+        self.artifacts = artifacts  # where captures and logs fetched from this host land
+
+    def __repr__(self) -> str:
+        return f"<Host {self.name} ({self.platform.name})>"
+
+    # --- commands ------------------------------------------------------------------------------------------
+    def run(self, command: str, *, timeout: float = COMMAND) -> Result:
+        return self.console.run(command, timeout=timeout)
+
+    def check(self, command: str, *, timeout: float = COMMAND) -> Result:
+        return self.console.check(command, timeout=timeout)
+
+    def apply(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, FileSpec):
+                self.write_file(action.path, action.content, action.mode)
+            else:
+                self.check(action)
+
+    def write_file(self, path: str, content: str, mode: int = 0o644) -> None:
+        """Write a text file in the guest and prove it arrived intact (the serial line is no checksum)."""
+        directory = path.rsplit("/", 1)[0] or "/"
+        self.console.check(
+            f"mkdir -p {directory} && (umask 077 && cat > {path}) && chmod {mode:o} {path}", stdin=content
+        )
+        got = self.platform.parse_checksum(self.check(self.platform.checksum_command(path)).output)
+        want = hashlib.sha256(content.encode() if content.endswith("\n") or not content else
+                              (content + "\n").encode()).hexdigest()
+        if got != want:
+            raise ProvisionError(f"{self.name}: {path} arrived corrupted over the console (sha256 {got} != {want})")
+
+    def read_file(self, path: str) -> str:
+        return self.check(f"cat {path}").output
+
+    def fetch_binary(self, path: str, dest: Path) -> Path:
+        """Copy a (small) binary file out of the guest, base64 over the console."""
+        out = self.check(f"openssl base64 -in {path}").output
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(base64.b64decode("".join(out.split())))
+        return dest
+
+    # --- what the guide checks -----------------------------------------------------------------------------
+    def ping(self, address: str, count: int = 3, timeout_s: int = 2) -> PingResult:
+        result = self.run(self.platform.ping_command(address, count, timeout_s), timeout=count * timeout_s + 30)
+        return self.platform.parse_ping(result.output)
+
+    def sas(self) -> SaState:
+        return self.platform.parse_sa(self.check(self.platform.sa_command()).output)
+
+    def ipsec_counters(self) -> IpsecCounters:
+        return self.platform.parse_counters(self.check(self.platform.counters_command(self.spec)).output)
+
+    def iked_log(self) -> str:
+        return self.run(self.platform.iked_log_command()).output
+
+    def wait_until(self, what: str, probe: Callable[[], T], ok: Callable[[T], bool], timeout: float,
+                   interval: float = 0.5) -> T:
+        """Poll `probe` until `ok(value)`, or fail after `timeout` saying what did not happen."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = probe()
+            if ok(value):
+                return value
+            if time.monotonic() >= deadline:
+                raise ProvisionError(
+                    f"{self.name}: {what} did not happen within {timeout:g}s (last reading: {value})",
+                    f"transcript: {self.console.transcript.path(self.name) if self.console.transcript else '-'}",
+                )
+            time.sleep(interval)  # the pace of polling, not a guess at how long something takes
+
+    def wait_established(self, timeout: float) -> SaState:
+        def reading() -> SaState:
+            result = self.run(self.platform.sa_command())  # fails while iked opens its control socket
+            return self.platform.parse_sa(result.output) if result.ok else SaState()
+
+        return self.wait_until("an ESTABLISHED IKE SA with child SAs", reading, lambda s: s.established, timeout)
+
+    @contextmanager
+    def capture_decapsulated(self, bpf: str = "") -> Iterator[list[Capture]]:
+        """Plaintext as it enters and leaves the tunnel (OpenBSD's enc0). Yields a list that holds the
+        Capture once the block ends."""
+        with self._capture("decapsulated", None, bpf) as box:
+            yield box
+
+    @contextmanager
+    def capture_wire(self, iface: str, bpf: str = "") -> Iterator[list[Capture]]:
+        """What crosses one interface, e.g. `capture_wire(host.platform.interface_name(0))`."""
+        with self._capture("wire", iface, bpf) as box:
+            yield box
+
+    @contextmanager
+    def _capture(self, kind: str, iface: str | None, bpf: str) -> Iterator[list[Capture]]:
+        tag = secrets.token_hex(3)
+        pcap = f"/tmp/ikedlab-{kind}-{tag}.pcap"
+        pid = int(self.check(self.platform.capture_start_command(kind, pcap, iface, bpf)).output.split()[-1])
+        # tcpdump creates the file once it listens: wait for that, not for a guessed delay.
+        self.wait_until(f"{kind} capture started", lambda: self.run(f"test -e {pcap}").ok, bool, 15, 0.1)
+        box: list[Capture] = []
+        try:
+            yield box
+        finally:
+            self.run(self.platform.capture_stop_command(pid), timeout=15)
+        text = self.run(self.platform.capture_read_command(pcap)).output
+        local = self.artifacts / f"{self.name}-{kind}{'-' + iface if iface else ''}-{tag}.pcap"
+        try:
+            self.fetch_binary(pcap, local)
+        except (CommandError, ConsoleError, ValueError):
+            local = None  # the text is what the test reads; the pcap is evidence for humans
+        capture = self.platform.parse_capture(text, kind)
+        box.append(Capture(capture.packets, text, str(local) if local else None))

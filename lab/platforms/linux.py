@@ -1,0 +1,160 @@
+"""The Linux appliance's dialect: busybox + iproute2 + nftables + OpenIKED portable (PF_KEY).
+
+OpenIKED on Linux has no enc0 and no `netstat -s -p esp`; the closest readings (FACTS.md, measured):
+per-SA packet counters from `ip -s xfrm state` stand for netstat's ESP/AH counters, nftables counters count
+ESP and AH on the wire, and nftables rules log the plaintext around the tunnel (`meta ipsec exists` after
+decapsulation, `rt ipsec exists` before encapsulation) to an nflog group that tcpdump reads like enc0.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar
+
+from lab.platforms import Action, FileSpec, LoginFacts, Platform
+from lab.platforms.parsers import parse_ikectl_show_sa, parse_ping_summary, parse_tcpdump_lines
+from lab.readings import Capture, IpsecCounters, PingResult, SaState
+from lab.topology import Host
+
+# busybox applets shadow the real tools in ash: call the real ones by full path.
+IP = "/bin/ip"
+NFT = "/usr/sbin/nft"
+IKED = "/usr/sbin/iked"
+MODPROBE = "/sbin/modprobe"
+TCPDUMP = "/usr/bin/tcpdump"
+
+NFLOG_GROUP = 5
+IKED_LOG = "/var/log/iked.log"
+NFT_RULES = "/etc/ikedlab.nft"
+
+# Counters and the enc0 stand-in, loaded on every IPsec gateway before iked starts.
+_NFT_RULESET = f"""\
+table inet ikedlab
+delete table inet ikedlab
+table inet ikedlab {{
+	counter esp_in {{ }}
+	counter esp_out {{ }}
+	counter ah_in {{ }}
+	counter ah_out {{ }}
+	chain input {{
+		type filter hook input priority 0; policy accept;
+		meta l4proto esp counter name esp_in
+		meta l4proto ah counter name ah_in
+		meta ipsec exists log group {NFLOG_GROUP}
+	}}
+	chain forward {{
+		type filter hook forward priority 0; policy accept;
+		meta ipsec exists log group {NFLOG_GROUP}
+		rt ipsec exists log group {NFLOG_GROUP}
+	}}
+	chain output {{
+		type filter hook output priority 0; policy accept;
+		meta l4proto esp counter name esp_out
+		meta l4proto ah counter name ah_out
+		rt ipsec exists log group {NFLOG_GROUP}
+	}}
+}}
+"""
+
+
+class Linux(Platform, name="linux"):
+    interface_prefix: ClassVar[str] = "eth"
+    login: ClassVar[LoginFacts] = LoginFacts(ready=r"ikedlab-linux ready")
+
+    def network_actions(self, host: Host) -> list[Action]:
+        actions: list[Action] = []
+        for iface in host.interfaces:
+            name = self.interface_name(iface.index)
+            actions.append(f"{IP} addr replace {iface.address} dev {name} && {IP} link set {name} up")
+        if host.gateway:
+            actions.append(f"{IP} route replace default via {host.gateway}")
+        actions.append(f"echo {int(host.forwarding)} > /proc/sys/net/ipv4/ip_forward")
+        return actions
+
+    def ipsec_prepare_actions(self, host: Host) -> list[Action]:
+        return [
+            # OpenIKED portable speaks PF_KEY; the ESP transforms autoload from there.
+            f"{MODPROBE} af_key",
+            FileSpec(NFT_RULES, _NFT_RULESET, 0o644),
+            f"{NFT} -f {NFT_RULES}",
+            f"mkdir -p {self.pubkeys_dir} /etc/iked/private && chmod 700 /etc/iked/private",
+        ]
+
+    def iked_start_command(self) -> str:
+        # Its own session, so it outlives this shell; in the foreground (-d) so its log is a plain file.
+        return (
+            f"mkdir -p /var/log; setsid {IKED} -d -v -f {self.iked_conf} >>{IKED_LOG} 2>&1 </dev/null & "
+            f"n=0; until pidof iked >/dev/null; do n=$((n+1)); [ $n -gt 100 ] && break; sleep 0.1; done; "
+            "pidof iked >/dev/null"
+        )
+
+    def iked_stop_command(self) -> str:
+        return "killall iked 2>/dev/null; n=0; while pidof iked >/dev/null && [ $n -lt 100 ]; do n=$((n+1)); " \
+               "sleep 0.1; done; ! pidof iked >/dev/null"
+
+    def iked_log_command(self) -> str:
+        return f"cat {IKED_LOG} 2>/dev/null"
+
+    def checksum_command(self, path: str) -> str:
+        return f"sha256sum {path}"
+
+    def ping_command(self, address: str, count: int, timeout_s: int) -> str:
+        return f"ping -c {count} -W {timeout_s} {address}"
+
+    def parse_ping(self, output: str) -> PingResult:
+        return parse_ping_summary(output)
+
+    def parse_sa(self, output: str) -> SaState:
+        return parse_ikectl_show_sa(output)
+
+    def counters_command(self, host: Host) -> str:
+        local = " ".join(str(i.address.ip) for i in host.interfaces)
+        return f"echo 'local {local}'; {IP} -s xfrm state; {NFT} list counters table inet ikedlab"
+
+    def parse_counters(self, output: str) -> IpsecCounters:
+        return parse_linux_counters(output)
+
+    def capture_start_command(self, kind: str, pcap: str, iface: str | None = None, bpf: str = "") -> str:
+        source = f"nflog:{NFLOG_GROUP}" if kind == "decapsulated" else iface
+        if source is None:
+            raise ValueError("a wire capture needs an interface")
+        return f"{TCPDUMP} -n -U -i {source} -w {pcap} {bpf} >/dev/null 2>&1 </dev/null & echo $!"
+
+    def parse_capture(self, output: str, kind: str) -> Capture:
+        return Capture(parse_tcpdump_lines(output), output)
+
+
+_SA_HEADER = re.compile(r"^src (\S+) dst (\S+)")
+_PROTO = re.compile(r"^\s+proto (esp|ah) spi (0x[0-9a-f]+)")
+_CURRENT = re.compile(r"^\s+(\d+)\(bytes\), (\d+)\(packets\)")
+_COUNTER = re.compile(r"counter (esp_in|esp_out|ah_in|ah_out) \{\s*packets (\d+) bytes (\d+)", re.S)
+
+
+def parse_linux_counters(text: str) -> IpsecCounters:
+    """Counters from `echo local ADDRS; ip -s xfrm state; nft list counters table inet ikedlab`.
+
+    ESP/AH packets are summed over the SAs of each direction (an SA whose destination is a local address
+    is inbound): like netstat's counters they count under NAT-T too. AH also counts on the wire, where a
+    stray AH packet with no SA would show.
+    """
+    local: set[str] = set()
+    totals = {"esp_in": 0, "esp_out": 0, "ah_in": 0, "ah_out": 0, "esp_in_bytes": 0, "esp_out_bytes": 0}
+    direction = proto = None
+    for line in text.splitlines():
+        if line.startswith("local "):
+            local = set(line.split()[1:])
+        elif m := _SA_HEADER.match(line):
+            direction = "in" if m.group(2) in local else "out"
+            proto = None
+        elif m := _PROTO.match(line):
+            proto = m.group(1)
+        elif (m := _CURRENT.match(line)) and direction and proto:
+            totals[f"{proto}_{direction}"] += int(m.group(2))
+            if proto == "esp":
+                totals[f"esp_{direction}_bytes"] += int(m.group(1))
+    for name, packets, _bytes in _COUNTER.findall(text):
+        if name.startswith("ah"):
+            totals[name] = max(totals[name], int(packets))
+    return IpsecCounters(**totals)
+
+

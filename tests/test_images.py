@@ -1,0 +1,600 @@
+"""Fast tests of the Linux image builder: no apt, no VM. Real apt and QEMU are in scenarios/."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import shutil
+import stat
+import struct
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from lab import PROJECT_ROOT, images
+from lab.errors import ImageError
+from lab.images import (
+    LinuxImage,
+    Recipe,
+    Resolved,
+    busybox_links,
+    cached_linux_image,
+    check_links,
+    default_cache_dir,
+    describe_changes,
+    elf_info,
+    guest_path,
+    in_root,
+    is_stripped,
+    kernel_package,
+    linux_image,
+    local_inputs,
+    manifest_key,
+    module_name,
+    newc_entry,
+    package_closure,
+    parse_depends,
+    parse_modules_dep,
+    parse_policy,
+    select_modules,
+    summarize_changes,
+    unpack_tar,
+    write_initramfs,
+)
+
+# Trimmed from real `apt-cache depends --recurse --no-recommends ...` output on Debian 12.
+DEPENDS = """\
+openiked
+  Depends: adduser
+  Depends: openssl
+  Depends: libc6
+  Depends: libssl3
+iproute2
+ |Depends: debconf
+  Depends: <debconf-2.0>
+    cdebconf
+    debconf
+  Depends: libc6
+  Depends: libselinux1
+tcpdump
+  Depends: adduser
+  Depends: libc6
+  Depends: libpcap0.8
+libpcap0.8
+  Depends: libc6
+  Depends: libdbus-1-3
+libdbus-1-3
+  Depends: libc6
+ |Depends: libsystemd0
+  Depends: libelogind0
+linux-image-cloud-amd64
+  Depends: linux-image-6.1.0-56-cloud-amd64
+linux-image-6.1.0-56-cloud-amd64
+  Depends: kmod
+ |Depends: initramfs-tools
+  Depends: <linux-initramfs-tool>
+    dracut
+    initramfs-tools
+openssl
+  Depends: libc6
+  Depends: libssl3
+  Depends: <no-provider-at-all>
+adduser
+  Depends: passwd
+passwd
+  Depends: libpam0g
+libssl3
+  Depends: libc6
+libselinux1
+  Depends: libc6
+  Depends: libpcre2-8-0
+libsystemd0
+  Depends: libc6
+libelogind0
+  Depends: libc6
+libc6
+  Depends: libgcc-s1
+libgcc-s1
+  Depends: libc6
+libpcre2-8-0
+  Depends: libc6
+debconf
+cdebconf
+<debconf-2.0>
+<linux-initramfs-tool>
+<no-provider-at-all>
+libpam0g
+  Depends: libc6
+kmod
+  Depends: libc6
+initramfs-tools
+dracut
+"""
+
+
+def test_parse_depends_groups_alternatives_and_expands_virtual_packages() -> None:
+    graph = parse_depends(DEPENDS)
+    assert graph["iproute2"] == [["debconf", "cdebconf", "debconf"], ["libc6"], ["libselinux1"]]
+    assert graph["libdbus-1-3"] == [["libc6"], ["libsystemd0", "libelogind0"]]
+    assert graph["openssl"][-1] == []  # a virtual package nobody provides
+    assert "<debconf-2.0>" in graph  # apt lists virtual packages as blocks too; they are never chosen
+    assert graph["debconf"] == []
+
+
+def test_closure_drops_virtual_lines_excluded_packages_and_later_alternatives() -> None:
+    graph = parse_depends(DEPENDS)
+    closure = package_closure(graph, ["openiked", "iproute2", "tcpdump"], {"adduser", "debconf", "cdebconf"})
+    assert closure == {
+        "openiked",
+        "iproute2",
+        "tcpdump",
+        "openssl",
+        "libc6",
+        "libgcc-s1",
+        "libssl3",
+        "libselinux1",
+        "libpcre2-8-0",
+        "libpcap0.8",
+        "libdbus-1-3",
+        "libsystemd0",
+    }
+    assert not any(name.startswith("<") for name in closure)
+
+
+def test_closure_takes_the_next_alternative_when_the_first_is_excluded() -> None:
+    graph = parse_depends(DEPENDS)
+    closure = package_closure(graph, ["tcpdump"], {"adduser", "libsystemd0"})
+    assert "libelogind0" in closure and "libsystemd0" not in closure
+
+
+def test_kernel_package_is_the_metapackages_versioned_dependency() -> None:
+    graph = parse_depends(DEPENDS)
+    assert kernel_package(graph, "linux-image-cloud-amd64") == "linux-image-6.1.0-56-cloud-amd64"
+    with pytest.raises(ImageError):
+        kernel_package(graph, "openiked")
+
+
+def test_parse_policy_reads_candidates() -> None:
+    text = """\
+openiked:
+  Installed: 7.2-1
+  Candidate: 7.2-1
+  Version table:
+ *** 7.2-1 500
+        500 http://deb.debian.org/debian bookworm/main amd64 Packages
+busybox-static:
+  Installed: (none)
+  Candidate: 1:1.35.0-4+deb12u1+b1
+gone:
+  Installed: (none)
+  Candidate: (none)
+"""
+    assert parse_policy(text) == {
+        "openiked": "7.2-1",
+        "busybox-static": "1:1.35.0-4+deb12u1+b1",
+        "gone": None,
+    }
+
+
+# --- recipe and cache key ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def recipe_dir(tmp_path: Path) -> Path:
+    copy = tmp_path / "recipe"
+    shutil.copytree(PROJECT_ROOT / "images" / "linux", copy)
+    return copy
+
+
+def test_the_shipped_recipe_loads() -> None:
+    recipe = Recipe.load(PROJECT_ROOT / "images" / "linux")
+    assert "openiked" in recipe.packages and "busybox-static" in recipe.packages
+    assert recipe.kernel == "linux-image-cloud-amd64"
+    assert {"af_key", "xfrm_user", "esp4", "nf_tables", "nft_log", "virtio_net", "virtio_rng"} <= set(
+        recipe.modules
+    )
+    assert recipe.directories["etc/iked/private"] == 0o700
+    assert recipe.cmdline.startswith("console=ttyS0")
+    assert "ikedlab-linux ready" in recipe.init.read_text()
+
+
+def test_recipe_errors_name_every_problem(recipe_dir: Path) -> None:
+    (recipe_dir / "recipe.yaml").write_text(
+        "packages: openiked\nexclude: []\nkernel: k\ncmdline: c\nmodules: [af_key]\n"
+        "directories: {tmp: '17x7'}\ncolour: blue\n"
+    )
+    with pytest.raises(ImageError) as caught:
+        Recipe.load(recipe_dir)
+    assert caught.value.message.endswith("packages: expected a list of names")
+    assert "directories.tmp" in (caught.value.hint or "") and "colour" in (caught.value.hint or "")
+
+
+def test_cache_key_changes_with_any_recipe_file_and_only_then(recipe_dir: Path) -> None:
+    resolved = Resolved(
+        {"openiked": "7.2-1"}, "linux-image-6.1.0-56-cloud-amd64", "6.1.192-2", "6.1.0-56-cloud-amd64"
+    )
+
+    def key() -> str:
+        return manifest_key({**local_inputs(Recipe.load(recipe_dir)), **resolved.manifest()})
+
+    first = key()
+    assert key() == first
+    init = recipe_dir / "init"
+    init.write_text(init.read_text() + "# a comment is a change\n")
+    second = key()
+    assert second != first
+    (recipe_dir / "rootfs" / "etc" / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
+    assert key() != second
+    other = Resolved(
+        {"openiked": "7.2-2"}, resolved.kernel_package, resolved.kernel_version, resolved.kernel_release
+    )
+    assert manifest_key({**local_inputs(Recipe.load(recipe_dir)), **other.manifest()}) != key()
+
+
+def test_changes_are_described_per_entry() -> None:
+    old = {"packages": {"libssl3": "3.0.1", "gone": "1"}, "recipe": {"init": "a"}, "format": 1}
+    new = {"packages": {"libssl3": "3.0.2", "new": "2"}, "recipe": {"init": "a"}, "format": 2}
+    assert describe_changes(old, new) == [
+        "format: 1 -> 2",
+        "packages: removed gone",
+        "packages: libssl3 3.0.1 -> 3.0.2",
+        "packages: added new 2",
+    ]
+    assert summarize_changes(old, new) == "format; packages (gone, libssl3, new)"
+
+
+def test_default_cache_dir_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("IKEDLAB_CACHE_DIR", str(tmp_path / "explicit"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "explicit"
+    monkeypatch.delenv("IKEDLAB_CACHE_DIR")
+    assert default_cache_dir() == tmp_path / "xdg" / "ikedlab"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert default_cache_dir() == tmp_path / ".cache" / "ikedlab"
+
+
+class FakeApt:
+    """Stands in for apt and the build: counts calls, so the tests see what the warm path skips."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, recipe_dir: Path) -> None:
+        self.state = "lists-1"
+        self.version = "7.2-1"
+        self.resolves = 0
+        self.builds = 0
+        monkeypatch.setattr(images, "RECIPE_DIR", recipe_dir)
+        monkeypatch.setattr(images, "apt_state", lambda: self.state)
+        monkeypatch.setattr(images, "resolve", self.resolve)
+        monkeypatch.setattr(images, "assemble", self.assemble)
+        monkeypatch.setattr(images, "say", lambda message: None)
+
+    def resolve(self, recipe: Recipe) -> Resolved:
+        self.resolves += 1
+        return Resolved({"openiked": self.version}, "linux-image-x", "1", "6.1.0-x")
+
+    def assemble(self, recipe: Recipe, resolved: Resolved, debs: Path, out: Path) -> dict[str, int]:
+        self.builds += 1
+        out.mkdir(parents=True)
+        (out / "vmlinuz").write_bytes(b"kernel")
+        (out / "initrd.img").write_bytes(b"initrd")
+        return {"initrd_bytes": 6, "unpacked_bytes": 6}
+
+
+def test_warm_call_asks_apt_nothing_and_rebuilds_only_on_change(
+    monkeypatch: pytest.MonkeyPatch, recipe_dir: Path, tmp_path: Path
+) -> None:
+    apt = FakeApt(monkeypatch, recipe_dir)
+    cache = tmp_path / "cache"
+    assert cached_linux_image(cache) is None
+
+    first = linux_image(cache)
+    assert (apt.resolves, apt.builds) == (1, 1)
+    assert isinstance(first, LinuxImage) and first.kernel.read_bytes() == b"kernel"
+    assert first.manifest["packages"] == {"openiked": "7.2-1"}
+    assert cached_linux_image(cache) == first
+
+    assert linux_image(cache) == first  # warm: no apt, no build
+    assert (apt.resolves, apt.builds) == (1, 1)
+
+    apt.state = "lists-2"  # apt-get update ran, same versions: re-resolve, no rebuild
+    assert linux_image(cache) == first
+    assert (apt.resolves, apt.builds) == (2, 1)
+    assert linux_image(cache) == first  # and the new lists were remembered
+    assert (apt.resolves, apt.builds) == (2, 1)
+
+    apt.state, apt.version = "lists-3", "7.2-2"  # a new version: rebuild
+    second = linux_image(cache)
+    assert (apt.resolves, apt.builds) == (3, 2)
+    assert second.key != first.key and not first.kernel.exists()  # the old image is gone
+
+    (recipe_dir / "init").write_text((recipe_dir / "init").read_text() + "\n")
+    third = linux_image(cache)
+    assert (apt.resolves, apt.builds) == (4, 3) and third.key != second.key
+
+    assert linux_image(cache, rebuild=True).key == third.key
+    assert apt.builds == 4
+    assert [p.name for p in (cache / "linux").iterdir() if not p.name.startswith(".")].count("current") == 1
+
+
+def test_a_failed_build_leaves_the_previous_image(
+    monkeypatch: pytest.MonkeyPatch, recipe_dir: Path, tmp_path: Path
+) -> None:
+    apt = FakeApt(monkeypatch, recipe_dir)
+    cache = tmp_path / "cache"
+    first = linux_image(cache)
+
+    def broken(recipe: Recipe, resolved: Resolved, debs: Path, out: Path) -> dict[str, int]:
+        out.mkdir(parents=True)
+        (out / "vmlinuz").write_bytes(b"half")
+        raise ImageError("interrupted")
+
+    monkeypatch.setattr(images, "assemble", broken)
+    apt.version = "7.2-9"
+    apt.state = "lists-2"
+    with pytest.raises(ImageError):
+        linux_image(cache)
+    assert cached_linux_image(cache) == first and first.kernel.read_bytes() == b"kernel"
+    assert not [p for p in (cache / "linux").iterdir() if p.name.startswith(".build-")]
+
+
+# --- unpacking ----------------------------------------------------------------------------------------
+
+
+def test_guest_path_merges_usr() -> None:
+    assert guest_path("./bin/ip") == "usr/bin/ip"
+    assert guest_path("./sbin/modprobe") == "usr/sbin/modprobe"
+    assert guest_path("./lib64/ld-linux-x86-64.so.2") == "usr/lib64/ld-linux-x86-64.so.2"
+    assert guest_path("./usr/sbin/iked") == "usr/sbin/iked"
+    assert guest_path("./etc/iked.conf") == "etc/iked.conf"
+    assert guest_path("./") is None and guest_path(".") is None
+
+
+def test_is_stripped_covers_the_path_and_everything_below() -> None:
+    patterns = ("usr/share/doc", "usr/lib/*/gconv")
+    assert is_stripped("usr/share/doc", patterns)
+    assert is_stripped("usr/share/doc/openiked/copyright", patterns)
+    assert is_stripped("usr/lib/x86_64-linux-gnu/gconv/UTF-16.so", patterns)
+    assert not is_stripped("usr/share/docs", patterns)
+    assert not is_stripped("usr/share", patterns)
+
+
+def make_tar(entries: list[tuple[str, str, str | bytes]]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for kind, name, value in entries:
+            info = tarfile.TarInfo(name)
+            if kind == "dir":
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            elif kind == "file":
+                data = value if isinstance(value, bytes) else value.encode()
+                info.size, info.mode = len(data), 0o644
+                tar.addfile(info, io.BytesIO(data))
+            elif kind == "sym":
+                info.type, info.linkname = tarfile.SYMTYPE, str(value)
+                tar.addfile(info)
+            elif kind == "hard":
+                info.type, info.linkname = tarfile.LNKTYPE, str(value)
+                tar.addfile(info)
+    return buffer.getvalue()
+
+
+def merged_root(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    for top in ("bin", "sbin", "lib", "lib64"):
+        (root / "usr" / top).mkdir(parents=True)
+        (root / top).symlink_to(f"usr/{top}")
+    return root
+
+
+def test_unpack_merges_usr_strips_docs_and_keeps_links_working(tmp_path: Path) -> None:
+    root = merged_root(tmp_path)
+    data = make_tar(
+        [
+            ("dir", "./", ""),
+            ("dir", "./bin/", ""),
+            ("file", "./bin/kmod", "kmod"),
+            ("dir", "./sbin/", ""),
+            ("sym", "./sbin/modprobe", "/bin/kmod"),
+            ("sym", "./sbin/lsmod", "../bin/kmod"),  # relative and climbing out of a merged dir
+            ("hard", "./sbin/insmod", "./bin/kmod"),
+            ("dir", "./usr/share/doc/kmod/", ""),
+            ("file", "./usr/share/doc/kmod/copyright", "text"),
+        ]
+    )
+    unpack_tar(data, root, ("usr/share/doc",))
+    assert (root / "usr/bin/kmod").read_text() == "kmod"
+    assert in_root(root, "/sbin/modprobe") == root / "usr/bin/kmod"
+    assert in_root(root, "sbin/lsmod") == root / "usr/bin/kmod"
+    assert (root / "usr/sbin/insmod").read_text() == "kmod"
+    assert not (root / "usr/share/doc").exists()
+    assert (root / "bin").is_symlink()
+
+
+def test_in_root_keeps_absolute_links_inside_and_detects_loops(tmp_path: Path) -> None:
+    root = merged_root(tmp_path)
+    (root / "usr/bin/busybox").write_text("bb")
+    (root / "usr/bin/sh").symlink_to("/usr/bin/busybox")
+    (root / "usr/bin/a").symlink_to("b")
+    (root / "usr/bin/b").symlink_to("a")
+    assert in_root(root, "/bin/sh") == root / "usr/bin/busybox"
+    assert in_root(root, "bin/../bin/sh") == root / "usr/bin/busybox"
+    assert in_root(root, "usr/bin/a") is None
+    assert in_root(root, "usr/bin/missing") is None
+
+
+def test_busybox_links_never_shadow_real_programs(tmp_path: Path) -> None:
+    root = merged_root(tmp_path)
+    (root / "usr/bin/busybox").write_text("bb")
+    (root / "usr/bin/ip").write_text("iproute2")
+    made = busybox_links(root, ["linuxrc", "bin/sh", "sbin/ip", "usr/bin/sha256sum", "bin/busybox"])
+    assert made == ["usr/bin/sh", "usr/bin/sha256sum"]
+    assert not (root / "usr/sbin/ip").exists()  # /usr/sbin comes first in PATH: it would hide /usr/bin/ip
+    assert in_root(root, "bin/sh") == root / "usr/bin/busybox"
+    assert not (root / "linuxrc").exists()
+
+
+# --- ELF and libraries --------------------------------------------------------------------------------
+
+
+def make_elf(needed: list[str], interpreter: str | None = None) -> bytes:
+    """A minimal ELF64 file with a dynamic section (and a PT_INTERP when given); enough for elf_info."""
+    strtab = b"\0"
+    offsets = []
+    for name in needed:
+        offsets.append(len(strtab))
+        strtab += name.encode() + b"\0"
+    dynamic = b"".join(struct.pack("<qQ", 1, off) for off in offsets) + struct.pack("<qQ", 0, 0)
+    interp = (interpreter.encode() + b"\0") if interpreter else b""
+    phnum = 1 if interp else 0
+    phoff = 64
+    interp_off = phoff + 56 * phnum
+    strtab_off = interp_off + len(interp)
+    dynamic_off = strtab_off + len(strtab)
+    shoff = dynamic_off + len(dynamic)
+    ident = b"\x7fELF" + bytes([2, 1, 1]) + bytes(9)
+    header = ident + struct.pack("<HHIQQQIHHHHHH", 3, 62, 1, 0, phoff, shoff, 0, 64, 56, phnum, 64, 3, 0)
+    program = struct.pack("<IIQQQQQQ", 3, 4, interp_off, 0, 0, len(interp), len(interp), 1) if interp else b""
+    sections = (
+        bytes(64)
+        + struct.pack("<IIQQQQIIQQ", 0, 3, 0, 0, strtab_off, len(strtab), 0, 0, 1, 0)
+        + struct.pack("<IIQQQQIIQQ", 0, 6, 0, 0, dynamic_off, len(dynamic), 1, 0, 8, 16)
+    )
+    return header + program + interp + strtab + dynamic + sections
+
+
+def test_elf_info_reads_interpreter_and_needed() -> None:
+    info = elf_info(make_elf(["libc.so.6", "libssl.so.3"], "/lib64/ld-linux-x86-64.so.2"))
+    assert info is not None
+    assert info.interpreter == "/lib64/ld-linux-x86-64.so.2"
+    assert info.needed == ("libc.so.6", "libssl.so.3")
+    assert elf_info(b"#!/bin/sh\n") is None
+
+
+def test_elf_info_on_a_real_program() -> None:
+    sh = Path("/bin/sh").resolve()
+    info = elf_info(sh.read_bytes())
+    if info is None:
+        pytest.skip("/bin/sh is not a 64-bit little-endian ELF here")
+    assert info.interpreter is None or info.interpreter.startswith("/")
+
+
+def test_check_links_finds_missing_and_unused_libraries(tmp_path: Path) -> None:
+    root = merged_root(tmp_path)
+    libdir = root / "usr/lib/x86_64-linux-gnu"
+    libdir.mkdir(parents=True)
+    (root / "usr/lib64/ld.so").write_bytes(make_elf([]))
+    (root / "usr/bin/prog").write_bytes(make_elf(["liba.so.1"], "/lib64/ld.so"))
+    (root / "usr/bin/broken").write_bytes(make_elf(["libgone.so.9"], "/lib64/ld.so"))
+    (libdir / "liba.so.1.0").write_bytes(make_elf(["libb.so.1"]))
+    (libdir / "liba.so.1").symlink_to("liba.so.1.0")
+    (libdir / "libb.so.1").write_bytes(make_elf([]))
+    (libdir / "libunused.so.2").write_bytes(make_elf([]))
+    (libdir / "libdlopened.so.1").write_bytes(make_elf([]))
+    (libdir / "plugins").mkdir()
+    (libdir / "plugins/plugin.so").write_bytes(make_elf(["libb.so.1"]))
+    result = check_links(root, required=["usr/bin/prog", "usr/sbin/absent"], keep=["libdlopened.so.1"])
+    assert result.problems == [
+        "usr/bin/broken needs libgone.so.9 (not in the image)",
+        "usr/sbin/absent is not in the image",
+    ]
+    assert result.unused == ["usr/lib/x86_64-linux-gnu/libunused.so.2"]
+    images.prune_libraries(root, result.unused)
+    assert not (libdir / "libunused.so.2").exists() and (libdir / "liba.so.1").exists()
+
+
+# --- kernel modules -----------------------------------------------------------------------------------
+
+MODULES_DEP = """\
+kernel/net/key/af_key.ko: kernel/net/xfrm/xfrm_algo.ko
+kernel/net/xfrm/xfrm_algo.ko:
+kernel/net/ipv4/esp4.ko: kernel/net/xfrm/xfrm_algo.ko
+kernel/crypto/ghash-generic.ko:
+kernel/net/netfilter/nft_log.ko: kernel/net/netfilter/nf_tables.ko kernel/net/netfilter/nfnetlink.ko
+kernel/net/netfilter/nft_xfrm.ko: kernel/net/netfilter/nf_tables.ko kernel/net/netfilter/nfnetlink.ko
+kernel/net/netfilter/nf_tables.ko: kernel/net/netfilter/nfnetlink.ko
+kernel/net/netfilter/nfnetlink.ko:
+kernel/drivers/char/hw_random/virtio-rng.ko:
+"""
+
+
+def test_select_modules_follows_dependencies_names_globs_and_builtins() -> None:
+    deps = parse_modules_dep(MODULES_DEP)
+    paths, unknown = select_modules(
+        ["af_key", "ghash_generic", "virtio_rng", "aes_generic", "kernel/net/netfilter/nft_*", "nope"],
+        deps,
+        ["kernel/crypto/aes_generic.ko"],
+    )
+    assert unknown == ["nope"]
+    assert paths == sorted(
+        [
+            "kernel/net/key/af_key.ko",
+            "kernel/net/xfrm/xfrm_algo.ko",
+            "kernel/crypto/ghash-generic.ko",
+            "kernel/drivers/char/hw_random/virtio-rng.ko",
+            "kernel/net/netfilter/nft_log.ko",
+            "kernel/net/netfilter/nft_xfrm.ko",
+            "kernel/net/netfilter/nf_tables.ko",
+            "kernel/net/netfilter/nfnetlink.ko",
+        ]
+    )
+    assert module_name("kernel/crypto/sha512-generic.ko.xz") == "sha512_generic"
+
+
+# --- the initramfs --------------------------------------------------------------------------------------
+
+
+def read_newc(data: bytes) -> list[tuple[str, int, int, bytes, tuple[int, int]]]:
+    """(name, mode, mtime, data, rdev) of each entry of a newc archive, trailer excluded."""
+    entries: list[tuple[str, int, int, bytes, tuple[int, int]]] = []
+    offset = 0
+    while True:
+        assert data[offset : offset + 6] == b"070701"
+        fields = [int(data[offset + 6 + 8 * i : offset + 14 + 8 * i], 16) for i in range(13)]
+        namesize, filesize = fields[11], fields[6]
+        name_start = offset + 110
+        name = data[name_start : name_start + namesize - 1].decode()
+        data_start = name_start + namesize + (-(110 + namesize) % 4)
+        body = data[data_start : data_start + filesize]
+        offset = data_start + filesize + (-filesize % 4)
+        if name == "TRAILER!!!":
+            return entries
+        assert fields[2] == 0 and fields[3] == 0  # owned by root
+        entries.append((name, fields[1], fields[5], body, (fields[9], fields[10])))
+
+
+def test_initramfs_is_a_sorted_reproducible_newc_archive(tmp_path: Path) -> None:
+    root = merged_root(tmp_path)
+    (root / "init").write_text("#!/bin/sh\n")
+    (root / "init").chmod(0o755)
+    (root / "usr/bin/busybox").write_bytes(b"\x7fELF...")
+    (root / "usr/bin/sh").symlink_to("/usr/bin/busybox")
+    (root / "dev").mkdir()
+    (root / "etc/iked/private").mkdir(parents=True)
+    (root / "etc/iked/private").chmod(0o700)
+
+    first, second = io.BytesIO(), io.BytesIO()
+    write_initramfs(root, first)
+    (root / "init").touch()  # times do not matter
+    write_initramfs(root, second)
+    assert first.getvalue() == second.getvalue()
+
+    entries = read_newc(gzip.decompress(first.getvalue()))
+    names = [e[0] for e in entries]
+    assert names == sorted(names, key=lambda n: n.split("/"))
+    assert names.index("dev") < names.index("dev/console")
+    by_name = {e[0]: e for e in entries}
+    assert stat.S_ISCHR(by_name["dev/console"][1]) and by_name["dev/console"][4] == (5, 1)
+    assert by_name["init"][1] == stat.S_IFREG | 0o755 and by_name["init"][3] == b"#!/bin/sh\n"
+    assert stat.S_ISLNK(by_name["bin"][1]) and by_name["bin"][3] == b"usr/bin"
+    assert by_name["usr/bin/sh"][3] == b"/usr/bin/busybox"
+    assert stat.S_IMODE(by_name["etc/iked/private"][1]) == 0o700
+    assert "usr/bin/sh" not in [n for n in names if n.startswith("bin/")]  # bin/ is not walked twice
+    assert {e[2] for e in entries} == {0}
+
+
+def test_newc_entries_are_padded_to_four_bytes() -> None:
+    for name in ("a", "ab", "abc", "abcd"):
+        for body in (b"", b"x", b"xyz", b"wxyz"):
+            assert len(newc_entry(name, stat.S_IFREG | 0o644, 1, body)) % 4 == 0
