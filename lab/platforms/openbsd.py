@@ -1,0 +1,138 @@
+"""OpenBSD's dialect: the guide's own platform.
+
+Guests boot the golden image made by lab.openbsd_image (one per release, from signify-verified install
+media), log in as root on com0, and are configured the way the guide says: /etc/hostname.vioN, /etc/mygate,
+/etc/sysctl.conf, `rcctl` for iked. Readings come from the tools OpenBSD ships: `ikectl show sa`,
+`netstat -s -p esp|ah`, `ping`, and tcpdump on enc0 for the traffic before encapsulation and after
+decapsulation.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import ClassVar
+
+from lab.errors import IkedlabError
+from lab.platforms import Action, FileSpec, LoginFacts, Platform
+from lab.platforms.parsers import (
+    parse_ikectl_show_sa,
+    parse_netstat_esp_ah,
+    parse_ping_summary,
+    parse_tcpdump_lines,
+)
+from lab.readings import Capture, IpsecCounters, PingResult, SaState
+from lab.topology import Host
+
+#: root's password in every OpenBSD lab guest. Lab-only: the image is built for throwaway guests whose
+#: only links are QEMU sockets on 127.0.0.1 and whose sshd is off; never reuse it anywhere else.
+LAB_ROOT_PASSWORD = "ikedlab-root"
+
+#: The interface OpenBSD shows decapsulated (and about-to-be-encapsulated) IPsec traffic on.
+ENC_INTERFACE = "enc0"
+
+
+def parse_iked_started(output: str) -> bool:
+    """Judge `rcctl start iked`: "iked(ok)" when it started; nothing at all when it already ran."""
+    text = output.strip()
+    return "iked(failed)" not in text and (text == "" or "iked(ok)" in text)
+
+
+class OpenBSD(Platform, name="openbsd"):
+    interface_prefix: ClassVar[str] = "vio"
+    # After boot: "OpenBSD/amd64 (name.domain) (tty00)", then "login:" on a line of its own.
+    login: ClassVar[LoginFacts] = LoginFacts(
+        ready=r"(?:^|\n)login: ",
+        user="root",
+        password=LAB_ROOT_PASSWORD,
+        password_prompt=r"Password:",
+    )
+
+    # --- provisioning -------------------------------------------------------------------------------
+    def network_actions(self, host: Host) -> list[Action]:
+        actions: list[Action] = [FileSpec("/etc/myname", f"{host.name}\n")]
+        names = []
+        for iface in host.interfaces:
+            name = self.interface_name(iface.index)
+            names.append(name)
+            # netstart(8) wants hostname.if files unreadable by others; 0640 is what the installer makes.
+            config = f"inet {iface.address.ip} {iface.address.netmask}\nup\n"
+            actions.append(FileSpec(f"/etc/hostname.{name}", config, 0o640))
+        if host.gateway is not None:
+            actions.append(FileSpec("/etc/mygate", f"{host.gateway}\n"))
+        actions.append(FileSpec("/etc/sysctl.conf", self.sysctl_conf(host)))
+        actions.append(f"hostname {shlex.quote(host.name)}")
+        actions.append(f"sh /etc/netstart {' '.join(names)}")
+        if host.gateway is not None:
+            # Replace rather than add: netstart may already have set it, and a re-run must not fail.
+            actions.append(f"route -qn delete default >/dev/null 2>&1; route -qn add default {host.gateway}")
+        actions.extend(f"sysctl {line}" for line in self.sysctl_conf(host).splitlines())
+        return actions
+
+    @staticmethod
+    def sysctl_conf(host: Host) -> str:
+        lines = ["net.inet.ip.forwarding=1"] if host.forwarding else []
+        lines += ["net.inet.esp.enable=1", "net.inet.ah.enable=1"]
+        return "\n".join(lines) + "\n"
+
+    def ipsec_prepare_actions(self, host: Host) -> list[Action]:
+        # /etc/rc made the key pair at boot (the image ships none); provisioning still runs keygen_command,
+        # which only fills a gap. ESP and AH are on (network_actions' sysctls); pf's default rules pass IPsec.
+        private_dir = self.private_key.rsplit("/", 1)[0]
+        return [f"mkdir -p {private_dir} {self.pubkeys_dir} && chmod 700 {private_dir}"]
+
+    def iked_start_command(self) -> str:
+        # rcctl exits non-zero and prints "iked(failed)" when iked does not come up.
+        return "rcctl enable iked && rcctl start iked"
+
+    def iked_stop_command(self) -> str:
+        return "rcctl stop iked"
+
+    def iked_log_command(self) -> str:
+        # iked logs through syslog's daemon facility: /var/log/daemon.
+        return "grep -e 'iked\\[' -e 'iked:' /var/log/daemon || true"
+
+    # --- readings -----------------------------------------------------------------------------------
+    def checksum_command(self, path: str) -> str:
+        return f"sha256 -q {shlex.quote(path)}"
+
+    def ping_command(self, address: str, count: int, timeout_s: int) -> str:
+        # timeout_s is how long to wait for a reply (Linux's -W). OpenBSD's -w is how long to wait for
+        # replies after the last request; requests go out once a second either way.
+        return f"ping -n -c {count} -w {max(1, timeout_s)} {shlex.quote(address)}"
+
+    def parse_ping(self, output: str) -> PingResult:
+        return parse_ping_summary(output)
+
+    def parse_sa(self, output: str) -> SaState:
+        return parse_ikectl_show_sa(output)
+
+    def counters_command(self, host: Host) -> str:
+        return "netstat -s -p esp; netstat -s -p ah"
+
+    def parse_counters(self, output: str) -> IpsecCounters:
+        return parse_netstat_esp_ah(output)
+
+    def capture_start_command(self, kind: str, pcap: str, iface: str | None = None, bpf: str = "") -> str:
+        if kind == "decapsulated":
+            iface = ENC_INTERFACE
+        elif kind == "wire":
+            if not iface:
+                raise IkedlabError("a wire capture needs an interface name (e.g. vio0)")
+        else:
+            raise IkedlabError(f"unknown capture kind '{kind}' (expected decapsulated or wire)")
+        bpf_arg = f" {shlex.quote(bpf)}" if bpf else ""
+        # The short sleep lets tcpdump open the interface before the caller sends the traffic it wants.
+        return (
+            f"tcpdump -n -l -i {shlex.quote(iface)} -w {shlex.quote(pcap)}{bpf_arg} >/dev/null 2>&1 & "
+            "echo $!; sleep 1"
+        )
+
+    def parse_capture(self, output: str, kind: str) -> Capture:
+        packets = parse_tcpdump_lines(output)
+        notes = []
+        if kind == "decapsulated" and any(p.spi is None for p in packets):
+            notes.append("some enc0 packets carry no SPI header")
+        return Capture(packets=packets, text=output, notes=notes)
+
+
+__all__ = ["ENC_INTERFACE", "LAB_ROOT_PASSWORD", "OpenBSD", "parse_iked_started"]

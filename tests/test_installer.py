@@ -1,0 +1,272 @@
+"""The unattended OpenBSD install dialogue against a fake serial peer, and the install.conf it types."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from lab.installer import (
+    PER_MACHINE_FILES,
+    InstallerChecksumFailed,
+    InstallerError,
+    InstallerNoAnswer,
+    InstallerStalled,
+    InstallerTimeout,
+    Timeouts,
+    Typing,
+    run_install,
+)
+from lab.media import Media
+from lab.openbsd_image import cached_openbsd_image, qemu_argv, recipe_hash, render_install_conf
+from lab.platforms.openbsd import LAB_ROOT_PASSWORD
+
+FAKE = Path(__file__).parent / "data" / "openbsd" / "fake_installer.py"
+FAST = Timeouts(boot=10, prompt=10, install=30, question_stall=1.5, work_stall=5, halt=5)
+QUICK = Typing(chunk=16, delay=0)
+
+
+class Peer:
+    def __init__(self, scenario: str, tmp_path: Path) -> None:
+        self.record_path = tmp_path / "record.json"
+        self.child = pexpect.spawn(
+            sys.executable, [str(FAKE), scenario, str(self.record_path)], encoding="utf-8", timeout=10
+        )
+        self.child.delaybeforesend = None  # the Typing knob is the only pacing
+
+    @property
+    def record(self) -> dict:
+        if self.child.isalive():
+            self.child.expect([pexpect.EOF, pexpect.TIMEOUT], timeout=0.5)  # let it finish writing
+        self.child.close(force=True)
+        return json.loads(self.record_path.read_text())
+
+
+@pytest.fixture
+def peer(tmp_path: Path) -> Iterator[object]:
+    peers: list[Peer] = []
+
+    def make(scenario: str) -> Peer:
+        peers.append(Peer(scenario, tmp_path))
+        return peers[-1]
+
+    yield make
+    for p in peers:
+        p.child.close(force=True)
+
+
+@pytest.fixture(scope="module")
+def conf() -> str:
+    return render_install_conf(release="7.9")
+
+
+# --- install.conf -------------------------------------------------------------------------------------
+
+
+def answers(text: str) -> dict[str, str]:
+    pairs = (line.partition("=") for line in text.splitlines())
+    return {key.strip(): value.strip() for key, sep, value in pairs if sep}
+
+
+def test_conf_answers_every_question_without_a_default(conf):
+    given = answers(conf)
+    assert given["System hostname"] == "ikedlab"
+    assert given["Password for root account"] == LAB_ROOT_PASSWORD
+    assert given["What timezone are you in"] == "UTC"
+    assert given["Location of sets"] == "cd0"
+    assert given["Directory does not contain SHA256.sig. Continue without verification"] == "yes"
+
+
+def test_conf_other_choices(conf):
+    given = answers(conf)
+    assert given["X Window System"] == "no"
+    assert given["Change the default console to com0"] == "yes"
+    assert given["Which speed should com0 use"] == "115200"
+    assert given["Set name(s)"].split() == ["-x*", "-game*", "-man*", "-comp*"]
+    assert given["Exit to (S)hell, (H)alt or (R)eboot"] == "shell"
+
+
+def test_conf_is_plain_lines(conf):
+    lines = conf.strip().splitlines()
+    assert all(" = " in line for line in lines)  # no template comments leak into the answer file
+    assert all(len(line) < 78 for line in lines)  # each fits on one line of an 80-column console
+    assert "{{" not in conf and "{#" not in conf
+
+
+def test_conf_rendering_is_parameterised():
+    text = render_install_conf(hostname="gw", root_password="pw", timezone="Europe/Paris")
+    given = answers(text)
+    assert (
+        given["System hostname"],
+        given["Password for root account"],
+        given["What timezone are you in"],
+    ) == (
+        "gw",
+        "pw",
+        "Europe/Paris",
+    )
+
+
+# --- the dialogue -------------------------------------------------------------------------------------
+
+
+def test_successful_install(peer, conf):
+    p = peer("ok")
+    result = run_install(p.child, conf, FAST, QUICK, release="7.9")
+    assert result.release == "7.9"
+    record = p.record
+    assert record["loader"] == ["set tty com0", "boot"]
+    assert record["menu"] == "S"
+    assert record["confs"] == [conf.strip() + "\n"]
+    asked = record["answers"]
+    seen = dict(reversed(asked))  # the first answer to each question
+    assert seen["System hostname? (short form, e.g. 'foo')"] == "ikedlab"
+    assert [a for q, a in asked if q.startswith("Location of sets?")] == ["cd0", "done"]
+    assert seen["What timezone are you in? ('?' for list)"] == "UTC"
+    assert seen["Which speed should com0 use? (or 'done')"] == "115200"
+    commands = record["commands"]
+    assert "install -af /install.conf" in commands
+    cleanup = next(c for c in commands if c.startswith("{ test -f /mnt/etc/rc.conf"))
+    for path in PER_MACHINE_FILES:
+        assert path in cleanup
+    assert commands[-1] == "halt -p"
+
+
+def test_install_without_boot_prompt(peer, conf):
+    p = peer("direct")  # the medium's boot.conf already moved the loader to com0
+    assert run_install(p.child, conf, FAST, QUICK).release == "7.9"
+    assert "loader" not in p.record
+
+
+def test_silent_console_times_out_at_boot(peer, conf):
+    p = peer("silent")
+    quick_boot = Timeouts(boot=1, prompt=1, install=5, question_stall=1, work_stall=2, halt=1)
+    with pytest.raises(InstallerTimeout) as caught:
+        run_install(p.child, conf, quick_boot, QUICK)
+    assert str(caught.value) == (
+        "no boot> prompt or installer greeting from the OpenBSD media within 1s "
+        "(last output: Booting from DVD/CD...)"
+    )
+
+
+def test_wrong_release_refused_at_the_greeting(peer, conf):
+    p = peer("ok")
+    with pytest.raises(InstallerError, match="OpenBSD 7.9, not 7.8"):
+        run_install(p.child, conf, FAST, QUICK, release="7.8")
+    assert "install -af /install.conf" not in p.record["commands"]
+
+
+def test_garbled_conf_is_typed_again(peer, conf):
+    p = peer("garble")
+    run_install(p.child, conf, FAST, QUICK)
+    confs = p.record["confs"]
+    assert len(confs) == 2
+    assert confs[0] != confs[1] == conf.strip() + "\n"
+
+
+def test_question_without_answer(peer, conf):
+    p = peer("noanswer")
+    with pytest.raises(InstallerNoAnswer) as caught:
+        run_install(p.child, conf, FAST, QUICK)
+    assert "frobnicate the widgets?" in caught.value.question.lower()
+    assert "\n" not in str(caught.value)
+    assert "install.conf does not answer" in str(caught.value)
+
+
+def test_checksum_failure(peer, conf):
+    p = peer("checksum")
+    with pytest.raises(InstallerChecksumFailed) as caught:
+        run_install(p.child, conf, FAST, QUICK)
+    assert caught.value.set_name == "base79.tgz"
+    assert str(caught.value) == "the OpenBSD installer found a bad checksum for base79.tgz: damaged media"
+
+
+def test_stalled_prompt(peer, conf):
+    p = peer("stall")
+    with pytest.raises(InstallerStalled) as caught:
+        run_install(p.child, conf, FAST, QUICK)
+    assert caught.value.waiting_at.startswith("Which disk is the root disk?")
+    assert re.fullmatch(
+        r"the OpenBSD installer stalled: no output for \d+s at 'Which disk .*'", str(caught.value)
+    )
+
+
+def test_missing_answer_in_our_conf_is_caught(peer, conf):
+    p = peer("ok")
+    without_timezone = "\n".join(line for line in conf.splitlines() if not line.startswith("What timezone"))
+    with pytest.raises(InstallerNoAnswer, match="timezone"):
+        run_install(p.child, without_timezone, FAST, QUICK)
+
+
+def test_vm_exit_is_an_error(peer, conf):
+    p = peer("ok")
+    without_exit = "\n".join(line for line in conf.splitlines() if not line.startswith("Exit to"))
+    with pytest.raises(InstallerError, match="exited"):
+        run_install(p.child, without_exit, FAST, QUICK)  # the fake reboots, QEMU would exit
+
+
+# --- the image builder's pure parts --------------------------------------------------------------------
+
+
+def test_qemu_argv_is_headless_and_offline(tmp_path):
+    argv = qemu_argv("qemu-system-x86_64", tmp_path / "d.qcow2", tmp_path / "install79.iso", "tcg")
+    joined = " ".join(argv)
+    assert "-nic none" in joined and "-serial stdio" in joined and "-no-reboot" in joined
+    assert "graphics=off" in joined and "-accel tcg" in joined
+    assert f"file={tmp_path / 'install79.iso'},media=cdrom" in joined
+
+
+def test_recipe_hash_follows_the_recipe(tmp_path):
+    (tmp_path / "install.conf.j2").write_text("System hostname = {{ hostname }}\n")
+    first = recipe_hash(tmp_path)
+    (tmp_path / "install.conf.j2").write_text("System hostname = x{{ hostname }}\n")
+    assert recipe_hash(tmp_path) != first
+
+
+def test_cache_lookup(tmp_path):
+    assert cached_openbsd_image("7.9", tmp_path) is None
+    directory = tmp_path / "openbsd"
+    directory.mkdir()
+    (directory / "openbsd-7.9-amd64.qcow2").write_bytes(b"QFI\xfb")
+    manifest = {"key": "openbsd-7.9-amd64-x", "release": "7.9", "recipe": recipe_hash(), "verified": True}
+    (directory / "openbsd-7.9-amd64.json").write_text(json.dumps(manifest))
+    image = cached_openbsd_image("7.9", tmp_path)
+    assert image is not None and image.verified and image.key == "openbsd-7.9-amd64-x"
+    assert cached_openbsd_image(None, tmp_path) == image  # the newest cached release
+    manifest["recipe"] = "stale"
+    (directory / "openbsd-7.9-amd64.json").write_text(json.dumps(manifest))
+    assert cached_openbsd_image("7.9", tmp_path) is None  # the recipe changed: rebuild
+
+
+@pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img is not installed")
+def test_build_writes_image_and_manifest_atomically(tmp_path, monkeypatch):
+    import lab.openbsd_image as builder
+
+    iso = tmp_path / "install79.iso"
+    iso.write_bytes(b"iso")
+    fetched = []
+
+    def fake_fetch(release, arch, mirror, iso_arg, cache_dir, **kwargs):
+        fetched.append((release, kwargs["insecure"]))
+        return Media(iso, False, "NOT VERIFIED (--insecure, no SHA256.sig)", "ab" * 32, release, arch)
+
+    def fake_install(qemu, disk, media, release, transcript, timeouts):
+        assert disk.exists() and disk.name.endswith(".partial")  # built beside, renamed at the end
+        return 1234.0
+
+    monkeypatch.setattr(builder, "fetch_media", fake_fetch)
+    monkeypatch.setattr(builder, "_install", fake_install)
+    monkeypatch.setattr(builder, "require", lambda program, package=None: shutil.which(program) or program)
+    image = builder.build_openbsd_image("7.9", iso=iso, insecure=True, cache_dir=tmp_path)
+    assert image.path == tmp_path / "openbsd" / "openbsd-7.9-amd64.qcow2" and image.path.is_file()
+    assert image.manifest["insecure"] is True and image.manifest["iso_sha256"] == "ab" * 32
+    assert image.manifest["recipe"] == recipe_hash() and image.manifest["install_seconds"] == 1234
+    assert not list((tmp_path / "openbsd").glob(".*"))  # no partial files left behind
+    again = builder.build_openbsd_image("7.9", iso=iso, insecure=True, cache_dir=tmp_path)
+    assert again == image and len(fetched) == 1  # the cache answers; nothing fetched or installed
