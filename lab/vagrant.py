@@ -1,0 +1,187 @@
+"""What the Vagrantfile needs from ikedlab: the rendered per-host files, plus a summary it can read.
+
+Vagrant (vagrant-libvirt) gives every guest a management NIC of its own, and it is always the first one: on
+an OpenBSD box that is vio0. The lab's interfaces therefore start at vio1. Rather than renaming files after
+the fact, the lab is rendered through a dialect that knows this: `VagrantOpenBSD` is OpenBSD with every lab
+interface numbered one higher, so hostname.vioN, the `netstart` arguments and anything else that names an
+interface come out right from the same code path `ikedlab render` uses.
+
+    python -m lab.vagrant render --out .vagrant/ikedlab-render [--topology FILE]
+
+writes OUT/HOST/files/..., OUT/HOST/provision.sh (exactly what `render_lab` writes) and OUT/lab.json: the
+hosts in topology order, their interfaces in NIC order, the links and the gateways' key-exchange facts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from lab.errors import IkedlabError
+from lab.platforms import get_platform
+from lab.platforms.openbsd import OpenBSD
+from lab.render import render_lab
+from lab.topology import load
+
+SUMMARY = "lab.json"
+
+#: NICs Vagrant puts before the lab's own on every guest (its management network).
+VAGRANT_NICS = 1
+
+
+class VagrantOpenBSD(OpenBSD, name="openbsd-vagrant"):
+    """OpenBSD as a Vagrant box: vio0 is Vagrant's management NIC, the lab's interfaces follow it."""
+
+    interface_offset = VAGRANT_NICS
+
+    def interface_name(self, index: int) -> str:
+        return super().interface_name(index + self.interface_offset)
+
+
+#: The platform ikedlab renders for a Vagrant guest, per base platform.
+VAGRANT_DIALECTS = {"openbsd": VagrantOpenBSD.name}
+
+
+def vagrant_dialect(platform: str) -> str:
+    try:
+        return VAGRANT_DIALECTS[platform]
+    except KeyError:
+        known = ", ".join(sorted(VAGRANT_DIALECTS))
+        message = f"the Vagrantfile has no box for platform '{platform}' (it supports: {known})"
+        raise IkedlabError(message) from None
+
+
+def render_summary(topology_path: Path | None, platform: str, out: Path) -> Path:
+    """Write OUT/lab.json describing the lab rendered under OUT for Vagrant guests of `platform`.
+
+    Run it after `render_lab(topology_path, "openbsd-vagrant", out)`: "files" lists every file under
+    OUT/HOST (relative to it), so the Vagrantfile and its test never restate them.
+    """
+    topology = load(topology_path)
+    dialect_name = vagrant_dialect(platform)
+    hosts: dict[str, Any] = {}
+    for host in topology.hosts.values():
+        if host.platform not in (None, platform):
+            raise IkedlabError(
+                f"host '{host.name}' asks for platform '{host.platform}'; the Vagrantfile runs one box "
+                f"for all hosts ({platform})"
+            )
+        dialect = get_platform(dialect_name)
+        root = out / host.name
+        entry: dict[str, Any] = {
+            "dir": host.name,
+            "provision": "provision.sh",
+            "files": sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()),
+            "interfaces": [
+                {
+                    "name": dialect.interface_name(iface.index),
+                    "link": iface.link,
+                    "address": str(iface.address.ip),
+                    "netmask": str(iface.address.netmask),
+                    "prefixlen": iface.address.network.prefixlen,
+                }
+                for iface in host.interfaces
+            ],
+            "gateway": str(host.gateway) if host.gateway else None,
+            "ipsec": None,
+        }
+        if host.ipsec:
+            peer = topology.peer_of(host)
+            assert peer.ipsec
+            entry["ipsec"] = {
+                "peer": peer.name,
+                "mode": host.ipsec.mode,
+                "srcid": host.ipsec.srcid,
+                "public_key": dialect.public_key,
+                # Where this gateway keeps its peer's public key: named after the peer's srcid.
+                "peer_pubkey_path": dialect.peer_pubkey_path(peer.ipsec.srcid),
+                "iked_conf": dialect.iked_conf,
+                "iked_check": dialect.iked_check_command(),
+                "iked_start": dialect.iked_start_command(),
+                "iked_stop": dialect.iked_stop_command(),
+            }
+        hosts[host.name] = entry
+    summary = {
+        "topology": str(topology.path),
+        "platform": platform,
+        "dialect": dialect_name,
+        "interface_offset": VagrantOpenBSD.interface_offset,
+        "hosts": hosts,
+        "links": {
+            link.name: {
+                "subnet": str(link.subnet),
+                "netmask": str(link.subnet.netmask),
+                "ends": {h: str(a) for h, a in link.ends.items()},
+            }
+            for link in topology.links.values()
+        },
+    }
+    path = out / SUMMARY
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    return path
+
+
+def render(topology_path: Path | None, platform: str, out: Path) -> Path:
+    """Render the lab for Vagrant into `out` and return its lab.json.
+
+    The new render is made beside `out` and swapped in only when it differs, so a `vagrant ssh` run while
+    `vagrant up` uploads from `out` leaves the files under it alone. `out` is only ever replaced when it is
+    empty or holds an earlier render (a lab.json): never a folder of someone else's.
+    """
+    out = out.resolve()
+    if out.exists() and any(out.iterdir()) and not (out / SUMMARY).is_file():
+        raise IkedlabError(f"{out} exists and is not an ikedlab render (no {SUMMARY}); choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fresh = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    fresh.chmod(0o755)  # mkdtemp makes it 0700; the render is nothing secret
+    try:
+        render_lab(topology_path, vagrant_dialect(platform), fresh)
+        render_summary(topology_path, platform, fresh)
+        # lab.json names the topology by path and so is compared too: a different file means a new render.
+        if out.exists() and _same_tree(fresh, out):
+            return out / SUMMARY
+        old = out.with_name(f".{out.name}-old-{os.getpid()}")
+        if out.exists():
+            out.rename(old)
+        fresh.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+        return out / SUMMARY
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)
+
+
+def _same_tree(a: Path, b: Path) -> bool:
+    cmp = filecmp.dircmp(a, b)
+    if cmp.left_only or cmp.right_only or cmp.funny_files:
+        return False
+    _, mismatch, errors = filecmp.cmpfiles(a, b, cmp.common_files, shallow=False)
+    if mismatch or errors:
+        return False
+    return all(_same_tree(a / d, b / d) for d in cmp.common_dirs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lab.vagrant", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("render", help="render every host's files and OUT/lab.json for the Vagrantfile")
+    r.add_argument("--topology", type=Path, help="a topology file (default: the guide's lab)")
+    r.add_argument("--platform", default="openbsd", help="the box's OS (default: openbsd)")
+    r.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    try:
+        print(render(args.topology, args.platform, args.out))
+    except IkedlabError as e:
+        print(f"ikedlab: {e}" + (f"\n  {e.hint}" if e.hint else ""), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
