@@ -1,4 +1,4 @@
-"""The `ikedlab` command: thin. Every layer raises typed errors; here they become one line and an exit code."""
+"""The `ikedlab` command, thin: typed errors from the layers become one line and an exit code here."""
 
 from __future__ import annotations
 
@@ -18,15 +18,25 @@ EXIT_USAGE = 2
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ikedlab", description="A virtual lab for IPsec with iked.")
     p.add_argument("--debug", action="store_true", help="log every step and show tracebacks")
-    p.add_argument("--name", default=os.environ.get("IKEDLAB_NAME", "default"), help="the lab's name (default: default)")
+    p.add_argument(
+        "--name", default=os.environ.get("IKEDLAB_NAME", "default"), help="the lab's name (default: default)"
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = sub.add_parser("up", help="boot the lab and bring the tunnel up")
-    up.add_argument("--platform", default=os.environ.get("IKEDLAB_PLATFORM", "openbsd"),
-                    help="guest platform for hosts that do not name one: openbsd (default) or linux")
+    up.add_argument(
+        "--platform",
+        default=os.environ.get("IKEDLAB_PLATFORM", "openbsd"),
+        help="guest platform for hosts that do not name one: openbsd (default) or linux",
+    )
     up.add_argument("--topology", type=Path, help="a topology file (default: the guide's lab)")
-    up.add_argument("--iked-conf", action="append", default=[], metavar="HOST=FILE",
-                    help="use your own iked.conf on a gateway (repeatable)")
+    up.add_argument(
+        "--iked-conf",
+        action="append",
+        default=[],
+        metavar="HOST=FILE",
+        help="use your own iked.conf on a gateway (repeatable)",
+    )
     up.add_argument("--keep-on-failure", action="store_true", help="leave the lab running if `up` fails")
 
     sub.add_parser("down", help="remove the lab's guests (always safe, also after a failed up)")
@@ -53,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--iso", type=Path, help="OpenBSD install ISO already on disk (SHA256.sig beside it)")
     build.add_argument("--mirror", help="OpenBSD mirror URL")
     build.add_argument("--signify-key", type=Path, help="the release's signify base public key")
-    build.add_argument("--insecure", action="store_true", help="accept media whose signature cannot be verified")
+    build.add_argument(
+        "--insecure", action="store_true", help="accept media whose signature cannot be verified"
+    )
     build.add_argument("--rebuild", action="store_true")
     return p
 
@@ -61,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING, format="%(name)s: %(message)s"
+    )
     try:
         return _dispatch(args)
     except IkedlabError as e:
@@ -101,7 +115,9 @@ def cmd_up(args: argparse.Namespace) -> int:
             raise IkedlabError(f"--iked-conf {item}: cannot read {path}: {e.strerror}") from None
     lab = _lab(args)
     try:
-        lab.up(args.topology, args.platform, Options(iked_conf=iked_conf), keep_on_failure=args.keep_on_failure)
+        lab.up(
+            args.topology, args.platform, Options(iked_conf=iked_conf), keep_on_failure=args.keep_on_failure
+        )
         total = sum(seconds for _, seconds in progress.timings)
         progress.say(f"lab '{lab.name}' is up in {total:.1f}s; transcripts in {lab.run_dir / 'console'}")
         _print_status(lab)
@@ -149,7 +165,9 @@ def _print_status(lab) -> None:  # noqa: ANN001
             sas = host.sas()
             peer = lab.topology.peer_of(host.spec).name
             tunnel = f"ESTABLISHED with {peer}" if sas.established else f"down (peer {peer})"
-        addresses = ", ".join(f"{host.platform.interface_name(i.index)} {i.address}" for i in host.spec.interfaces)
+        addresses = ", ".join(
+            f"{host.platform.interface_name(i.index)} {i.address}" for i in host.spec.interfaces
+        )
         state = "running" if name in running and running[name].running else "stopped"
         table.add_row(name, host.platform.name, state, addresses, tunnel)
     RichConsole().print(table)
@@ -160,7 +178,9 @@ def cmd_console(args: argparse.Namespace) -> int:
     lab.state()  # a clear error when the lab is not up
     domains = {d.host: d for d in lab.domains()}
     if args.host not in domains:
-        raise IkedlabError(f"no host '{args.host}' in lab '{lab.name}' (hosts: {', '.join(domains) or 'none'})")
+        raise IkedlabError(
+            f"no host '{args.host}' in lab '{lab.name}' (hosts: {', '.join(domains) or 'none'})"
+        )
     argv = lab.hypervisor.console_argv(domains[args.host].name)
     print(f"Connected to {args.host}'s serial console; leave with Ctrl-]", file=sys.stderr)
     os.execv(argv[0], argv)
@@ -202,8 +222,14 @@ def cmd_image(args: argparse.Namespace) -> int:
     if args.platform == "openbsd":
         from lab.openbsd_image import build_openbsd_image
 
-        image = build_openbsd_image(release=args.release, iso=args.iso, mirror=args.mirror,
-                                    signify_key=args.signify_key, insecure=args.insecure, rebuild=args.rebuild)
+        image = build_openbsd_image(
+            release=args.release,
+            iso=args.iso,
+            mirror=args.mirror,
+            signify_key=args.signify_key,
+            insecure=args.insecure,
+            rebuild=args.rebuild,
+        )
         print(f"openbsd {image.release} image: {image.path}")
         return 0
     raise IkedlabError(f"--platform {args.platform}: expected linux or openbsd")

@@ -60,7 +60,9 @@ def run(
     except subprocess.TimeoutExpired:
         raise CommandFailed(f"{args[0]} did not finish within {timeout:g}s: {' '.join(args)}") from None
     if check and done.returncode != 0:
-        raise CommandFailed(f"{' '.join(args[:3])}… {describe_status(done.returncode)}: {last_line(done.stderr)}")
+        raise CommandFailed(
+            f"{' '.join(args[:3])}… {describe_status(done.returncode)}: {last_line(done.stderr)}"
+        )
     return done
 
 

@@ -54,11 +54,15 @@ class Transcript:
     def record(self, host: str, command: str, output: str, status: int | None) -> None:
         stamp = f"[{host} +{time.monotonic() - self.start:.1f}s]"
         tail = "" if status in (0, None) else f"(exit {status})\n"
-        entry = f"{host}# {command}\n{output}{'' if output.endswith(chr(10)) or not output else chr(10)}{tail}"
+        entry = (
+            f"{host}# {command}\n{output}{'' if output.endswith(chr(10)) or not output else chr(10)}{tail}"
+        )
         with self._lock:
             if host not in self._files:
                 self._files[host] = self.path(host).open("a", encoding="utf-8")
-                self._files["*"] = self._files.get("*") or (self.directory / "all.log").open("a", encoding="utf-8")
+                self._files["*"] = self._files.get("*") or (self.directory / "all.log").open(
+                    "a", encoding="utf-8"
+                )
             self._files[host].write(entry)
             self._files[host].flush()
             self._files["*"].write(f"{stamp} {entry}")
@@ -101,9 +105,11 @@ class Console:
         try:
             self._child.expect(pattern, timeout=timeout)
         except pexpect.TIMEOUT:
-            raise ConsoleTimeout(self.host, what, timeout, self._tail(), self._transcript_path()) from None
+            raise ConsoleTimeout(self.host, what, timeout, self._tail(), self.transcript_path()) from None
         except pexpect.EOF:
-            raise ConsoleError(f"{self.host}: the console closed while waiting for {what}: {self._tail()}") from None
+            raise ConsoleError(
+                f"{self.host}: the console closed while waiting for {what}: {self._tail()}"
+            ) from None
         return self._text(self._child.before)
 
     def attach(self, timeout: float = LOGIN) -> None:
@@ -114,7 +120,9 @@ class Console:
             self._child.send("\r")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise ConsoleTimeout(self.host, "shell prompt", timeout, self._tail(), self._transcript_path())
+                raise ConsoleTimeout(
+                    self.host, "shell prompt", timeout, self._tail(), self.transcript_path()
+                )
             try:
                 which = self._child.expect(patterns, timeout=min(2.0, remaining))
             except pexpect.TIMEOUT:
@@ -125,7 +133,9 @@ class Console:
                 except ConsoleTimeout:
                     continue
             except pexpect.EOF:
-                raise ConsoleError(f"{self.host}: the console closed before a shell prompt: {self._tail()}") from None
+                raise ConsoleError(
+                    f"{self.host}: the console closed before a shell prompt: {self._tail()}"
+                ) from None
             if which == 0:
                 if self.user is None:
                     raise ConsoleError(f"{self.host}: the console asks for a login but none is configured")
@@ -164,7 +174,7 @@ class Console:
             text = stdin if stdin.endswith("\n") or not stdin else stdin + "\n"
             line = f"{start} 2>&1 <<'{eof}'; {finish}\n{text}{eof}"
         self._child.send(line.replace("\n", "\r") + "\r")
-        self.wait_for(re.escape(begin) + r"\r?\n", timeout, f"start of `{_short(command)}`")
+        self.wait_for(re.escape(begin) + r"\r*\n", timeout, f"start of `{_short(command)}`")
         try:
             self._child.expect(re.escape(end) + r" (\d+)@@", timeout=timeout)
         except pexpect.TIMEOUT:
@@ -173,7 +183,7 @@ class Console:
                 self.transcript.record(self.host, command, tail + "\n(timed out)\n", None)
             self._recover()
             raise ConsoleTimeout(
-                self.host, f"end of `{_short(command)}`", timeout, tail, self._transcript_path()
+                self.host, f"end of `{_short(command)}`", timeout, tail, self.transcript_path()
             ) from None
         except pexpect.EOF:
             raise ConsoleError(f"{self.host}: the console closed during `{_short(command)}`") from None
@@ -187,8 +197,12 @@ class Console:
         """Run a command that must succeed."""
         result = self.run(command, timeout=timeout, stdin=stdin)
         if not result.ok:
-            raise CommandError(self.host, command, result.status, result.output, self._transcript_path())
+            raise CommandError(self.host, command, result.status, result.output, self.transcript_path())
         return result
+
+    def send_line(self, line: str) -> None:
+        """Type a line as a person would, unframed (e.g. `exit`); follow with wait_for() or attach()."""
+        self._child.send(line + "\r")
 
     def _recover(self) -> None:
         """After a timeout: interrupt the command and resynchronise, so the next command starts clean."""
@@ -219,7 +233,7 @@ class Console:
         buffered = self._child.before if isinstance(self._child.before, bytes) else b""
         return self._text(buffered + (self._child.buffer or b""))[-400:]
 
-    def _transcript_path(self) -> Path | None:
+    def transcript_path(self) -> Path | None:
         return self.transcript.path(self.host) if self.transcript else None
 
 

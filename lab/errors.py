@@ -24,7 +24,11 @@ class TopologyError(IkedlabError):
         self.path = Path(path)
         self.problems = problems
         first = f"{self.path.name}: {problems[0]}"
-        more = f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})" if len(problems) > 1 else ""
+        more = (
+            f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})"
+            if len(problems) > 1
+            else ""
+        )
         hint = "; ".join(f"{self.path.name}: {p}" for p in problems[1:]) or None
         super().__init__(first + more, hint)
 
@@ -48,7 +52,9 @@ class ConsoleError(IkedlabError):
 class ConsoleTimeout(ConsoleError):
     """Waited for something on a console and it did not come."""
 
-    def __init__(self, host: str, waiting_for: str, seconds: float, tail: str, transcript: Path | None) -> None:
+    def __init__(
+        self, host: str, waiting_for: str, seconds: float, tail: str, transcript: Path | None
+    ) -> None:
         self.host, self.waiting_for, self.seconds, self.tail, self.transcript = (
             host,
             waiting_for,

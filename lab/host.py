@@ -34,6 +34,10 @@ class Host:
     def __repr__(self) -> str:
         return f"<Host {self.name} ({self.platform.name})>"
 
+    def interface(self, link: str) -> str:
+        """This host's interface name on a link of the topology (eth1, vio1, ...)."""
+        return self.platform.interface_name(self.spec.interface_on(link).index)
+
     # --- commands ------------------------------------------------------------------------------------------
     def run(self, command: str, *, timeout: float = COMMAND) -> Result:
         return self.console.run(command, timeout=timeout)
@@ -55,10 +59,13 @@ class Host:
             f"mkdir -p {directory} && (umask 077 && cat > {path}) && chmod {mode:o} {path}", stdin=content
         )
         got = self.platform.parse_checksum(self.check(self.platform.checksum_command(path)).output)
-        want = hashlib.sha256(content.encode() if content.endswith("\n") or not content else
-                              (content + "\n").encode()).hexdigest()
+        want = hashlib.sha256(
+            content.encode() if content.endswith("\n") or not content else (content + "\n").encode()
+        ).hexdigest()
         if got != want:
-            raise ProvisionError(f"{self.name}: {path} arrived corrupted over the console (sha256 {got} != {want})")
+            raise ProvisionError(
+                f"{self.name}: {path} arrived corrupted over the console (sha256 {got} != {want})"
+            )
 
     def read_file(self, path: str) -> str:
         return self.check(f"cat {path}").output
@@ -72,7 +79,9 @@ class Host:
 
     # --- what the guide checks -----------------------------------------------------------------------------
     def ping(self, address: str, count: int = 3, timeout_s: int = 2) -> PingResult:
-        result = self.run(self.platform.ping_command(address, count, timeout_s), timeout=count * timeout_s + 30)
+        result = self.run(
+            self.platform.ping_command(address, count, timeout_s), timeout=count * timeout_s + 30
+        )
         return self.platform.parse_ping(result.output)
 
     def sas(self) -> SaState:
@@ -84,8 +93,14 @@ class Host:
     def iked_log(self) -> str:
         return self.run(self.platform.iked_log_command()).output
 
-    def wait_until(self, what: str, probe: Callable[[], T], ok: Callable[[T], bool], timeout: float,
-                   interval: float = 0.5) -> T:
+    def wait_until(
+        self,
+        what: str,
+        probe: Callable[[], T],
+        ok: Callable[[T], bool],
+        timeout: float,
+        interval: float = 0.5,
+    ) -> T:
         """Poll `probe` until `ok(value)`, or fail after `timeout` saying what did not happen."""
         deadline = time.monotonic() + timeout
         while True:
@@ -95,7 +110,7 @@ class Host:
             if time.monotonic() >= deadline:
                 raise ProvisionError(
                     f"{self.name}: {what} did not happen within {timeout:g}s (last reading: {value})",
-                    f"transcript: {self.console.transcript.path(self.name) if self.console.transcript else '-'}",
+                    f"transcript: {self.console.transcript_path() or '-'}",
                 )
             time.sleep(interval)  # the pace of polling, not a guess at how long something takes
 
@@ -104,7 +119,9 @@ class Host:
             result = self.run(self.platform.sa_command())  # fails while iked opens its control socket
             return self.platform.parse_sa(result.output) if result.ok else SaState()
 
-        return self.wait_until("an ESTABLISHED IKE SA with child SAs", reading, lambda s: s.established, timeout)
+        return self.wait_until(
+            "an ESTABLISHED IKE SA with child SAs", reading, lambda s: s.established, timeout
+        )
 
     @contextmanager
     def capture_decapsulated(self, bpf: str = "") -> Iterator[list[Capture]]:

@@ -147,13 +147,17 @@ class Hypervisor:
     def create(self, spec: DomainSpec, *, paused: bool = True) -> None:
         """Start a transient domain; paused, so its console can be attached before the first byte of boot."""
         if not Path(spec.emulator).exists():
-            raise HypervisorError(f"QEMU not found at {spec.emulator}", "install it: apt-get install qemu-system-x86")
+            raise HypervisorError(
+                f"QEMU not found at {spec.emulator}", "install it: apt-get install qemu-system-x86"
+            )
         flags = self._libvirt.VIR_DOMAIN_START_PAUSED if paused else 0
         spec.serial_log.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.conn.createXML(domain_xml(spec), flags)
         except self._libvirt.libvirtError as e:
-            raise HypervisorError(f"{spec.host}: libvirt could not start {spec.name}: {e.get_error_message()}") from None
+            raise HypervisorError(
+                f"{spec.host}: libvirt could not start {spec.name}: {e.get_error_message()}"
+            ) from None
 
     def resume(self, name: str) -> None:
         try:
@@ -272,19 +276,39 @@ def _host_boot_id() -> str:
 
 def _probe_kvm(kernel: Path) -> Accel:
     qemu = require("qemu-system-x86_64", "qemu-system-x86")
-    argv = ["-accel", "kvm", "-m", "64", "-nodefaults", "-nographic", "-serial", "stdio", "-no-reboot",
-            "-kernel", str(kernel), "-append", "console=ttyS0 panic=-1"]
+    argv = [
+        "-accel",
+        "kvm",
+        "-m",
+        "64",
+        "-nodefaults",
+        "-nographic",
+        "-serial",
+        "stdio",
+        "-no-reboot",
+        "-kernel",
+        str(kernel),
+        "-append",
+        "console=ttyS0 panic=-1",
+    ]
     started = time.monotonic()
     child = pexpect.spawn(qemu, argv, timeout=KVM_PROBE_SECONDS)
     try:
         child.expect("Linux version")
         return Accel("kvm", f"KVM booted a probe kernel in {time.monotonic() - started:.1f}s")
     except pexpect.TIMEOUT:
-        return Accel("qemu", f"KVM is present but a probe kernel printed nothing in {KVM_PROBE_SECONDS:g}s: "
-                             "software emulation")
+        return Accel(
+            "qemu",
+            f"KVM is present but a probe kernel printed nothing in {KVM_PROBE_SECONDS:g}s: "
+            "software emulation",
+        )
     except pexpect.EOF:
-        printable = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|[^\x20-\x7e\n]", "", (child.before or b"").decode(errors="replace"))
+        printable = re.sub(
+            r"\x1b\[[0-9;?]*[A-Za-z]|[^\x20-\x7e\n]", "", (child.before or b"").decode(errors="replace")
+        )
         tail = printable.strip().splitlines()[-1:]
-        return Accel("qemu", f"KVM stopped the probe guest early ({' '.join(tail) or 'no output'}): software emulation")
+        return Accel(
+            "qemu", f"KVM stopped the probe guest early ({' '.join(tail) or 'no output'}): software emulation"
+        )
     finally:
         child.close(force=True)

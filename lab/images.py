@@ -111,6 +111,9 @@ def linux_image(cache_dir: Path | None = None, *, rebuild: bool = False) -> Linu
         state = apt_state()
         if not rebuild and current and current.matches(local) and current.apt_state == state:
             return current.image
+        if not rebuild and current and current.matches(local) and not have_apt():
+            say("apt is not available here: using the cached Linux image without looking for updates")
+            return current.image
         with step("Resolving the Linux appliance's packages"):
             manifest = {**local, **resolve(recipe).manifest()}
         key = manifest_key(manifest)
@@ -143,6 +146,14 @@ def tool(program: str, package: str) -> str:
             if os.access(f"{directory}/{program}", os.X_OK):
                 return f"{directory}/{program}"
         raise
+
+
+def have_apt() -> bool:
+    try:
+        tool("apt-cache", "apt")
+    except CommandFailed:
+        return False
+    return True
 
 
 # --- the recipe -------------------------------------------------------------------------------------
@@ -290,7 +301,7 @@ def describe_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str
 
 
 def summarize_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
-    """One line: which sections changed and how many entries, e.g. 'packages (2), recipe (init)'."""
+    """One line naming what changed, e.g. 'packages (libssl3, openssl); recipe (init)'."""
     parts = []
     for section in sorted(set(old) | set(new)):
         before, after = old.get(section), new.get(section)
@@ -311,7 +322,7 @@ def apt_state() -> str:
     for base in APT_STATE_DIRS:
         for dirpath, dirnames, filenames in os.walk(base):
             dirnames[:] = sorted(d for d in dirnames if d not in ("partial", "auxfiles"))
-            for name in sorted(filenames):
+            for name in sorted(set(filenames) - {"lock"}):  # apt touches its lock on every update
                 path = os.path.join(dirpath, name)
                 try:
                     st = os.stat(path)
@@ -433,7 +444,13 @@ def kernel_package(graph: Mapping[str, list[list[str]]], meta: str) -> str:
 
 
 def resolve(recipe: Recipe) -> Resolved:
-    apt_cache = tool("apt-cache", "apt")
+    try:
+        apt_cache = tool("apt-cache", "apt")
+    except CommandFailed:
+        raise ImageError(
+            "building the Linux image needs Debian's apt (apt-cache not found)",
+            "build on Debian 12 (bookworm), or copy a built cache directory (ikedlab's linux/) from one",
+        ) from None
     try:
         depends = run(
             [apt_cache, "depends", *APT_DEPENDS_FLAGS, *recipe.packages, recipe.kernel], timeout=120
@@ -476,7 +493,9 @@ def fetch_debs(wanted: Mapping[str, str], debs: Path) -> dict[str, Path]:
         hits = sorted(debs.glob(deb_pattern(name, version)))
         if not hits and APT_ARCHIVES.is_dir():
             for cached in sorted(APT_ARCHIVES.glob(deb_pattern(name, version)))[:1]:
-                shutil.copyfile(cached, debs / cached.name)
+                partial = debs / f".{cached.name}.partial"  # a copy cut short must not look complete
+                shutil.copyfile(cached, partial)
+                os.replace(partial, debs / cached.name)
                 hits = [debs / cached.name]
         if hits:
             found[name] = hits[0]
@@ -529,6 +548,7 @@ def is_stripped(path: str, patterns: Iterable[str]) -> bool:
 
 def unpack_tar(data: bytes, root: Path, strip: tuple[str, ...]) -> None:
     """Extract one package's file system tar into root, merging /bin, /sbin and /lib into /usr."""
+    top = root.resolve()
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         for member in tar:
             original = member.name[2:] if member.name.startswith("./") else member.name
@@ -536,6 +556,10 @@ def unpack_tar(data: bytes, root: Path, strip: tuple[str, ...]) -> None:
             if rel is None or is_stripped(rel, strip):
                 continue
             dest = root / rel
+            # Never write outside the tree: not by `..`, not through an absolute symlink such as
+            # usr/lib/ssl/certs -> /etc/ssl/certs, which on the host points at the host's files.
+            if ".." in rel.split("/") or not dest.parent.resolve().is_relative_to(top):
+                raise ImageError(f"{member.name}: unpacking it would write outside the image tree")
             if member.isdir():
                 if dest.is_symlink():
                     continue  # a directory another package made a symlink: keep the symlink

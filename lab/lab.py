@@ -12,19 +12,36 @@ import os
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from lab import progress, topology as topo
+from lab import progress
+from lab import topology as topo
 from lab.command import run
 from lab.console import BOOT, Console, Transcript
 from lab.errors import HypervisorError, IkedlabError, ImageError, LabError
 from lab.host import Host
-from lab.hypervisor import DomainSpec, Hypervisor, LabDomain, Nic, check_ports_free, detect_accel, lab_ports, \
-    mac_address
+from lab.hypervisor import (
+    DomainSpec,
+    Hypervisor,
+    LabDomain,
+    Nic,
+    check_ports_free,
+    detect_accel,
+    lab_ports,
+    mac_address,
+)
 from lab.platforms import get_platform
 from lab.progress import step
-from lab.provision import Options, in_parallel, provision, rendered_iked_conf
+from lab.provision import (
+    Options,
+    exchange_keys,
+    in_parallel,
+    provision,
+    rendered_iked_conf,
+    restart_tunnel,
+    write_iked_conf,
+)
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,19}$")
 DEFAULT_NAME = "default"
@@ -54,6 +71,7 @@ class LabState:
     accel: str
     peer_any: list[str]
     created: float
+    iked_conf: dict[str, str] = field(default_factory=dict)  # host -> the user's own iked.conf text
 
 
 class Lab:
@@ -67,6 +85,7 @@ class Lab:
         self.hosts: dict[str, Host] = {}
         self.topology: topo.Topology | None = None
         self.transcript: Transcript | None = None
+        self.options = Options()
 
     # --- state ---------------------------------------------------------------------------------------------
     @property
@@ -81,7 +100,9 @@ class Lab:
         except FileNotFoundError:
             raise LabError(f"lab '{self.name}' is not up", "start it with `ikedlab up`") from None
         except (ValueError, TypeError) as e:
-            raise LabError(f"{self.state_file}: unreadable state ({e})", "`ikedlab down` cleans it up") from None
+            raise LabError(
+                f"{self.state_file}: unreadable state ({e})", "`ikedlab down` cleans it up"
+            ) from None
 
     def host(self, name: str) -> Host:
         if name not in self.hosts:
@@ -94,10 +115,11 @@ class Lab:
         self,
         topology_path: Path | None = None,
         platform: str = "openbsd",
-        options: Options = Options(),
+        options: Options | None = None,
         keep_on_failure: bool = False,
     ) -> None:
         """Boot the lab and provision it up to an established tunnel."""
+        options = options or Options()
         topology = topo.load(topology_path)
         platforms = {h.name: h.platform or platform for h in topology.hosts.values()}
         for name in set(platforms.values()):
@@ -110,9 +132,20 @@ class Lab:
         check_ports_free([p for ends in wires.values() for _, p in ends], self.name)
 
         accel = detect_accel(boot_media.get("probe_kernel"), cache_root())  # type: ignore[arg-type]
-        progress.say(f"  accelerator: {'KVM' if accel.kind == 'kvm' else 'software emulation (TCG)'} — {accel.reason}")
+        progress.say(
+            f"  accelerator: {'KVM' if accel.kind == 'kvm' else 'software emulation (TCG)'} — {accel.reason}"
+        )
         self._reset_run_dir()
-        state = LabState(self.name, str(topology.path), platforms, accel.kind, list(options.peer_any), time.time())
+        state = LabState(
+            self.name,
+            str(topology.path.resolve()),
+            platforms,
+            accel.kind,
+            list(options.peer_any),
+            time.time(),
+            dict(options.iked_conf),
+        )
+        self.options = options
         self.state_file.write_text(json.dumps(asdict(state), indent=2))
         try:
             self._boot(topology, platforms, accel.kind, boot_media, wires)
@@ -149,8 +182,14 @@ class Lab:
             shutil.rmtree(self.run_dir / sub, ignore_errors=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
-    def _boot(self, topology: topo.Topology, platforms: dict[str, str], accel: str,
-              media: dict[str, object], wires: dict[str, list[tuple[str, int]]]) -> None:
+    def _boot(
+        self,
+        topology: topo.Topology,
+        platforms: dict[str, str],
+        accel: str,
+        media: dict[str, object],
+        wires: dict[str, list[tuple[str, int]]],
+    ) -> None:
         hv = self.hypervisor
         with step(f"boot: {len(topology.hosts)} guests created, consoles attached"):
             specs = []
@@ -169,7 +208,9 @@ class Lab:
             for spec in specs:
                 hv.resume(spec.name)
         self.hosts = {
-            name: Host(topology.host(name), get_platform(platforms[name]), console, self.run_dir / "artifacts")
+            name: Host(
+                topology.host(name), get_platform(platforms[name]), console, self.run_dir / "artifacts"
+            )
             for name, console in consoles.items()
         }
         with step("boot: every guest at a shell"):
@@ -179,14 +220,26 @@ class Lab:
         host.console.wait_for(host.platform.login.ready, BOOT, "boot to the console (ready banner or login)")
         host.console.attach()
 
-    def _domain_spec(self, host: str, platform: str, accel: str, media: dict[str, object],
-                     nics: tuple[Nic, ...]) -> DomainSpec:
-        common = dict(lab=self.name, host=host, platform=platform, accel=accel, nics=nics,
-                      serial_log=self.run_dir / "serial" / f"{host}.log", memory_mib=MEMORY_MIB.get(platform, 256))
+    def _domain_spec(
+        self, host: str, platform: str, accel: str, media: dict[str, object], nics: tuple[Nic, ...]
+    ) -> DomainSpec:
+        common = dict(
+            lab=self.name,
+            host=host,
+            platform=platform,
+            accel=accel,
+            nics=nics,
+            serial_log=self.run_dir / "serial" / f"{host}.log",
+            memory_mib=MEMORY_MIB.get(platform, 256),
+        )
         if platform == "linux":
             image = media["linux"]
-            return DomainSpec(**common, kernel=image.kernel, initrd=image.initrd,  # type: ignore[attr-defined,arg-type]
-                              cmdline=f"{image.cmdline} ikedlab.hostname={host}")  # type: ignore[attr-defined]
+            return DomainSpec(
+                **common,
+                kernel=image.kernel,
+                initrd=image.initrd,  # type: ignore[attr-defined,arg-type]
+                cmdline=f"{image.cmdline} ikedlab.hostname={host}",
+            )  # type: ignore[attr-defined]
         golden = media["openbsd"].path  # type: ignore[attr-defined]
         overlay = self.run_dir / "disks" / f"{host}.qcow2"
         overlay.parent.mkdir(parents=True, exist_ok=True)
@@ -195,15 +248,23 @@ class Lab:
 
     def _console(self, host: str, domain: str, platform: str) -> Console:
         facts = get_platform(platform).login
-        return Console(host, self.hypervisor.console_argv(domain), transcript=self.transcript,
-                       raw_log=self.run_dir / "console" / f"{host}.raw", user=facts.user,
-                       password=facts.password, password_prompt=facts.password_prompt)
+        return Console(
+            host,
+            self.hypervisor.console_argv(domain),
+            transcript=self.transcript,
+            raw_log=self.run_dir / "console" / f"{host}.raw",
+            user=facts.user,
+            password=facts.password,
+            password_prompt=facts.password_prompt,
+        )
 
     def _save_rendered_configs(self, topology: topo.Topology, options: Options) -> None:
         configs = self.run_dir / "configs"
         configs.mkdir(parents=True, exist_ok=True)
         for gateway in topology.gateways:
-            (configs / f"{gateway.name}.iked.conf").write_text(rendered_iked_conf(topology, gateway.name, options))
+            (configs / f"{gateway.name}.iked.conf").write_text(
+                rendered_iked_conf(topology, gateway.name, options)
+            )
 
     # --- attach to a running lab ---------------------------------------------------------------------------
     def attach(self, only: list[str] | None = None) -> dict[str, Host]:
@@ -211,22 +272,40 @@ class Lab:
         state = self.state()
         topology = topo.load(state.topology)
         self.topology = topology
+        self.options = Options(peer_any=tuple(state.peer_any), iked_conf=state.iked_conf)
         running = {d.host for d in self.hypervisor.domains(self.name) if d.running}
         names = only or list(topology.hosts)
         for name in names:
             if name not in topology.hosts:
                 raise LabError(f"no host '{name}' in lab '{self.name}' (hosts: {', '.join(topology.hosts)})")
             if name not in running:
-                raise LabError(f"host '{name}' of lab '{self.name}' is not running", "`ikedlab status` shows the lab")
+                raise LabError(
+                    f"host '{name}' of lab '{self.name}' is not running", "`ikedlab status` shows the lab"
+                )
         self.transcript = self.transcript or Transcript(self.run_dir / "console")
         for name in names:
             if name in self.hosts:
                 continue
             console = self._console(name, f"ikedlab-{self.name}-{name}", state.platforms[name])
-            self.hosts[name] = Host(topology.host(name), get_platform(state.platforms[name]), console,
-                                    self.run_dir / "artifacts")
+            self.hosts[name] = Host(
+                topology.host(name), get_platform(state.platforms[name]), console, self.run_dir / "artifacts"
+            )
         in_parallel([self.hosts[n] for n in names], lambda h: h.console.attach())
         return {n: self.hosts[n] for n in names}
+
+    def gateways(self) -> list[Host]:
+        assert self.topology, "the lab is neither up nor attached"
+        return [self.hosts[g.name] for g in self.topology.gateways]
+
+    def restore(self) -> None:
+        """Put the tunnel back as `up` made it: right peer keys, rendered iked.conf, iked restarted."""
+        assert self.topology, "the lab is neither up nor attached"
+        gateways = self.gateways()
+        exchange_keys(self.topology, gateways)
+        in_parallel(
+            gateways, lambda h: write_iked_conf(h, rendered_iked_conf(self.topology, h.name, self.options))
+        )
+        restart_tunnel(gateways)
 
     def close(self) -> None:
         for host in self.hosts.values():
@@ -251,7 +330,9 @@ class Lab:
         shutil.rmtree(self.run_dir / "disks", ignore_errors=True)
         self.state_file.unlink(missing_ok=True)
         if not quiet:
-            progress.say(f"lab '{self.name}': removed {len(removed)} domain{'s' if len(removed) != 1 else ''}")
+            progress.say(
+                f"lab '{self.name}': removed {len(removed)} domain{'s' if len(removed) != 1 else ''}"
+            )
         return removed
 
 

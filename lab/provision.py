@@ -29,6 +29,7 @@ class Options:
     peer_any: tuple[str, ...] = ()  # gateways that accept their peer from any address (NAT in between)
     proposals: render.Proposals | None = None
     iked_conf: dict[str, str] = field(default_factory=dict)  # host -> a user's own iked.conf text
+    dpd_interval: int | None = None  # seconds between liveness checks (iked's default when None)
 
 
 def in_parallel(hosts: Iterable[Host], action: Callable[[Host], object]) -> None:
@@ -48,7 +49,11 @@ def rendered_iked_conf(topology: Topology, host_name: str, options: Options) -> 
         return options.iked_conf[host_name]
     host = topology.host(host_name)
     return render.iked_conf(
-        topology, host, peer_any=host_name in options.peer_any, proposals=options.proposals
+        topology,
+        host,
+        peer_any=host_name in options.peer_any,
+        proposals=options.proposals,
+        dpd_interval=options.dpd_interval,
     )
 
 
@@ -60,36 +65,63 @@ def provision(topology: Topology, hosts: dict[str, Host], options: Options = Opt
         in_parallel(everyone, lambda h: h.apply(h.platform.network_actions(h.spec)))
     if not gateways:
         return
+    with step("keys: made in each gateway, public halves exchanged"):
+        in_parallel(gateways, lambda h: h.apply(h.platform.ipsec_prepare_actions(h.spec)))
+        exchange_keys(topology, gateways)
+    with step("iked.conf: rendered, written, checked by iked -n"):
+        in_parallel(gateways, lambda h: write_iked_conf(h, rendered_iked_conf(topology, h.name, options)))
+    with step("iked: started"):
+        start_iked(gateways)
+    with step("tunnel: IKE SA ESTABLISHED with child SAs on both gateways"):
+        wait_for_tunnel(gateways)
 
+
+def exchange_keys(topology: Topology, gateways: list[Host]) -> None:
+    """Make each gateway's key pair in the guest (if absent) and give its public half to the peer.
+
+    Only public keys cross, and only over the consoles: private keys never leave their guest.
+    """
     public_keys: dict[str, str] = {}
 
-    def make_keys(h: Host) -> None:
-        h.apply(h.platform.ipsec_prepare_actions(h.spec))
+    def make_key(h: Host) -> None:
         h.check(h.platform.keygen_command())
         public_keys[h.name] = h.read_file(h.platform.public_key)
 
-    with step("keys: made in each gateway, public halves exchanged"):
-        in_parallel(gateways, make_keys)
-        # Only public keys cross, and only over the consoles; private keys never leave their guest.
-        in_parallel(gateways, lambda h: h.write_file(
-            h.platform.peer_pubkey_path(topology.peer_of(h.spec).ipsec.srcid),  # type: ignore[union-attr]
-            public_keys[topology.peer_of(h.spec).name],
-            0o644,
-        ))
+    def install_peer_key(h: Host) -> None:
+        peer = topology.peer_of(h.spec)
+        assert peer.ipsec
+        h.write_file(h.platform.peer_pubkey_path(peer.ipsec.srcid), public_keys[peer.name], 0o644)
 
-    def configure(h: Host) -> None:
-        h.write_file(h.platform.iked_conf, rendered_iked_conf(topology, h.name, options), 0o600)
-        verdict = h.run(h.platform.iked_check_command())
-        if not IKED_OK.search(verdict.output):
-            raise ProvisionError(f"{h.name}: iked rejects {h.platform.iked_conf}: "
-                                 f"{verdict.output.strip().splitlines()[-1] if verdict.output.strip() else 'no output'}")
+    in_parallel(gateways, make_key)
+    in_parallel(gateways, install_peer_key)
 
-    with step("iked.conf: rendered, written, checked by iked -n"):
-        in_parallel(gateways, configure)
-    with step("iked: started"):
-        in_parallel(gateways, lambda h: h.check(h.platform.iked_start_command()))
-    with step("tunnel: IKE SA ESTABLISHED with child SAs on both gateways"):
-        wait_for_tunnel(gateways)
+
+def write_iked_conf(h: Host, text: str) -> None:
+    """Write iked.conf (root only: iked refuses a group- or world-readable file) and have iked judge it."""
+    h.write_file(h.platform.iked_conf, text, 0o600)
+    verdict = h.run(h.platform.iked_check_command())
+    if not IKED_OK.search(verdict.output):
+        last = verdict.output.strip().splitlines()[-1] if verdict.output.strip() else "no output"
+        raise ProvisionError(f"{h.name}: iked rejects {h.platform.iked_conf}: {last}")
+
+
+def start_iked(gateways: list[Host]) -> None:
+    # Passive gateways first: an active one then finds its peer listening and needs no retransmission.
+    passive = [h for h in gateways if h.spec.ipsec and h.spec.ipsec.mode == "passive"]
+    active = [h for h in gateways if h not in passive]
+    for group in (passive, active):
+        in_parallel(group, lambda h: h.check(h.platform.iked_start_command()))
+
+
+def stop_iked(gateways: list[Host]) -> None:
+    in_parallel(gateways, lambda h: h.check(h.platform.iked_stop_command()))
+
+
+def restart_tunnel(gateways: list[Host], timeout: float = SA_TIMEOUT) -> None:
+    """Stop iked everywhere, start it again (passive side first) and wait for the tunnel."""
+    stop_iked(gateways)
+    start_iked(gateways)
+    wait_for_tunnel(gateways, timeout)
 
 
 def wait_for_tunnel(gateways: list[Host], timeout: float = SA_TIMEOUT) -> None:

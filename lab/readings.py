@@ -78,8 +78,15 @@ class Packet:
     dst: str
     summary: str  # e.g. "ICMP echo request, id 1, seq 1, length 64"
     spi: int | None = None  # enc0 shows the SA the packet came through
-    protocol: str = ""  # "ICMP", "UDP", "ESP", ...
+    protocol: str = ""  # "ICMP", "UDP", "ESP" (also ESP inside UDP: see ports), "IKE", ...
     raw: str = ""
+    src_port: int | None = None
+    dst_port: int | None = None
+
+    @property
+    def udp_encapsulated(self) -> bool:
+        """ESP inside UDP (NAT traversal) rather than bare ESP (IP protocol 50)."""
+        return self.protocol == "ESP" and self.dst_port is not None
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ The engine, `ikedlab render` and the Vagrantfile all take their files from here,
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 import jinja2
 
@@ -54,11 +54,22 @@ def _side(topology: Topology, host: Host) -> _Side:
     )
 
 
-def iked_conf(topology: Topology, host: Host, *, peer_any: bool = False, proposals: Proposals | None = None) -> str:
+def iked_conf(
+    topology: Topology,
+    host: Host,
+    *,
+    peer_any: bool = False,
+    proposals: Proposals | None = None,
+    dpd_interval: int | None = None,
+) -> str:
     """The gateway's iked.conf: macros, then one policy with the guide's two flows, mirrored on the peer."""
     peer = topology.peer_of(host)
     return _env.get_template("iked.conf.j2").render(
-        me=_side(topology, host), peer=_side(topology, peer), peer_any=peer_any, proposals=proposals
+        me=_side(topology, host),
+        peer=_side(topology, peer),
+        peer_any=peer_any,
+        proposals=proposals,
+        dpd_interval=dpd_interval,
     )
 
 
@@ -89,7 +100,9 @@ def render_lab(topology_path: Path | None, platform: str, out: Path) -> list[Pat
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(action.content)
                 written.append(target)
-                commands.append(f"install -m {action.mode:o} \"$(dirname \"$0\")/files{action.path}\" {action.path}")
+                commands.append(
+                    f'install -m {action.mode:o} "$(dirname "$0")/files{action.path}" {action.path}'
+                )
             else:
                 commands.append(action)
         root.mkdir(parents=True, exist_ok=True)

@@ -194,7 +194,9 @@ class _Validator:
             for host, address in raw_ends.items():
                 field_ = f"{where}.ends.{host}"
                 if host not in raw_hosts:
-                    self.problem(field_, f"unknown host '{host}' (hosts are: {', '.join(map(str, raw_hosts))})")
+                    self.problem(
+                        field_, f"unknown host '{host}' (hosts are: {', '.join(map(str, raw_hosts))})"
+                    )
                 try:
                     ip = ipaddress.IPv4Address(str(address))
                 except ValueError:
@@ -215,7 +217,10 @@ class _Validator:
         raw = self.mapping(raw, where) if raw is not None else {}
         for key in raw:
             if key not in ("interfaces", "gateway", "forwarding", "ipsec", "platform"):
-                self.problem(f"{where}.{key}", "unknown field (expected interfaces, gateway, forwarding, ipsec, platform)")
+                self.problem(
+                    f"{where}.{key}",
+                    "unknown field (expected interfaces, gateway, forwarding, ipsec, platform)",
+                )
         on = [ln for ln, link in links.items() if name in link.ends]
         wanted = raw.get("interfaces", on)
         if not isinstance(wanted, list):
@@ -278,7 +283,9 @@ class _Validator:
             self.problem(f"{where}.mode", f"'{mode}' is not one of active, passive")
         srcid = raw.get("srcid")
         if not srcid or not isinstance(srcid, str):
-            self.problem(f"{where}.srcid", "missing: the gateway's identity (an FQDN such as init.example.com)")
+            self.problem(
+                f"{where}.srcid", "missing: the gateway's identity (an FQDN such as init.example.com)"
+            )
         protect = raw.get("protect")
         if protect not in [i.link for i in interfaces]:
             self.problem(f"{where}.protect", f"'{protect}' is not one of this host's links")
@@ -297,7 +304,9 @@ class _Validator:
         for link in links.values():
             for other, name in subnets.items():
                 if link.subnet.overlaps(other):
-                    self.problem(f"links.{link.name}.subnet", f"{link.subnet} overlaps links.{name} ({other})")
+                    self.problem(
+                        f"links.{link.name}.subnet", f"{link.subnet} overlaps links.{name} ({other})"
+                    )
             subnets[link.subnet] = link.name
 
     def check_ipsec(self, hosts: dict[str, Host]) -> None:
@@ -315,5 +324,7 @@ class _Validator:
             elif peer.ipsec.peer != host.name:
                 self.problem(where, f"'{peer.name}' names '{peer.ipsec.peer}' as its peer, not '{host.name}'")
             elif host.ipsec.mode == "passive" and peer.ipsec.mode == "passive":
-                self.problem(f"hosts.{host.name}.ipsec.mode", f"both '{host.name}' and '{peer.name}' are passive: "
-                             "one must be active")
+                self.problem(
+                    f"hosts.{host.name}.ipsec.mode",
+                    f"both '{host.name}' and '{peer.name}' are passive: one must be active",
+                )

@@ -338,6 +338,38 @@ def test_a_failed_build_leaves_the_previous_image(
     assert not [p for p in (cache / "linux").iterdir() if p.name.startswith(".build-")]
 
 
+def test_debs_already_downloaded_are_reused_without_apt(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def no_apt(*args: object, **kwargs: object) -> None:
+        raise AssertionError("apt-get should not run")
+
+    monkeypatch.setattr(images, "run", no_apt)
+    monkeypatch.setattr(images, "APT_ARCHIVES", tmp_path / "none")
+    debs = tmp_path / "debs"
+    debs.mkdir()
+    (debs / "busybox-static_1%3a1.35.0-4+deb12u1+b1_amd64.deb").write_bytes(b"deb")
+    (debs / "netbase_6.4_all.deb").write_bytes(b"deb")
+    (debs / "netbase_6.3_all.deb").write_bytes(b"old")
+    found = images.fetch_debs({"busybox-static": "1:1.35.0-4+deb12u1+b1", "netbase": "6.4"}, debs)
+    assert found == {
+        "busybox-static": debs / "busybox-static_1%3a1.35.0-4+deb12u1+b1_amd64.deb",
+        "netbase": debs / "netbase_6.4_all.deb",
+    }
+
+
+def test_a_copied_cache_is_used_where_there_is_no_apt(
+    monkeypatch: pytest.MonkeyPatch, recipe_dir: Path, tmp_path: Path
+) -> None:
+    apt = FakeApt(monkeypatch, recipe_dir)
+    cache = tmp_path / "cache"
+    first = linux_image(cache)
+    apt.state = "no lists here"
+    monkeypatch.setattr(images, "have_apt", lambda: False)
+    assert linux_image(cache) == first
+    assert (apt.resolves, apt.builds) == (1, 1)
+
+
 # --- unpacking ----------------------------------------------------------------------------------------
 
 
@@ -410,6 +442,19 @@ def test_unpack_merges_usr_strips_docs_and_keeps_links_working(tmp_path: Path) -
     assert (root / "usr/sbin/insmod").read_text() == "kmod"
     assert not (root / "usr/share/doc").exists()
     assert (root / "bin").is_symlink()
+
+
+def test_unpack_never_writes_through_a_link_to_the_host(tmp_path: Path) -> None:
+    root = merged_root(tmp_path)
+    outside = tmp_path / "host-etc"
+    outside.mkdir()
+    (root / "usr/lib/ssl").mkdir(parents=True)
+    (root / "usr/lib/ssl/certs").symlink_to(outside)  # as openssl's /usr/lib/ssl/certs -> /etc/ssl/certs
+    with pytest.raises(ImageError, match="outside the image tree"):
+        unpack_tar(make_tar([("file", "./usr/lib/ssl/certs/evil.pem", "x")]), root, ())
+    with pytest.raises(ImageError, match="outside the image tree"):
+        unpack_tar(make_tar([("file", "./../escape", "x")]), root, ())
+    assert list(outside.iterdir()) == [] and not (tmp_path / "escape").exists()
 
 
 def test_in_root_keeps_absolute_links_inside_and_detects_loops(tmp_path: Path) -> None:

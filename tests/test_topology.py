@@ -88,7 +88,9 @@ def test_bad_topology_gives_one_clear_line(tmp_path, case):
 
 
 def test_every_problem_is_collected_before_failing(tmp_path):
-    text = GUIDE.replace("resplan: 10.0.2.2", "resplan: 10.0.3.2").replace("  inet:\n", "  inet:\n    platform: x\n")
+    text = GUIDE.replace("resplan: 10.0.2.2", "resplan: 10.0.3.2").replace(
+        "  inet:\n", "  inet:\n    platform: x\n"
+    )
     with pytest.raises(TopologyError) as err:
         load_text(tmp_path, text)
     assert len(err.value.problems) == 2

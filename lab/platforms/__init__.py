@@ -87,6 +87,7 @@ class Platform:
         return f"iked -n -f {self.iked_conf}"
 
     def iked_start_command(self) -> str:
+        """Start iked; the command's exit status is the judge (0: iked runs)."""
         raise NotImplementedError
 
     def iked_stop_command(self) -> str:
@@ -94,6 +95,13 @@ class Platform:
 
     def iked_log_command(self) -> str:
         """Print iked's log so far."""
+        raise NotImplementedError
+
+    def masquerade_command(self, subnet: str, out_iface: str) -> str:
+        """Hide `subnet` behind this router's address on `out_iface` (source NAT), as a home router does."""
+        raise NotImplementedError
+
+    def unmasquerade_command(self) -> str:
         raise NotImplementedError
 
     # --- readings: the command and its judge ---------------------------------------------------------
@@ -104,6 +112,7 @@ class Platform:
         return output.split()[0].lower() if output.split() else ""
 
     def ping_command(self, address: str, count: int, timeout_s: int) -> str:
+        """Ping `count` times, waiting up to `timeout_s` seconds for each reply."""
         raise NotImplementedError
 
     def parse_ping(self, output: str) -> PingResult:

@@ -27,7 +27,9 @@ NFLOG_GROUP = 5
 IKED_LOG = "/var/log/iked.log"
 NFT_RULES = "/etc/ikedlab.nft"
 
-# Counters and the enc0 stand-in, loaded on every IPsec gateway before iked starts.
+# Counters and the enc0 stand-in, loaded on every IPsec gateway before iked starts. queue-threshold 1:
+# nflog hands each packet to tcpdump at once instead of batching, so a capture stopped right after the
+# traffic has all of it.
 _NFT_RULESET = f"""\
 table inet ikedlab
 delete table inet ikedlab
@@ -40,18 +42,18 @@ table inet ikedlab {{
 		type filter hook input priority 0; policy accept;
 		meta l4proto esp counter name esp_in
 		meta l4proto ah counter name ah_in
-		meta ipsec exists log group {NFLOG_GROUP}
+		meta ipsec exists log group {NFLOG_GROUP} queue-threshold 1
 	}}
 	chain forward {{
 		type filter hook forward priority 0; policy accept;
-		meta ipsec exists log group {NFLOG_GROUP}
-		rt ipsec exists log group {NFLOG_GROUP}
+		meta ipsec exists log group {NFLOG_GROUP} queue-threshold 1
+		rt ipsec exists log group {NFLOG_GROUP} queue-threshold 1
 	}}
 	chain output {{
 		type filter hook output priority 0; policy accept;
 		meta l4proto esp counter name esp_out
 		meta l4proto ah counter name ah_out
-		rt ipsec exists log group {NFLOG_GROUP}
+		rt ipsec exists log group {NFLOG_GROUP} queue-threshold 1
 	}}
 }}
 """
@@ -89,11 +91,23 @@ class Linux(Platform, name="linux"):
         )
 
     def iked_stop_command(self) -> str:
-        return "killall iked 2>/dev/null; n=0; while pidof iked >/dev/null && [ $n -lt 100 ]; do n=$((n+1)); " \
-               "sleep 0.1; done; ! pidof iked >/dev/null"
+        return (
+            "killall iked 2>/dev/null; n=0; while pidof iked >/dev/null && [ $n -lt 100 ]; do n=$((n+1)); "
+            "sleep 0.1; done; ! pidof iked >/dev/null"
+        )
 
     def iked_log_command(self) -> str:
         return f"cat {IKED_LOG} 2>/dev/null"
+
+    def masquerade_command(self, subnet: str, out_iface: str) -> str:
+        return (
+            f"{NFT} 'add table ip ikedlab_nat; "
+            "add chain ip ikedlab_nat post { type nat hook postrouting priority 100 ; }; "
+            f'add rule ip ikedlab_nat post ip saddr {subnet} oifname "{out_iface}" masquerade\''
+        )
+
+    def unmasquerade_command(self) -> str:
+        return f"{NFT} delete table ip ikedlab_nat 2>/dev/null; true"
 
     def checksum_command(self, path: str) -> str:
         return f"sha256sum {path}"
@@ -118,7 +132,8 @@ class Linux(Platform, name="linux"):
         source = f"nflog:{NFLOG_GROUP}" if kind == "decapsulated" else iface
         if source is None:
             raise ValueError("a wire capture needs an interface")
-        return f"{TCPDUMP} -n -U -i {source} -w {pcap} {bpf} >/dev/null 2>&1 </dev/null & echo $!"
+        quiet = ">/dev/null 2>&1 </dev/null"
+        return f"{TCPDUMP} -n -U --immediate-mode -i {source} -w {pcap} {bpf} {quiet} & echo $!"
 
     def parse_capture(self, output: str, kind: str) -> Capture:
         return Capture(parse_tcpdump_lines(output), output)
@@ -156,5 +171,3 @@ def parse_linux_counters(text: str) -> IpsecCounters:
         if name.startswith("ah"):
             totals[name] = max(totals[name], int(packets))
     return IpsecCounters(**totals)
-
-

@@ -92,6 +92,14 @@ class OpenBSD(Platform, name="openbsd"):
         return "grep -e 'iked\\[' -e 'iked:' /var/log/daemon || true"
 
     # --- readings -----------------------------------------------------------------------------------
+    def masquerade_command(self, subnet: str, out_iface: str) -> str:
+        # A whole ruleset: pass everything, translate the subnet's sources on the way out.
+        rules = f"pass\\nmatch out on {out_iface} inet from {subnet} nat-to ({out_iface})\\n"
+        return f"printf '{rules}' | pfctl -f -"
+
+    def unmasquerade_command(self) -> str:
+        return "pfctl -f /etc/pf.conf"
+
     def checksum_command(self, path: str) -> str:
         return f"sha256 -q {shlex.quote(path)}"
 

@@ -194,10 +194,18 @@ _SPI_IN_SUMMARY_RE = re.compile(r"\b(?:ESP|AH)\(spi=0x(?P<spi>[0-9a-fA-F]+)|\bsp
 
 def _tcpdump_address(token: str) -> str:
     """'192.0.2.1.500' -> '192.0.2.1' (tcpdump appends ports with a dot); other forms unchanged."""
+    return _tcpdump_endpoint(token)[0]
+
+
+def _tcpdump_port(token: str) -> int | None:
+    return _tcpdump_endpoint(token)[1]
+
+
+def _tcpdump_endpoint(token: str) -> tuple[str, int | None]:
     parts = token.split(".")
     if len(parts) == 5 and all(p.isdigit() for p in parts):
-        return ".".join(parts[:4])
-    return token
+        return ".".join(parts[:4]), int(parts[4])
+    return token, None
 
 
 def _protocol(summary: str) -> str:
@@ -245,6 +253,8 @@ def _packet_from(rest: str, raw: str, spi: int | None) -> Packet | None:
         spi=spi,
         protocol=_protocol(summary),
         raw=raw,
+        src_port=_tcpdump_port(m["src"]),
+        dst_port=_tcpdump_port(m["dst"]),
     )
 
 

@@ -1,0 +1,134 @@
+"""`make bench`: how fast and how big the lab is, on this machine. Numbers, not pass/fail.
+
+Measures the Linux appliance build (cold, into an empty cache, and warm), `up` to an established tunnel
+with each phase's time, each guest's peak memory, and the scenario suite: each scenario's median call
+time and the wall time of `pytest -n 1` against `-n 2`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from lab import PROJECT_ROOT, progress
+from lab.images import linux_image
+from lab.lab import Lab
+
+GOAL_UP_SECONDS = 15.0
+GOAL_GUEST_MIB = 128.0
+GOAL_SCENARIO_SECONDS = 3.0
+_CALL_LINE = re.compile(r"^\s*([0-9.]+)s call\s+(\S+)")
+
+
+def bench_image() -> list[str]:
+    lines = []
+    with tempfile.TemporaryDirectory(prefix="ikedlab-bench-") as cache:
+        start = time.monotonic()
+        image = linux_image(Path(cache))
+        cold = time.monotonic() - start
+        start = time.monotonic()
+        linux_image(Path(cache))
+        warm = time.monotonic() - start
+        size = image.initrd.stat().st_size / 2**20
+    lines.append(
+        f"image build, cold (empty cache, packages fetched): {cold:6.1f} s   initramfs {size:.1f} MiB"
+    )
+    lines.append(f"image build, warm (cached):                        {warm * 1000:6.0f} ms")
+    return lines
+
+
+def bench_up() -> list[str]:
+    lab = Lab("bench")
+    lab.down(quiet=True)
+    progress.timings.clear()
+    start = time.monotonic()
+    try:
+        lab.up(platform="linux")
+        total = time.monotonic() - start
+        lines = [
+            f"up → tunnel established (cached image):          {total:6.1f} s"
+            f"   (goal ≤ {GOAL_UP_SECONDS:g} s)"
+        ]
+        for name, seconds in progress.timings:
+            lines.append(f"    {name:<62} {seconds:5.1f} s")
+        initlan = lab.host("initlan")
+        initlan.ping("10.0.2.2", count=10, timeout_s=2)  # some traffic, so memory is measured in use
+        for domain in lab.domains():
+            peak = lab.hypervisor.peak_memory_kib(domain)
+            shown = f"{peak / 1024:6.1f} MiB" if peak else "   n/a"
+            lines.append(
+                f"peak memory of {domain.host:<8} (QEMU resident, guest has 128 MiB): {shown}"
+                f"   (goal ≤ {GOAL_GUEST_MIB:g} MiB)"
+            )
+        return lines
+    finally:
+        lab.down(quiet=True)
+        lab.close()
+
+
+def run_scenarios(workers: int) -> tuple[float, dict[str, float]]:
+    with tempfile.TemporaryDirectory(prefix="ikedlab-bench-scn-") as artifacts:
+        argv = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "scenarios",
+            "-q",
+            "--platform",
+            "linux",
+            "--artifacts",
+            artifacts,
+            "--durations=0",
+            "--durations-min=0",
+            "-n",
+            str(workers),
+        ]
+        start = time.monotonic()
+        done = subprocess.run(argv, cwd=PROJECT_ROOT, capture_output=True, text=True, env=os.environ.copy())
+        wall = time.monotonic() - start
+    calls = {m.group(2): float(m.group(1)) for m in map(_CALL_LINE.match, done.stdout.splitlines()) if m}
+    if done.returncode not in (0,):
+        calls["(suite exit status)"] = float(done.returncode)
+    return wall, calls
+
+
+def bench_scenarios() -> list[str]:
+    runs: dict[str, list[float]] = defaultdict(list)
+    walls = {}
+    for workers in (1, 2):
+        walls[workers], calls = run_scenarios(workers)
+        for test, seconds in calls.items():
+            runs[test].append(seconds)
+    lines = [
+        f"scenario suite wall time: pytest -n 1 {walls[1]:6.1f} s, -n 2 {walls[2]:6.1f} s"
+        " (two labs side by side)"
+    ]
+    for test, seconds in sorted(runs.items()):
+        median = statistics.median(seconds)
+        flag = "" if median <= GOAL_SCENARIO_SECONDS else "   (over the 3 s goal)"
+        lines.append(f"    {test.split('::')[-1]:<66} median {median:6.1f} s{flag}")
+    return lines
+
+
+def main() -> int:
+    progress.set_quiet(True)
+    sections = [("Linux appliance image", bench_image), ("Lab up", bench_up), ("Scenarios", bench_scenarios)]
+    only = sys.argv[1:]
+    for title, function in sections:
+        if only and title.split()[0].lower() not in only:
+            continue
+        print(f"== {title}", flush=True)
+        for line in function():
+            print(line, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Scenarios: the guide's checks against a live lab.
+
+One lab per pytest process (per xdist worker, named after it, so `pytest -n 2 scenarios` runs two labs side
+by side). Every scenario gets an evidence folder under --artifacts with the console transcripts, iked logs,
+captures and rendered configs; a failing scenario's report names that folder and the last lines of iked's log.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lab.errors import IkedlabError
+from lab.lab import Lab
+
+LOG_TAIL = 8
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("ikedlab")
+    group.addoption(
+        "--platform",
+        default=os.environ.get("IKEDLAB_PLATFORM", "linux"),
+        help="guest platform of the scenario lab: linux (default) or openbsd",
+    )
+    group.addoption("--keep-lab", action="store_true", help="keep the lab running when a scenario failed")
+    group.addoption("--artifacts", default="artifacts/scenarios", help="where evidence folders go")
+    group.addoption("--topology", default=None, help="a topology file (default: the guide's lab)")
+
+
+def _lab_name() -> str:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return f"scn-{worker}" if worker else "scn"
+
+
+@pytest.fixture(scope="session")
+def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
+    config = request.config
+    platform = config.getoption("--platform")
+    if platform == "openbsd":
+        from lab.openbsd_image import cached_openbsd_image
+
+        if cached_openbsd_image() is None:
+            pytest.skip(
+                "no OpenBSD image in the cache: build one with `ikedlab image build --platform openbsd "
+                "--iso PATH` (the install ISO and its SHA256.sig), or run with --platform linux"
+            )
+    lab = Lab(_lab_name())
+    try:
+        lab.down(quiet=True)  # a lab of the same name left by an interrupted run
+        lab.up(Path(config.getoption("--topology")) if config.getoption("--topology") else None, platform)
+    except IkedlabError as e:
+        pytest.fail(f"the lab did not come up: {e}" + (f" ({e.hint})" if e.hint else ""), pytrace=False)
+    yield lab
+    if config.getoption("--keep-lab") and request.session.testsfailed:
+        lab.close()
+        print(
+            f"\nikedlab: lab '{lab.name}' kept for you. Attach a console: "
+            f"ikedlab --name {lab.name} console init   (leave with Ctrl-]);"
+            f" remove it: ikedlab --name {lab.name} down"
+        )
+        return
+    lab.down(quiet=True)
+    lab.close()
+
+
+@pytest.fixture(autouse=True)
+def evidence(request: pytest.FixtureRequest, lab: Lab) -> Path:
+    """This scenario's evidence folder; captures taken during the scenario land there."""
+    folder = Path(request.config.getoption("--artifacts")) / request.node.name.replace("/", "_")
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for host in lab.hosts.values():
+        host.artifacts = folder
+    request.node.stash[_EVIDENCE] = (lab, folder)
+    return folder
+
+
+_EVIDENCE = pytest.StashKey[tuple[Lab, Path]]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # noqa: ANN201
+    outcome = yield
+    report = outcome.get_result()
+    if call.when != "call" or _EVIDENCE not in item.stash:
+        return
+    lab, folder = item.stash[_EVIDENCE]
+    tails = _collect_evidence(lab, folder)
+    if report.failed:
+        text = f"evidence: {folder}\n" + "".join(
+            f"--- last lines of iked's log on {host} ---\n{tail}\n" for host, tail in tails.items()
+        )
+        report.sections.append(("ikedlab evidence", text))
+        if hasattr(report.longrepr, "addsection"):
+            report.longrepr.addsection("ikedlab evidence", text)
+
+
+def _collect_evidence(lab: Lab, folder: Path) -> dict[str, str]:
+    """Copy transcripts and rendered configs, fetch iked's logs; return each gateway's last log lines."""
+    tails: dict[str, str] = {}
+    try:
+        if lab.transcript:
+            shutil.copytree(lab.transcript.directory, folder / "console", dirs_exist_ok=True)
+        if (lab.run_dir / "configs").exists():
+            shutil.copytree(lab.run_dir / "configs", folder / "configs", dirs_exist_ok=True)
+        for host in lab.gateways():
+            log = host.iked_log()
+            (folder / f"{host.name}.iked.log").write_text(log)
+            tails[host.name] = "\n".join(log.strip().splitlines()[-LOG_TAIL:])
+    except IkedlabError as e:
+        tails["(evidence)"] = f"could not collect everything: {e}"
+    return tails

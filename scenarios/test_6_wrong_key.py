@@ -1,0 +1,31 @@
+"""6. With a wrong public key for init on resp, no SA comes up and resp's iked says authentication failed."""
+
+import pytest
+from guide import guide, wait_for_log
+
+from lab.provision import start_iked, stop_iked
+
+FAILURE = r"authentication failed for FQDN/init\.example\.com"
+
+
+@pytest.fixture
+def wrong_key_on_resp(lab):
+    g = guide(lab)
+    # A key pair nobody uses: its public half takes the place of init's on resp.
+    g.resp.check(
+        "openssl ecparam -genkey -name prime256v1 -noout -out /tmp/wrong.key && "
+        f"openssl ec -in /tmp/wrong.key -pubout -out {g.resp.platform.peer_pubkey_path('init.example.com')}"
+    )
+    yield
+    lab.restore()
+
+
+def test_wrong_public_key_means_no_tunnel(lab, wrong_key_on_resp):
+    g = guide(lab)
+    stop_iked([g.init, g.resp])
+    start_iked([g.init, g.resp])
+    line = wait_for_log(g.resp, FAILURE, timeout=60)
+    assert "init.example.com" in line
+    for gateway in (g.init, g.resp):
+        assert not gateway.sas().established, f"{gateway.name} has a tunnel with a wrong key"
+    assert g.initlan.ping(g.address(g.resplan), count=2, timeout_s=1).received == 0

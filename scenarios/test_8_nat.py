@@ -1,0 +1,35 @@
+"""8. NAT traversal: inet masquerades init's side; the tunnel comes up over UDP 4500, ESP inside UDP."""
+
+import dataclasses
+
+import pytest
+from guide import guide
+
+
+@pytest.fixture
+def nat_on_inet(lab):
+    g = guide(lab)
+    normal = lab.options
+    wan1 = lab.topology.links["wan1"].subnet
+    g.inet.check(g.inet.platform.masquerade_command(str(wan1), g.inet.interface("wan2")))
+    # Behind NAT, init arrives from inet's address: resp must accept its peer from anywhere.
+    lab.options = dataclasses.replace(normal, peer_any=("resp",))
+    lab.restore()
+    yield
+    g.inet.check(g.inet.platform.unmasquerade_command())
+    lab.options = normal
+    lab.restore()
+
+
+def test_tunnel_through_nat_uses_udp_encapsulation(lab, nat_on_inet):
+    g = guide(lab)
+    ike = g.init.sas().ike_sas[0]
+    assert ike.natt, f"init does not see NAT-T on its IKE SA: {ike}"
+    with g.inet.capture_wire(g.inet.interface("wan2"), bpf="ip") as box:
+        assert g.initlan.ping(g.address(g.resplan), count=3).received == 3
+    capture = box[0]
+    esp = [p for p in capture.packets if p.protocol == "ESP"]
+    assert len(esp) >= 6, f"the pings did not cross as ESP:\n{capture.text}"
+    bare = [p.raw for p in esp if not p.udp_encapsulated]
+    assert not bare, "bare ESP behind NAT:\n" + "\n".join(bare)
+    assert {p.dst_port for p in esp} == {4500}, capture.text
