@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--platform", default="linux")
     build.add_argument("--release", default="7.9", help="OpenBSD release (default 7.9)")
     build.add_argument("--iso", type=Path, help="OpenBSD install ISO already on disk (SHA256.sig beside it)")
+    build.add_argument("--sig", type=Path, help="SHA256.sig for --iso, when it is not beside the ISO")
     build.add_argument("--mirror", help="OpenBSD mirror URL")
     build.add_argument("--signify-key", type=Path, help="the release's signify base public key")
     build.add_argument(
@@ -229,6 +230,7 @@ def cmd_image(args: argparse.Namespace) -> int:
             signify_key=args.signify_key,
             insecure=args.insecure,
             rebuild=args.rebuild,
+            sig=args.sig,
         )
         print(f"openbsd {image.release} image: {image.path}")
         return 0

@@ -120,9 +120,7 @@ class Console:
             self._child.send("\r")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise ConsoleTimeout(
-                    self.host, "shell prompt", timeout, self._tail(), self.transcript_path()
-                )
+                raise ConsoleTimeout(self.host, "shell prompt", timeout, self._tail(), self.transcript_path())
             try:
                 which = self._child.expect(patterns, timeout=min(2.0, remaining))
             except pexpect.TIMEOUT:

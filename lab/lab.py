@@ -7,6 +7,7 @@ up after a half-finished `up` or a lost state file too.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -136,6 +137,7 @@ class Lab:
             f"  accelerator: {'KVM' if accel.kind == 'kvm' else 'software emulation (TCG)'} — {accel.reason}"
         )
         self._reset_run_dir()
+        options = dataclasses.replace(options, platforms=platforms)
         state = LabState(
             self.name,
             str(topology.path.resolve()),
@@ -272,7 +274,9 @@ class Lab:
         state = self.state()
         topology = topo.load(state.topology)
         self.topology = topology
-        self.options = Options(peer_any=tuple(state.peer_any), iked_conf=state.iked_conf)
+        self.options = Options(
+            peer_any=tuple(state.peer_any), iked_conf=state.iked_conf, platforms=state.platforms
+        )
         running = {d.host for d in self.hypervisor.domains(self.name) if d.running}
         names = only or list(topology.hosts)
         for name in names:

@@ -235,10 +235,10 @@ def fetch_media(
     """
     name = iso_name(release)
     key = find_signify_key(release, signify_key)
-    if key is None and not insecure:
-        raise _missing_key(release)  # before downloading 800 MB that could not be trusted
 
     if iso is not None:
+        if key is None and not insecure:
+            raise _missing_key(release)
         iso_path = Path(iso).expanduser()
         if not iso_path.is_file():
             raise ImageError(f"--iso {iso_path}: no such file")
@@ -255,7 +255,10 @@ def fetch_media(
         where = openbsd_cache_dir(cache_dir) / release / arch
         with step(f"Fetching OpenBSD {release}/{arch} install media"):
             try:
+                # The small signature list first: offline, this is where it shows, in a second.
                 sig_path = download(f"{base}/SHA256.sig", where / "SHA256.sig", "SHA256.sig")
+                if key is None and not insecure:
+                    raise _missing_key(release)  # before downloading 800 MB that could not be trusted
                 iso_path = download(f"{base}/{name}", where / name, name)
             except urllib.error.URLError as e:  # HTTPError is handled inside download()
                 raise _no_network(release, base, e.reason) from None

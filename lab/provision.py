@@ -30,6 +30,7 @@ class Options:
     proposals: render.Proposals | None = None
     iked_conf: dict[str, str] = field(default_factory=dict)  # host -> a user's own iked.conf text
     dpd_interval: int | None = None  # seconds between liveness checks (iked's default when None)
+    platforms: dict[str, str] = field(default_factory=dict)  # host -> platform, as the lab resolved them
 
 
 def in_parallel(hosts: Iterable[Host], action: Callable[[Host], object]) -> None:
@@ -52,7 +53,8 @@ def rendered_iked_conf(topology: Topology, host_name: str, options: Options) -> 
         topology,
         host,
         peer_any=host_name in options.peer_any,
-        proposals=options.proposals,
+        proposals=options.proposals
+        or (render.proposals_for(topology, options.platforms, host) if options.platforms else None),
         dpd_interval=options.dpd_interval,
     )
 

@@ -23,9 +23,14 @@ _env = jinja2.Environment(
 
 @dataclass(frozen=True)
 class Proposals:
-    """Explicit IKE and child SA transforms, for labs whose two platforms must agree on something."""
+    """Explicit IKE and child SA transforms, for labs whose two platforms must agree on something.
+
+    The defaults are what both OpenBSD's iked and OpenIKED portable on Linux can do: no AES-GCM for ESP
+    (PF_KEY on Linux cannot install it) and no hmac-sha2-256 for ESP (OpenIKED portable excludes it there).
+    """
 
     ike_enc: str = "aes-256"
+    ike_auth: str = "hmac-sha2-256"
     ike_prf: str = "hmac-sha2-256"
     group: str = "ecp256"
     child_enc: str = "aes-256"
@@ -52,6 +57,13 @@ def _side(topology: Topology, host: Host) -> _Side:
         mode=host.ipsec.mode,
         srcid=host.ipsec.srcid,
     )
+
+
+def proposals_for(topology: Topology, platforms: dict[str, str], host: Host) -> Proposals | None:
+    """Explicit proposals when a gateway and its peer run different platforms (a mixed lab); else None,
+    and each iked keeps its own defaults as the guide does."""
+    peer = topology.peer_of(host)
+    return Proposals() if platforms[host.name] != platforms[peer.name] else None
 
 
 def iked_conf(
@@ -84,14 +96,16 @@ def render_lab(topology_path: Path | None, platform: str, out: Path) -> list[Pat
     from lab.topology import load
 
     topology = load(topology_path)
+    platforms = {h.name: h.platform or platform for h in topology.hosts.values()}
     written: list[Path] = []
     for host in topology.hosts.values():
-        dialect = get_platform(host.platform or platform)
+        dialect = get_platform(platforms[host.name])
         actions = list(dialect.network_actions(host))
         if host.ipsec:
             actions += dialect.ipsec_prepare_actions(host)
             actions.append(dialect.keygen_command())
-            actions.append(FileSpec(dialect.iked_conf, iked_conf(topology, host), 0o600))
+            proposals = proposals_for(topology, platforms, host)
+            actions.append(FileSpec(dialect.iked_conf, iked_conf(topology, host, proposals=proposals), 0o600))
         root = out / host.name
         commands = ["#!/bin/sh", f"# {host.name} ({dialect.name}): rendered by `ikedlab render`", "set -e"]
         for action in actions:

@@ -1,6 +1,11 @@
 """iked.conf rendered for the guide's topology is the guide's file, for init and mirrored for resp."""
 
+import os
+import shutil
+import subprocess
 import textwrap
+
+import pytest
 
 from lab import render, topology
 
@@ -63,3 +68,60 @@ def test_explicit_proposals_are_written_before_srcid():
     ike = next(i for i, line in enumerate(lines) if "ikesa enc" in line)
     assert "childsa enc aes-256 auth hmac-sha2-512" in lines[ike + 1]
     assert lines[ike + 2].strip() == "srcid init.example.com"
+
+
+def mixed(tmp_path) -> topology.Topology:
+    text = topology.guide_path().read_text()
+    text = text.replace("  init:\n", "  init:\n    platform: openbsd\n").replace(
+        "  resp:\n", "  resp:\n    platform: linux\n"
+    )
+    path = tmp_path / "mixed.yaml"
+    path.write_text(text)
+    return topology.load(path, ("linux", "openbsd"))
+
+
+def test_a_mixed_lab_validates_and_both_sides_get_proposals_both_platforms_can_do(tmp_path):
+    t = mixed(tmp_path)
+    assert (t.host("init").platform, t.host("resp").platform) == ("openbsd", "linux")
+    platforms = {h.name: h.platform or "linux" for h in t.hosts.values()}
+    for name in ("init", "resp"):
+        proposals = render.proposals_for(t, platforms, t.host(name))
+        conf = render.iked_conf(t, t.host(name), proposals=proposals)
+        assert "\tikesa enc aes-256 auth hmac-sha2-256 prf hmac-sha2-256 group ecp256 \\\n" in conf
+        child = next(line for line in conf.splitlines() if "childsa" in line)
+        assert "gcm" not in child and "hmac-sha2-256" not in child  # what OpenIKED on Linux cannot do for ESP
+    assert render.proposals_for(guide(), {h: "linux" for h in guide().hosts}, guide().host("init")) is None
+
+
+def test_render_lab_writes_both_gateways_files_for_a_mixed_lab(tmp_path):
+    mixed(tmp_path)
+    written = render.render_lab(tmp_path / "mixed.yaml", "linux", tmp_path / "out")
+    init_conf = tmp_path / "out" / "init" / "files" / "etc" / "iked.conf"
+    resp_conf = tmp_path / "out" / "resp" / "files" / "etc" / "iked.conf"
+    assert init_conf in written and resp_conf in written
+    assert (tmp_path / "out" / "init" / "files" / "etc" / "hostname.vio0").exists()  # init speaks OpenBSD
+    assert "/usr/sbin/nft" in (tmp_path / "out" / "resp" / "provision.sh").read_text()  # resp speaks Linux
+    assert "ikesa enc aes-256" in init_conf.read_text() and "ikesa enc aes-256" in resp_conf.read_text()
+
+
+IKED = shutil.which("iked") or ("/usr/sbin/iked" if os.path.exists("/usr/sbin/iked") else None)
+
+
+@pytest.mark.skipif(not IKED, reason="iked is not installed on this host (apt-get install openiked)")
+@pytest.mark.parametrize("variant", ["guide", "peer_any", "proposals", "dpd"])
+def test_iked_itself_accepts_every_rendered_variant(tmp_path, variant):
+    t = guide()
+    options = {
+        "guide": {},
+        "peer_any": {"peer_any": True},
+        "proposals": {"proposals": render.Proposals()},
+        "dpd": {"dpd_interval": 5},
+    }[variant]
+    for name in ("init", "resp"):
+        conf = tmp_path / f"{name}.conf"
+        if variant == "peer_any" and name == "init":
+            options = {}  # `peer any` is for the passive side: iked refuses it on an active one
+        conf.write_text(render.iked_conf(t, t.host(name), **options))
+        conf.chmod(0o600)
+        done = subprocess.run([IKED, "-n", "-f", str(conf)], capture_output=True, text=True)
+        assert "configuration OK" in done.stdout + done.stderr, done.stdout + done.stderr
