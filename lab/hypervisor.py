@@ -52,6 +52,7 @@ class DomainSpec:
     nics: tuple[Nic, ...]
     memory_mib: int = 128
     vcpus: int = 1
+    tb_cache_mib: int = 32  # software emulation's translated-code cache
     kernel: Path | None = None
     initrd: Path | None = None
     cmdline: str = ""

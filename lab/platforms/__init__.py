@@ -112,7 +112,7 @@ class Platform:
         return output.split()[0].lower() if output.split() else ""
 
     def ping_command(self, address: str, count: int, timeout_s: int) -> str:
-        """Ping `count` times, waiting up to `timeout_s` seconds for each reply."""
+        """Ping `count` times, 0.2 s apart (root may), waiting up to `timeout_s` seconds for each reply."""
         raise NotImplementedError
 
     def parse_ping(self, output: str) -> PingResult:

@@ -113,7 +113,7 @@ class Linux(Platform, name="linux"):
         return f"sha256sum {path}"
 
     def ping_command(self, address: str, count: int, timeout_s: int) -> str:
-        return f"ping -c {count} -W {timeout_s} {address}"
+        return f"ping -c {count} -i 0.2 -W {timeout_s} {address}"
 
     def parse_ping(self, output: str) -> PingResult:
         return parse_ping_summary(output)

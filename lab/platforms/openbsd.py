@@ -106,7 +106,7 @@ class OpenBSD(Platform, name="openbsd"):
     def ping_command(self, address: str, count: int, timeout_s: int) -> str:
         # timeout_s is how long to wait for a reply (Linux's -W). OpenBSD's -w is how long to wait for
         # replies after the last request; requests go out once a second either way.
-        return f"ping -n -c {count} -w {max(1, timeout_s)} {shlex.quote(address)}"
+        return f"ping -n -c {count} -i 0.2 -w {max(1, timeout_s)} {shlex.quote(address)}"
 
     def parse_ping(self, output: str) -> PingResult:
         return parse_ping_summary(output)
