@@ -221,7 +221,7 @@ def cmd_image(args: argparse.Namespace) -> int:
         print(f"linux image {image.key[:12]}: {image.kernel} {image.initrd}")
         return 0
     if args.platform == "openbsd":
-        from lab.openbsd_image import build_openbsd_image
+        from lab.images import build_openbsd_image
 
         image = build_openbsd_image(
             release=args.release,

@@ -342,7 +342,7 @@ class Lab:
 
 def _openbsd_image() -> object:
     try:
-        from lab.openbsd_image import cached_openbsd_image
+        from lab.images import cached_openbsd_image
     except ImportError:
         raise ImageError("the OpenBSD platform is not built yet", "use --platform linux") from None
     image = cached_openbsd_image()
@@ -350,7 +350,7 @@ def _openbsd_image() -> object:
         raise ImageError(
             "no OpenBSD image in the cache",
             "build one with `ikedlab image build --platform openbsd` (needs the internet or --iso PATH), "
-            "or use --platform linux",
+            "or use --platform linux (make lab-up PLATFORM=linux)",
         )
     return image
 

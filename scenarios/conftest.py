@@ -42,7 +42,7 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     config = request.config
     platform = config.getoption("--platform")
     if platform == "openbsd":
-        from lab.openbsd_image import cached_openbsd_image
+        from lab.images import cached_openbsd_image
 
         if cached_openbsd_image() is None:
             pytest.skip(

@@ -12,36 +12,27 @@ from pathlib import Path
 
 import pytest
 
-from lab import PROJECT_ROOT, images
+from lab import PROJECT_ROOT
 from lab.errors import ImageError
-from lab.images import (
-    LinuxImage,
-    Recipe,
-    Resolved,
-    busybox_links,
-    cached_linux_image,
-    check_links,
-    default_cache_dir,
+from lab.images import LinuxImage, cached_linux_image, default_cache_dir, linux_image
+from lab.images import apt as apt_module
+from lab.images import linux as linux_module
+from lab.images.apt import Resolved, kernel_package, package_closure, parse_depends, parse_policy
+from lab.images.initramfs import newc_entry, write_initramfs
+from lab.images.kernel_modules import module_name, parse_modules_dep, select_modules
+from lab.images.libraries import check_links, elf_info, prune_libraries
+from lab.images.manifest import (
+    NOT_BUILDER,
+    builder_hash,
+    builder_modules,
     describe_changes,
-    elf_info,
-    guest_path,
-    in_root,
-    is_stripped,
-    kernel_package,
-    linux_image,
     local_inputs,
     manifest_key,
-    module_name,
-    newc_entry,
-    package_closure,
-    parse_depends,
-    parse_modules_dep,
-    parse_policy,
-    select_modules,
     summarize_changes,
-    unpack_tar,
-    write_initramfs,
 )
+from lab.images.recipe import Recipe
+from lab.images.rootfs import busybox_links, is_stripped, unpack_tar
+from lab.images.tree import guest_path, in_root
 
 # Trimmed from real `apt-cache depends --recurse --no-recommends ...` output on Debian 12.
 DEPENDS = """\
@@ -232,6 +223,33 @@ def test_cache_key_changes_with_any_recipe_file_and_only_then(recipe_dir: Path) 
     assert manifest_key({**local_inputs(Recipe.load(recipe_dir)), **other.manifest()}) != key()
 
 
+def test_cache_key_covers_every_linux_builder_module_and_no_openbsd_one(tmp_path: Path) -> None:
+    package = Path(linux_module.__file__).parent
+    assert local_inputs(Recipe.load(PROJECT_ROOT / "images" / "linux"))["builder"] == builder_hash(package)
+    copy = tmp_path / "images"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    hashed = [p.name for p in builder_modules(copy)]
+    assert hashed == sorted(hashed)
+    builder = "apt cache initramfs kernel_modules libraries linux manifest recipe rootfs tree".split()
+    assert {f"{name}.py" for name in builder} <= set(hashed)
+    assert set(hashed) | NOT_BUILDER == {p.name for p in copy.glob("*.py")}
+    first = builder_hash(copy)
+    assert builder_hash(copy) == first
+    for name in [*hashed, "new_step.py"]:  # a module added later counts too
+        source = copy / name
+        before = source.read_text() if source.exists() else None
+        source.write_text((before or "") + "# a comment is a change\n")
+        assert builder_hash(copy) != first, name
+        if before is None:
+            source.unlink()
+        else:
+            source.write_text(before)
+        assert builder_hash(copy) == first
+    for name in sorted(NOT_BUILDER):  # the OpenBSD image's modules do not rebuild the Linux image
+        (copy / name).write_text((copy / name).read_text() + "# a comment\n")
+    assert builder_hash(copy) == first
+
+
 def test_changes_are_described_per_entry() -> None:
     old = {"packages": {"libssl3": "3.0.1", "gone": "1"}, "recipe": {"init": "a"}, "format": 1}
     new = {"packages": {"libssl3": "3.0.2", "new": "2"}, "recipe": {"init": "a"}, "format": 2}
@@ -263,11 +281,11 @@ class FakeApt:
         self.version = "7.2-1"
         self.resolves = 0
         self.builds = 0
-        monkeypatch.setattr(images, "RECIPE_DIR", recipe_dir)
-        monkeypatch.setattr(images, "apt_state", lambda: self.state)
-        monkeypatch.setattr(images, "resolve", self.resolve)
-        monkeypatch.setattr(images, "assemble", self.assemble)
-        monkeypatch.setattr(images, "say", lambda message: None)
+        monkeypatch.setattr(linux_module, "RECIPE_DIR", recipe_dir)
+        monkeypatch.setattr(linux_module, "apt_state", lambda: self.state)
+        monkeypatch.setattr(linux_module, "resolve", self.resolve)
+        monkeypatch.setattr(linux_module, "assemble", self.assemble)
+        monkeypatch.setattr(linux_module, "say", lambda message: None)
 
     def resolve(self, recipe: Recipe) -> Resolved:
         self.resolves += 1
@@ -329,7 +347,7 @@ def test_a_failed_build_leaves_the_previous_image(
         (out / "vmlinuz").write_bytes(b"half")
         raise ImageError("interrupted")
 
-    monkeypatch.setattr(images, "assemble", broken)
+    monkeypatch.setattr(linux_module, "assemble", broken)
     apt.version = "7.2-9"
     apt.state = "lists-2"
     with pytest.raises(ImageError):
@@ -344,14 +362,14 @@ def test_debs_already_downloaded_are_reused_without_apt(
     def no_apt(*args: object, **kwargs: object) -> None:
         raise AssertionError("apt-get should not run")
 
-    monkeypatch.setattr(images, "run", no_apt)
-    monkeypatch.setattr(images, "APT_ARCHIVES", tmp_path / "none")
+    monkeypatch.setattr(apt_module, "run", no_apt)
+    monkeypatch.setattr(apt_module, "APT_ARCHIVES", tmp_path / "none")
     debs = tmp_path / "debs"
     debs.mkdir()
     (debs / "busybox-static_1%3a1.35.0-4+deb12u1+b1_amd64.deb").write_bytes(b"deb")
     (debs / "netbase_6.4_all.deb").write_bytes(b"deb")
     (debs / "netbase_6.3_all.deb").write_bytes(b"old")
-    found = images.fetch_debs({"busybox-static": "1:1.35.0-4+deb12u1+b1", "netbase": "6.4"}, debs)
+    found = apt_module.fetch_debs({"busybox-static": "1:1.35.0-4+deb12u1+b1", "netbase": "6.4"}, debs)
     assert found == {
         "busybox-static": debs / "busybox-static_1%3a1.35.0-4+deb12u1+b1_amd64.deb",
         "netbase": debs / "netbase_6.4_all.deb",
@@ -365,7 +383,7 @@ def test_a_copied_cache_is_used_where_there_is_no_apt(
     cache = tmp_path / "cache"
     first = linux_image(cache)
     apt.state = "no lists here"
-    monkeypatch.setattr(images, "have_apt", lambda: False)
+    monkeypatch.setattr(linux_module, "have_apt", lambda: False)
     assert linux_image(cache) == first
     assert (apt.resolves, apt.builds) == (1, 1)
 
@@ -545,7 +563,7 @@ def test_check_links_finds_missing_and_unused_libraries(tmp_path: Path) -> None:
         "usr/sbin/absent is not in the image",
     ]
     assert result.unused == ["usr/lib/x86_64-linux-gnu/libunused.so.2"]
-    images.prune_libraries(root, result.unused)
+    prune_libraries(root, result.unused)
     assert not (libdir / "libunused.so.2").exists() and (libdir / "liba.so.1").exists()
 
 

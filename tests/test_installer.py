@@ -12,7 +12,8 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from lab.installer import (
+from lab.images import cached_openbsd_image
+from lab.images.installer import (
     PER_MACHINE_FILES,
     InstallerChecksumFailed,
     InstallerError,
@@ -23,8 +24,8 @@ from lab.installer import (
     Typing,
     run_install,
 )
-from lab.media import Media
-from lab.openbsd_image import cached_openbsd_image, qemu_argv, recipe_hash, render_install_conf
+from lab.images.media import Media
+from lab.images.openbsd import qemu_argv, recipe_hash, render_install_conf
 from lab.platforms.openbsd import LAB_ROOT_PASSWORD
 
 FAKE = Path(__file__).parent / "data" / "openbsd" / "fake_installer.py"
@@ -246,7 +247,7 @@ def test_cache_lookup(tmp_path):
 
 @pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img is not installed")
 def test_build_writes_image_and_manifest_atomically(tmp_path, monkeypatch):
-    import lab.openbsd_image as builder
+    from lab.images import openbsd as builder
 
     iso = tmp_path / "install79.iso"
     iso.write_bytes(b"iso")

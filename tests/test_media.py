@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from lab import media
 from lab.errors import ImageError
-from lab.media import (
+from lab.images import media
+from lab.images.media import (
     Media,
     MediaNotVerified,
     MediaUnavailable,

@@ -21,7 +21,7 @@ from pathlib import Path
 from lab import PROJECT_ROOT
 from lab.command import require, run
 from lab.errors import ImageError
-from lab.images import default_cache_dir
+from lab.images.cache import default_cache_dir
 from lab.progress import say, step
 
 DEFAULT_MIRROR = "https://cdn.openbsd.org/pub/OpenBSD"

@@ -1,8 +1,8 @@
 """The OpenBSD golden image: one qcow2 per release, built from verified install media, cached.
 
-`build_openbsd_image()` fetches and verifies the media (lab.media), boots it in plain QEMU with the serial
-console on stdio, runs the unattended install (lab.installer) and stores the disk and a JSON manifest in
-the cache's openbsd/ directory. The manifest is the cache key: the release, a hash of the recipe
+`build_openbsd_image()` fetches and verifies the media (lab.images.media), boots it in plain QEMU with the
+serial console on stdio, runs the unattended install (lab.images.installer) and stores the disk and a JSON
+manifest in the cache's openbsd/ directory. The manifest is the cache key: the release, a hash of the recipe
 (images/openbsd/*), the ISO's SHA256 and whether it was verified. A recipe change makes the cached image
 stale; `cached_openbsd_image()` then answers None.
 """
@@ -23,8 +23,8 @@ import pexpect
 
 from lab.command import clean_env, require, run
 from lab.errors import ImageError
-from lab.installer import InstallerError, Timeouts, Typing, run_install
-from lab.media import IMAGES_DIR, Media, check_release, fetch_media, openbsd_cache_dir
+from lab.images.installer import InstallerError, Timeouts, Typing, run_install
+from lab.images.media import IMAGES_DIR, Media, check_release, fetch_media, openbsd_cache_dir
 from lab.platforms.openbsd import LAB_ROOT_PASSWORD
 from lab.progress import say, step
 
@@ -230,7 +230,7 @@ def _install(
             argv[0], argv[1:], encoding="utf-8", codec_errors="replace", env=clean_env(), timeout=None
         )
         child.logfile_read = log
-        child.delaybeforesend = None  # pacing is Typing's job (lab.installer)
+        child.delaybeforesend = None  # pacing is Typing's job (lab.images.installer)
         try:
             result = run_install(child, conf, timeouts, Typing(), release=release)
             child.expect(pexpect.EOF, timeout=(timeouts or Timeouts()).halt)  # QEMU exits on power-off

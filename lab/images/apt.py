@@ -1,0 +1,268 @@
+"""Debian's apt on the host: the recipe's package closure and its versions, and the .deb files.
+
+`apt_state()` fingerprints apt's lists without running a program, so the warm path can tell whether the
+versions need resolving again. `tool()` finds the host's Debian tools (apt, dpkg-deb, depmod).
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lab.command import require, run
+from lab.errors import CommandFailed, ImageError
+from lab.images.recipe import Recipe
+from lab.progress import say
+
+#: apt's view of the archive. A change here makes the next call re-resolve versions (about 1.5 s).
+APT_STATE_DIRS = (Path("/var/lib/apt/lists"), Path("/etc/apt"))
+#: apt's own download cache, searched before downloading.
+APT_ARCHIVES = Path("/var/cache/apt/archives")
+
+APT_DEPENDS_FLAGS = (
+    "--recurse",
+    "--no-recommends",
+    "--no-suggests",
+    "--no-conflicts",
+    "--no-breaks",
+    "--no-replaces",
+    "--no-enhances",
+    "--no-pre-depends",
+)
+
+
+def tool(program: str, package: str) -> str:
+    """A host program's path; also looks in the sbin directories a user's PATH often lacks (depmod)."""
+    try:
+        return require(program, package)
+    except CommandFailed:
+        for directory in ("/usr/sbin", "/sbin"):
+            if os.access(f"{directory}/{program}", os.X_OK):
+                return f"{directory}/{program}"
+        raise
+
+
+def have_apt() -> bool:
+    try:
+        tool("apt-cache", "apt")
+    except CommandFailed:
+        return False
+    return True
+
+
+def apt_state() -> str:
+    """A fingerprint of apt's package lists and configuration: names, sizes, times. No program runs."""
+    digest = hashlib.sha256()
+    for base in APT_STATE_DIRS:
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames[:] = sorted(d for d in dirnames if d not in ("partial", "auxfiles"))
+            for name in sorted(set(filenames) - {"lock"}):  # apt touches its lock on every update
+                path = os.path.join(dirpath, name)
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+# --- apt: the package closure and its versions ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Resolved:
+    packages: Mapping[str, str]  # name -> version, the initramfs's packages
+    kernel_package: str  # e.g. linux-image-6.1.0-56-cloud-amd64
+    kernel_version: str  # its Debian version
+    kernel_release: str  # uname -r, the /lib/modules directory
+
+    @classmethod
+    def from_manifest(cls, manifest: Mapping[str, Any]) -> Resolved:
+        kernel = manifest["kernel"]
+        return cls(manifest["packages"], kernel["package"], kernel["version"], kernel["release"])
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "packages": dict(sorted(self.packages.items())),
+            "kernel": {
+                "package": self.kernel_package,
+                "version": self.kernel_version,
+                "release": self.kernel_release,
+            },
+        }
+
+
+def parse_depends(text: str) -> dict[str, list[list[str]]]:
+    """`apt-cache depends --recurse` output -> package -> its Depends groups, each a list of alternatives.
+
+    A virtual package (`<name>`) is replaced by its providers, in apt's order; one with no provider
+    simply contributes nothing. `|Depends:` chains a line with the next into one group.
+    """
+    graph: dict[str, list[list[str]]] = {}
+    deps: list[list[str]] | None = None
+    group: list[str] = []  # alternatives collected so far
+    last: list[str] | None = None  # the group a provider line belongs to
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if not line.startswith(" "):
+            deps = graph.setdefault(line.strip(), [])
+            group, last = [], None
+            continue
+        if deps is None:
+            continue
+        stripped = line.strip()
+        if line.startswith("    ") and ":" not in stripped:  # a provider of the virtual package above
+            if last is not None:
+                last.append(stripped)
+            continue
+        alternative = stripped.startswith("|")
+        kind, _, name = stripped.lstrip("|").partition(": ")
+        if kind not in ("Depends", "PreDepends"):
+            last = None
+            continue
+        if not name.startswith("<"):
+            group.append(name)
+        last = group
+        if not alternative:
+            deps.append(group)
+            group = []
+    return graph
+
+
+def package_closure(
+    graph: Mapping[str, list[list[str]]], roots: Iterable[str], exclude: Iterable[str]
+) -> set[str]:
+    """The packages reachable from roots, taking in each group the first alternative that is a real,
+    not excluded package. Excluded packages are not followed; a group with no usable alternative is
+    dropped (it only named excluded or virtual packages)."""
+    skip = set(exclude)
+    chosen: set[str] = set()
+    todo = [r for r in roots if r not in skip]
+    while todo:
+        name = todo.pop()
+        if name in chosen:
+            continue
+        chosen.add(name)
+        for alternatives in graph.get(name, []):
+            pick = next((a for a in alternatives if a not in skip and a in graph), None)
+            if pick is not None:
+                todo.append(pick)
+    return chosen
+
+
+def parse_policy(text: str) -> dict[str, str | None]:
+    """`apt-cache policy A B …` -> name -> candidate version (None for `(none)`)."""
+    result: dict[str, str | None] = {}
+    name: str | None = None
+    for line in text.splitlines():
+        if line and not line.startswith(" ") and line.endswith(":"):
+            name = line[:-1]
+        elif name and line.strip().startswith("Candidate:"):
+            version = line.split(":", 1)[1].strip()
+            result[name] = None if version == "(none)" else version
+            name = None
+    return result
+
+
+def kernel_package(graph: Mapping[str, list[list[str]]], meta: str) -> str:
+    """The versioned linux-image package a kernel metapackage depends on."""
+    for alternatives in graph.get(meta, []):
+        for name in alternatives:
+            if name.startswith("linux-image-") and name != meta:
+                return name
+    raise ImageError(
+        f"{meta} does not depend on a linux-image-<release> package",
+        "check `kernel:` in images/linux/recipe.yaml (e.g. linux-image-cloud-amd64)",
+    )
+
+
+def resolve(recipe: Recipe) -> Resolved:
+    try:
+        apt_cache = tool("apt-cache", "apt")
+    except CommandFailed:
+        raise ImageError(
+            "building the Linux image needs Debian's apt (apt-cache not found)",
+            "build on Debian 12 (bookworm), or copy a built cache directory (ikedlab's linux/) from one",
+        ) from None
+    try:
+        depends = run(
+            [apt_cache, "depends", *APT_DEPENDS_FLAGS, *recipe.packages, recipe.kernel], timeout=120
+        )
+    except CommandFailed as e:
+        raise ImageError(
+            f"apt could not resolve the Linux image's packages: {e}",
+            "run `apt-get update` (the image is made of Debian packages); check images/linux/recipe.yaml",
+        ) from None
+    graph = parse_depends(depends.stdout.decode())
+    names = sorted(package_closure(graph, recipe.packages, recipe.exclude))
+    kpkg = kernel_package(graph, recipe.kernel)
+    policy = parse_policy(run([apt_cache, "policy", *names, kpkg], timeout=120).stdout.decode())
+    if missing := [n for n in [*names, kpkg] if not policy.get(n)]:
+        raise ImageError(
+            f"no installable version of {', '.join(missing)}",
+            "run `apt-get update`; the image is made of Debian bookworm packages",
+        )
+    return Resolved(
+        packages={n: policy[n] or "" for n in names},
+        kernel_package=kpkg,
+        kernel_version=policy[kpkg] or "",
+        kernel_release=kpkg.removeprefix("linux-image-"),
+    )
+
+
+# --- fetching .debs ---------------------------------------------------------------------------------
+
+
+def deb_pattern(name: str, version: str) -> str:
+    """The glob of the file `apt-get download name=version` writes (the epoch's colon is %3a)."""
+    return glob.escape(f"{name}_{version.replace(':', '%3a')}_") + "*.deb"
+
+
+def fetch_debs(wanted: Mapping[str, str], debs: Path) -> dict[str, Path]:
+    """name -> .deb of that exact version, reusing earlier downloads and apt's own archive cache."""
+    debs.mkdir(parents=True, exist_ok=True)
+    found: dict[str, Path] = {}
+    for name, version in wanted.items():
+        hits = sorted(debs.glob(deb_pattern(name, version)))
+        if not hits and APT_ARCHIVES.is_dir():
+            for cached in sorted(APT_ARCHIVES.glob(deb_pattern(name, version)))[:1]:
+                partial = debs / f".{cached.name}.partial"  # a copy cut short must not look complete
+                shutil.copyfile(cached, partial)
+                os.replace(partial, debs / cached.name)
+                hits = [debs / cached.name]
+        if hits:
+            found[name] = hits[0]
+    missing = {n: v for n, v in wanted.items() if n not in found}
+    if missing:
+        say(f"Downloading {len(missing)} Debian package{'s' if len(missing) != 1 else ''}")
+        apt_get = tool("apt-get", "apt")
+        # Into a private directory first: an interrupted download must not leave a truncated .deb.
+        with tempfile.TemporaryDirectory(prefix=".download-", dir=debs) as tmp:
+            sandbox = ["-o", "APT::Sandbox::User=root"] if os.geteuid() == 0 else []
+            try:
+                run(
+                    [apt_get, *sandbox, "download", *(f"{n}={v}" for n, v in sorted(missing.items()))],
+                    cwd=Path(tmp),
+                    timeout=1800,
+                )
+            except CommandFailed as e:
+                raise ImageError(
+                    f"could not download the Linux image's packages: {e}",
+                    "run `apt-get update`; check that the Debian mirror is reachable",
+                ) from None
+            for deb in Path(tmp).glob("*.deb"):
+                os.replace(deb, debs / deb.name)
+        for name, version in missing.items():
+            hits = sorted(debs.glob(deb_pattern(name, version)))
+            if not hits:
+                raise ImageError(f"apt-get download did not produce {name} {version}")
+            found[name] = hits[0]
+    return found

@@ -1,0 +1,205 @@
+"""The Linux appliance golden image: Debian's cloud kernel plus an initramfs unpacked from Debian packages.
+
+Everything happens on the host without root: apt resolves and downloads the packages, `dpkg-deb` unpacks
+them into a staging tree, and a small cpio writer packs the tree with fixed owners, times and order, so the
+same inputs give the same bytes. The recipe is data (images/linux/); its files, the package versions and
+the builder's own source (the Linux modules of lab/images/) make the manifest whose hash is the cache key.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lab.errors import ImageError
+from lab.images.apt import Resolved, apt_state, fetch_debs, have_apt, resolve
+from lab.images.cache import default_cache_dir
+from lab.images.initramfs import write_initramfs
+from lab.images.manifest import describe_changes, local_inputs, manifest_key, summarize_changes
+from lab.images.recipe import RECIPE_DIR, Recipe
+from lab.images.rootfs import stage
+from lab.progress import say, step
+
+log = logging.getLogger("ikedlab.images")
+
+
+@dataclass(frozen=True)
+class LinuxImage:
+    kernel: Path  # vmlinuz
+    initrd: Path  # initramfs (gzip cpio)
+    cmdline: str  # base kernel command line; the hypervisor appends "ikedlab.hostname=NAME"
+    key: str  # the cache key (hash of manifest)
+    manifest: dict  # inputs: recipe file hashes, package names+versions, kernel version
+
+
+def cached_linux_image(cache_dir: Path | None = None) -> LinuxImage | None:
+    """The image last built into this cache, whatever its inputs; None if there is none."""
+    found = _Store(_linux_dir(cache_dir)).current()
+    return found.image if found else None
+
+
+def linux_image(cache_dir: Path | None = None, *, rebuild: bool = False) -> LinuxImage:
+    """Return the cached image, building it when missing or when its inputs changed.
+
+    The warm path runs no program: it hashes the recipe files and compares apt's list files (size, time)
+    with what they were when the versions were last resolved. Only when those differ does it ask apt.
+    """
+    recipe = Recipe.load(RECIPE_DIR)
+    local = local_inputs(recipe)
+    store = _Store(_linux_dir(cache_dir))
+    if not rebuild:
+        current = store.current()
+        if current and current.matches(local) and current.apt_state == apt_state():
+            return current.image
+    with store.locked():
+        current = store.current()  # another process may have built it while we waited
+        state = apt_state()
+        if not rebuild and current and current.matches(local) and current.apt_state == state:
+            return current.image
+        if not rebuild and current and current.matches(local) and not have_apt():
+            say("apt is not available here: using the cached Linux image without looking for updates")
+            return current.image
+        with step("Resolving the Linux appliance's packages"):
+            manifest = {**local, **resolve(recipe).manifest()}
+        key = manifest_key(manifest)
+        if not rebuild and current and current.image.key == key:
+            store.restamp(current, state)  # apt lists changed, versions did not
+            return current.image
+        if current and current.image.key != key:
+            for change in describe_changes(current.image.manifest, manifest):
+                log.debug("image input changed: %s", change)
+            say(f"Linux image inputs changed: {summarize_changes(current.image.manifest, manifest)}")
+        with step("Building the Linux appliance image"):
+            built = store.build(recipe, manifest, key, state, debs=_debs_dir(cache_dir))
+        return built.image
+
+
+def _linux_dir(cache_dir: Path | None) -> Path:
+    return (cache_dir or default_cache_dir()) / "linux"
+
+
+def _debs_dir(cache_dir: Path | None) -> Path:
+    return (cache_dir or default_cache_dir()) / "debs"
+
+
+# --- building ---------------------------------------------------------------------------------------
+
+
+def assemble(recipe: Recipe, resolved: Resolved, debs: Path, out: Path) -> dict[str, int]:
+    """Build vmlinuz and initrd.img into out (created); returns the initramfs's sizes."""
+    out.mkdir(parents=True)
+    with tempfile.TemporaryDirectory(prefix="stage-", dir=out.parent) as tmp:
+        files = fetch_debs({**resolved.packages, resolved.kernel_package: resolved.kernel_version}, debs)
+        root, kernel_root = stage(recipe, resolved, files, Path(tmp))
+        vmlinuz = kernel_root / "boot" / f"vmlinuz-{resolved.kernel_release}"
+        if not vmlinuz.is_file():
+            raise ImageError(f"{resolved.kernel_package} has no /boot/vmlinuz-{resolved.kernel_release}")
+        shutil.copyfile(vmlinuz, out / "vmlinuz")
+        with open(out / "initrd.img", "wb") as initrd:
+            unpacked = write_initramfs(root, initrd)
+    return {"initrd_bytes": (out / "initrd.img").stat().st_size, "unpacked_bytes": unpacked}
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One image in the cache: a directory with vmlinuz, initrd.img and image.json."""
+
+    image: LinuxImage
+    apt_state: str
+    directory: Path
+
+    def matches(self, local: Mapping[str, Any]) -> bool:
+        return all(self.image.manifest.get(k) == v for k, v in local.items())
+
+
+class _Store:
+    """The cache of Linux images. `current` is a symlink to the image in use, swapped atomically; image
+    directories are complete before they get a name, so an interrupted build leaves no half image."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.link = directory / "current"
+
+    def current(self) -> _Entry | None:
+        return self._load(self.link)
+
+    @staticmethod
+    def _load(directory: Path) -> _Entry | None:
+        try:
+            info = json.loads((directory / "image.json").read_text())
+            image = LinuxImage(
+                kernel=(directory / "vmlinuz").resolve(strict=True),
+                initrd=(directory / "initrd.img").resolve(strict=True),
+                cmdline=info["cmdline"],
+                key=info["key"],
+                manifest=info["manifest"],
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return _Entry(image, info.get("apt_state", ""), directory.resolve())
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with open(self.directory / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def restamp(self, entry: _Entry, state: str) -> None:
+        path = entry.directory / "image.json"
+        info = json.loads(path.read_text())
+        info["apt_state"] = state
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+
+    def build(self, recipe: Recipe, manifest: dict[str, Any], key: str, state: str, debs: Path) -> _Entry:
+        start = time.monotonic()
+        for stale in self.directory.glob(".build-*"):  # left by an interrupted build (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
+        resolved = Resolved.from_manifest(manifest)
+        work = Path(tempfile.mkdtemp(prefix=".build-", dir=self.directory))
+        try:
+            image_dir = work / "image"
+            sizes = assemble(recipe, resolved, debs, image_dir)
+            info = {
+                "key": key,
+                "manifest": manifest,
+                "cmdline": recipe.cmdline,
+                "apt_state": state,
+                **sizes,
+                "build_seconds": round(time.monotonic() - start, 1),
+            }
+            (image_dir / "image.json").write_text(json.dumps(info, indent=1, sort_keys=True))
+            final = self.directory / f"{key[:16]}-{time.time_ns():x}"
+            os.rename(image_dir, final)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        self._point_at(final)
+        say(
+            f"Linux image: kernel {resolved.kernel_release}, initramfs {sizes['initrd_bytes'] / 1e6:.1f} MB "
+            f"gzipped ({sizes['unpacked_bytes'] / 1e6:.1f} MB unpacked), {len(resolved.packages)} packages"
+        )
+        entry = self._load(self.link)
+        assert entry is not None
+        return entry
+
+    def _point_at(self, image_dir: Path) -> None:
+        tmp = self.directory / f".current-{os.getpid()}"
+        if tmp.is_symlink():
+            tmp.unlink()
+        tmp.symlink_to(image_dir.name)
+        os.replace(tmp, self.link)
+        for old in self.directory.iterdir():  # earlier images: QEMU has read them into guest memory
+            if old.is_dir() and not old.is_symlink() and not old.name.startswith(".") and old != image_dir:
+                shutil.rmtree(old, ignore_errors=True)

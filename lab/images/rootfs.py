@@ -1,0 +1,161 @@
+"""The guest's root file system, staged on the host without root: the packages unpacked into a merged-/usr
+tree, busybox applet links, the recipe's own files and kernel modules, then checked so that every program
+finds its libraries and pruned of the libraries none uses."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import shutil
+import tarfile
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from fnmatch import fnmatchcase
+from pathlib import Path, PurePosixPath
+
+from lab.command import run
+from lab.errors import ImageError
+from lab.images.apt import Resolved, tool
+from lab.images.kernel_modules import install_modules
+from lab.images.libraries import check_links, prune_libraries
+from lab.images.recipe import Recipe
+from lab.images.tree import MERGED, guest_path, in_root, walk
+
+log = logging.getLogger("ikedlab.images")
+
+#: Where busybox applet links must not shadow a real program of the same name.
+BIN_DIRS = ("usr/sbin", "usr/bin")
+
+
+def is_stripped(path: str, patterns: Iterable[str]) -> bool:
+    """True if path is, or is under, one of the patterns (globs allowed)."""
+    return any(fnmatchcase(path, p) or fnmatchcase(path, p + "/*") for p in patterns)
+
+
+def unpack_tar(data: bytes, root: Path, strip: tuple[str, ...]) -> None:
+    """Extract one package's file system tar into root, merging /bin, /sbin and /lib into /usr."""
+    top = root.resolve()
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        for member in tar:
+            original = member.name[2:] if member.name.startswith("./") else member.name
+            rel = guest_path(member.name)
+            if rel is None or is_stripped(rel, strip):
+                continue
+            dest = root / rel
+            # Never write outside the tree: not by `..`, not through an absolute symlink such as
+            # usr/lib/ssl/certs -> /etc/ssl/certs, which on the host points at the host's files.
+            if ".." in rel.split("/") or not dest.parent.resolve().is_relative_to(top):
+                raise ImageError(f"{member.name}: unpacking it would write outside the image tree")
+            if member.isdir():
+                if dest.is_symlink():
+                    continue  # a directory another package made a symlink: keep the symlink
+                dest.mkdir(parents=True, exist_ok=True)
+                dest.chmod((member.mode & 0o7777) | 0o700)  # stay writable for the build
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if dest.is_symlink() or dest.exists():
+                if dest.is_dir() and not dest.is_symlink():
+                    continue
+                dest.unlink()
+            if member.issym():
+                target = member.linkname
+                if not target.startswith("/") and rel != original and ".." in target.split("/"):
+                    # The link moved into /usr: a relative path climbing out of its old place would
+                    # now point elsewhere; pin it to where it pointed in the package.
+                    target = os.path.normpath("/" + str(PurePosixPath(original).parent / target))
+                os.symlink(target, dest)
+            elif member.islnk():
+                source = guest_path(member.linkname)
+                if source and (root / source).exists():
+                    shutil.copyfile(root / source, dest)
+                    dest.chmod(member.mode & 0o7777)
+            elif member.isfile():
+                extracted = tar.extractfile(member)
+                assert extracted is not None
+                with extracted, open(dest, "wb") as out:
+                    shutil.copyfileobj(extracted, out)
+                dest.chmod(member.mode & 0o7777)
+            # device nodes and fifos: none needed, and not makeable without root
+
+
+def busybox_links(root: Path, applets: Iterable[str]) -> list[str]:
+    """Make busybox applet symlinks where no real program of that name exists. Returns the links made."""
+    real = {p.name for d in BIN_DIRS if (root / d).is_dir() for p in (root / d).iterdir()}
+    made = []
+    for applet in applets:
+        rel = guest_path(applet)
+        if rel is None or "/" not in rel:
+            continue  # e.g. /linuxrc: not a program directory
+        name = rel.rsplit("/", 1)[1]
+        if name in real or (root / rel).is_symlink() or (root / rel).exists():
+            continue
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink("/usr/bin/busybox", root / rel)
+        made.append(rel)
+    return made
+
+
+def stage(recipe: Recipe, resolved: Resolved, debs: Mapping[str, Path], work: Path) -> tuple[Path, Path]:
+    """Assemble the guest's file system; returns (the tree, the unpacked kernel package)."""
+    dpkg_deb = tool("dpkg-deb", "dpkg")
+    root, kernel_root = work / "root", work / "kernel"
+    for top in MERGED:
+        (root / "usr" / top).mkdir(parents=True, exist_ok=True)
+        (root / top).symlink_to(f"usr/{top}")
+
+    def fsys(deb: Path) -> bytes:
+        return run([dpkg_deb, "--fsys-tarfile", deb], timeout=300).stdout
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        # The kernel package is the biggest to unpack (90 MB of modules): do it meanwhile.
+        kernel = pool.submit(run, [dpkg_deb, "-x", debs[resolved.kernel_package], kernel_root], timeout=300)
+        # Sorted order, so a file shipped by two packages always comes from the same one.
+        for data in pool.map(fsys, (debs[n] for n in sorted(resolved.packages))):
+            unpack_tar(data, root, recipe.strip)
+        kernel.result()
+
+    busybox = in_root(root, "usr/bin/busybox")
+    if busybox is None:
+        raise ImageError("busybox is not in the image", "keep busybox-static in images/linux/recipe.yaml")
+    applets = run([busybox, "--list-full"], timeout=30).stdout.decode().split()
+    log.debug("busybox applet links: %d", len(busybox_links(root, applets)))
+
+    for rel, mode in recipe.directories.items():
+        (root / rel).mkdir(parents=True, exist_ok=True)
+        (root / rel).chmod(mode)
+    for rel, target in recipe.symlinks.items():
+        dest = root / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.is_symlink() or dest.is_file():
+            dest.unlink()
+        elif dest.is_dir():
+            shutil.rmtree(dest)
+        dest.symlink_to(target)
+    if recipe.rootfs.is_dir():
+        for src in walk(recipe.rootfs):
+            rel = src.relative_to(recipe.rootfs).as_posix()
+            dest = root / rel
+            if src.is_dir():
+                dest.mkdir(parents=True, exist_ok=True)
+            else:
+                if dest.is_symlink():
+                    dest.unlink()
+                shutil.copyfile(src, dest)
+                dest.chmod(recipe.modes.get(rel, 0o755 if os.access(src, os.X_OK) else 0o644))
+    shutil.copyfile(recipe.init, root / "init")
+    (root / "init").chmod(0o755)
+
+    modules = install_modules(kernel_root, root, resolved.kernel_release, recipe.modules)
+    log.debug("kernel modules: %d files", len(modules))
+
+    links = check_links(root, recipe.require, recipe.keep)
+    if links.problems:
+        raise ImageError(
+            f"the Linux image is incomplete: {links.problems[0]}",
+            "; ".join(links.problems[1:4])
+            or "take the package providing it out of `exclude:`, or strip the program, in recipe.yaml",
+        )
+    freed = prune_libraries(root, links.unused)
+    log.debug("pruned %d unused libraries (%.1f MB): %s", len(links.unused), freed / 1e6, links.unused)
+    return root, kernel_root
