@@ -7,6 +7,7 @@ PY := $(VENV)/bin/python
 IKEDLAB := $(VENV)/bin/ikedlab
 ARTIFACTS ?= artifacts
 PYTEST_ARGS ?=
+SCENARIO_ARGS ?=
 
 .PHONY: setup host-setup lab-up lab-down status test test-fast test-scenarios bench lint clean
 
@@ -37,7 +38,7 @@ test-fast: setup
 
 test-scenarios: setup
 	$(PY) -m pytest scenarios -v --platform linux --artifacts $(ARTIFACTS)/scenarios \
-		--junitxml=$(ARTIFACTS)/junit-scenarios.xml $(PYTEST_ARGS)
+		--junitxml=$(ARTIFACTS)/junit-scenarios.xml $(PYTEST_ARGS) $(SCENARIO_ARGS)
 
 bench: setup
 	$(PY) -m lab.bench

@@ -32,6 +32,7 @@ from lab.hypervisor import (
     lab_ports,
     mac_address,
 )
+from lab.images import LinuxImage, OpenBSDImage, cached_openbsd_image, default_cache_dir, linux_image
 from lab.platforms import get_platform
 from lab.progress import step
 from lab.provision import (
@@ -54,12 +55,6 @@ def state_root() -> Path:
         return Path(os.environ["IKEDLAB_STATE_DIR"])
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "ikedlab"
-
-
-def cache_root() -> Path:
-    from lab.images import default_cache_dir
-
-    return default_cache_dir()
 
 
 @dataclass
@@ -132,7 +127,7 @@ class Lab:
         wires = self._wires(topology)
         check_ports_free([p for ends in wires.values() for _, p in ends], self.name)
 
-        accel = detect_accel(boot_media.get("probe_kernel"), cache_root())  # type: ignore[arg-type]
+        accel = detect_accel(boot_media.linux.kernel if boot_media.linux else None, default_cache_dir())
         progress.say(
             f"  accelerator: {'KVM' if accel.kind == 'kvm' else 'software emulation (TCG)'} — {accel.reason}"
         )
@@ -159,17 +154,11 @@ class Lab:
                 self.down(quiet=True)
             raise
 
-    def _boot_media(self, platforms: dict[str, str]) -> dict[str, object]:
-        media: dict[str, object] = {}
-        if "linux" in platforms.values():
-            from lab.images import linux_image
-
-            image = linux_image()
-            media["linux"] = image
-            media["probe_kernel"] = image.kernel
-        if "openbsd" in platforms.values():
-            media["openbsd"] = _openbsd_image()
-        return media
+    def _boot_media(self, platforms: dict[str, str]) -> BootMedia:
+        return BootMedia(
+            linux=linux_image() if "linux" in platforms.values() else None,
+            openbsd=_openbsd_image() if "openbsd" in platforms.values() else None,
+        )
 
     def _wires(self, topology: topo.Topology) -> dict[str, list[tuple[str, int]]]:
         """Each link's two ends as (host, local UDP port); the other end's port is the remote one."""
@@ -189,7 +178,7 @@ class Lab:
         topology: topo.Topology,
         platforms: dict[str, str],
         accel: str,
-        media: dict[str, object],
+        media: BootMedia,
         wires: dict[str, list[tuple[str, int]]],
     ) -> None:
         hv = self.hypervisor
@@ -223,9 +212,9 @@ class Lab:
         host.console.attach()
 
     def _domain_spec(
-        self, host: str, platform: str, accel: str, media: dict[str, object], nics: tuple[Nic, ...]
+        self, host: str, platform: str, accel: str, media: BootMedia, nics: tuple[Nic, ...]
     ) -> DomainSpec:
-        common = dict(
+        spec = DomainSpec(
             lab=self.name,
             host=host,
             platform=platform,
@@ -235,18 +224,20 @@ class Lab:
             memory_mib=MEMORY_MIB.get(platform, 256),
         )
         if platform == "linux":
-            image = media["linux"]
-            return DomainSpec(
-                **common,
+            assert media.linux
+            image = media.linux
+            return dataclasses.replace(
+                spec,
                 kernel=image.kernel,
-                initrd=image.initrd,  # type: ignore[attr-defined,arg-type]
+                initrd=image.initrd,
                 cmdline=f"{image.cmdline} ikedlab.hostname={host}",
-            )  # type: ignore[attr-defined]
-        golden = media["openbsd"].path  # type: ignore[attr-defined]
+            )
+        assert media.openbsd
+        # Each guest writes to its own throw-away overlay; the golden image is never changed.
         overlay = self.run_dir / "disks" / f"{host}.qcow2"
         overlay.parent.mkdir(parents=True, exist_ok=True)
-        run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", golden, overlay])
-        return DomainSpec(**common, disk=overlay)  # type: ignore[arg-type]
+        run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", media.openbsd.path, overlay])
+        return dataclasses.replace(spec, disk=overlay)
 
     def _console(self, host: str, domain: str, platform: str) -> Console:
         facts = get_platform(platform).login
@@ -340,11 +331,15 @@ class Lab:
         return removed
 
 
-def _openbsd_image() -> object:
-    try:
-        from lab.images import cached_openbsd_image
-    except ImportError:
-        raise ImageError("the OpenBSD platform is not built yet", "use --platform linux") from None
+@dataclass(frozen=True)
+class BootMedia:
+    """The golden images a lab boots from, one per platform it uses."""
+
+    linux: LinuxImage | None = None
+    openbsd: OpenBSDImage | None = None
+
+
+def _openbsd_image() -> OpenBSDImage:
     image = cached_openbsd_image()
     if image is None:
         raise ImageError(
