@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="use your own iked.conf on a gateway (repeatable)",
     )
     up.add_argument("--keep-on-failure", action="store_true", help="leave the lab running if `up` fails")
+    up.add_argument("--release", help="OpenBSD release to boot (default: the newest image in the cache)")
 
     sub.add_parser("down", help="remove the lab's guests (always safe, also after a failed up)")
     sub.add_parser("status", help="a table of hosts, addresses and tunnel state")
@@ -117,7 +118,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     lab = _lab(args)
     try:
         lab.up(
-            args.topology, args.platform, Options(iked_conf=iked_conf), keep_on_failure=args.keep_on_failure
+            args.topology,
+            args.platform,
+            Options(iked_conf=iked_conf),
+            keep_on_failure=args.keep_on_failure,
+            openbsd_release=args.release,
         )
         total = sum(seconds for _, seconds in progress.timings)
         progress.say(f"lab '{lab.name}' is up in {total:.1f}s; transcripts in {lab.run_dir / 'console'}")

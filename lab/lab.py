@@ -113,6 +113,7 @@ class Lab:
         platform: str = "openbsd",
         options: Options | None = None,
         keep_on_failure: bool = False,
+        openbsd_release: str | None = None,
     ) -> None:
         """Boot the lab and provision it up to an established tunnel."""
         options = options or Options()
@@ -120,7 +121,9 @@ class Lab:
         platforms = {h.name: h.platform or platform for h in topology.hosts.values()}
         for name in set(platforms.values()):
             get_platform(name)
-        boot_media = self._boot_media(platforms)  # fails before anything is created when an image is missing
+        boot_media = self._boot_media(
+            platforms, openbsd_release
+        )  # fails before anything is created when an image is missing
         hv = self.hypervisor
         if hv.domains(self.name):
             raise LabError(f"lab '{self.name}' is already up", "`ikedlab down` first, or pick another --name")
@@ -154,10 +157,10 @@ class Lab:
                 self.down(quiet=True)
             raise
 
-    def _boot_media(self, platforms: dict[str, str]) -> BootMedia:
+    def _boot_media(self, platforms: dict[str, str], openbsd_release: str | None) -> BootMedia:
         return BootMedia(
             linux=linux_image() if "linux" in platforms.values() else None,
-            openbsd=_openbsd_image() if "openbsd" in platforms.values() else None,
+            openbsd=_openbsd_image(openbsd_release) if "openbsd" in platforms.values() else None,
         )
 
     def _wires(self, topology: topo.Topology) -> dict[str, list[tuple[str, int]]]:
@@ -339,12 +342,15 @@ class BootMedia:
     openbsd: OpenBSDImage | None = None
 
 
-def _openbsd_image() -> OpenBSDImage:
-    image = cached_openbsd_image()
+def _openbsd_image(release: str | None) -> OpenBSDImage:
+    """The cached golden image of `release` (the newest cached release when None)."""
+    image = cached_openbsd_image(release)
     if image is None:
+        pinned = f" --release {release}" if release else ""
         raise ImageError(
-            "no OpenBSD image in the cache",
-            "build one with `ikedlab image build --platform openbsd` (needs the internet or --iso PATH), "
+            f"no OpenBSD {release + ' ' if release else ''}image in the cache",
+            f"build one with `ikedlab image build --platform openbsd{pinned}`"
+            " (needs the internet or --iso PATH), "
             "or use --platform linux (make lab-up PLATFORM=linux)",
         )
     return image
