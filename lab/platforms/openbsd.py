@@ -104,8 +104,8 @@ class OpenBSD(Platform, name="openbsd"):
         return f"sha256 -q {shlex.quote(path)}"
 
     def ping_command(self, address: str, count: int, timeout_s: int) -> str:
-        # timeout_s is how long to wait for a reply (Linux's -W). OpenBSD's -w is how long to wait for
-        # replies after the last request; requests go out once a second either way.
+        # timeout_s is how long to wait for a reply (Linux's -W); OpenBSD's -w is how long to wait for
+        # replies after the last request. Requests go out 0.2 s apart, which root may ask for.
         return f"ping -n -c {count} -i 0.2 -w {max(1, timeout_s)} {shlex.quote(address)}"
 
     def parse_ping(self, output: str) -> PingResult:
@@ -129,10 +129,9 @@ class OpenBSD(Platform, name="openbsd"):
         else:
             raise IkedlabError(f"unknown capture kind '{kind}' (expected decapsulated or wire)")
         bpf_arg = f" {shlex.quote(bpf)}" if bpf else ""
-        # The short sleep lets tcpdump open the interface before the caller sends the traffic it wants.
+        # tcpdump creates the pcap once it listens; the caller waits for that file, not for a delay.
         return (
-            f"tcpdump -n -l -i {shlex.quote(iface)} -w {shlex.quote(pcap)}{bpf_arg} >/dev/null 2>&1 & "
-            "echo $!; sleep 1"
+            f"tcpdump -n -l -i {shlex.quote(iface)} -w {shlex.quote(pcap)}{bpf_arg} >/dev/null 2>&1 & echo $!"
         )
 
     def parse_capture(self, output: str, kind: str) -> Capture:
