@@ -119,8 +119,8 @@ def bench_scenarios() -> list[str]:
         f"scenario suite wall time: pytest -n 1 {walls[1]:6.1f} s, -n 2 {walls[2]:6.1f} s"
         " (two labs side by side)"
     ]
-    for test, seconds in sorted(runs.items()):
-        median = statistics.median(seconds)
+    for test, samples in sorted(runs.items()):
+        median = statistics.median(samples)
         flag = "" if median <= GOAL_SCENARIO_SECONDS else "   (over the 3 s goal)"
         lines.append(f"    {test.split('::')[-1]:<66} median {median:6.1f} s{flag}")
     return lines

@@ -222,8 +222,8 @@ def cmd_image(args: argparse.Namespace) -> int:
     if args.platform == "linux":
         from lab.images import linux_image
 
-        image = linux_image(rebuild=args.rebuild)
-        print(f"linux image {image.key[:12]}: {image.kernel} {image.initrd}")
+        linux = linux_image(rebuild=args.rebuild)
+        print(f"linux image {linux.key[:12]}: {linux.kernel} {linux.initrd}")
         return 0
     if args.platform == "openbsd":
         from lab.images import build_openbsd_image

@@ -150,9 +150,10 @@ class Host:
             self.run(self.platform.capture_stop_command(pid), timeout=15)
         text = self.run(self.platform.capture_read_command(pcap)).output
         local = self.artifacts / f"{self.name}-{kind}{'-' + iface if iface else ''}-{tag}.pcap"
+        saved: str | None = str(local)
         try:
             self.fetch_binary(pcap, local)
         except (CommandError, ConsoleError, ValueError):
-            local = None  # the text is what the test reads; the pcap is evidence for humans
+            saved = None  # the text is what the test reads; the pcap is evidence for humans
         capture = self.platform.parse_capture(text, kind)
-        box.append(Capture(capture.packets, text, str(local) if local else None))
+        box.append(Capture(capture.packets, text, saved))

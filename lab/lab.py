@@ -297,11 +297,12 @@ class Lab:
 
     def restore(self) -> None:
         """Put the tunnel back as `up` made it: right peer keys, rendered iked.conf, iked restarted."""
-        assert self.topology, "the lab is neither up nor attached"
+        topology = self.topology
+        assert topology, "the lab is neither up nor attached"
         gateways = self.gateways()
-        exchange_keys(self.topology, gateways)
+        exchange_keys(topology, gateways)
         in_parallel(
-            gateways, lambda h: write_iked_conf(h, rendered_iked_conf(self.topology, h.name, self.options))
+            gateways, lambda h: write_iked_conf(h, rendered_iked_conf(topology, h.name, self.options))
         )
         restart_tunnel(gateways)
 

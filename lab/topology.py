@@ -226,7 +226,7 @@ class _Validator:
         if not isinstance(wanted, list):
             self.problem(f"{where}.interfaces", "must be a list of link names")
             wanted = on
-        interfaces = []
+        interfaces: list[Interface] = []
         for link_name in wanted:
             if link_name not in links:
                 self.problem(f"{where}.interfaces", f"unknown link '{link_name}'")

@@ -32,15 +32,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--topology", default=None, help="a topology file (default: the guide's lab)")
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    return (
+        f"ikedlab: platform {config.getoption('--platform')}, evidence in {config.getoption('--artifacts')}"
+    )
+
+
 def _lab_name() -> str:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     return f"scn-{worker}" if worker else "scn"
 
 
 @pytest.fixture(scope="session")
-def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
+def lab(request: pytest.FixtureRequest, record_testsuite_property) -> Iterator[Lab]:  # noqa: ANN001
     config = request.config
     platform = config.getoption("--platform")
+    record_testsuite_property("platform", platform)  # nightly runs: the JUnit report says what was tested
     if platform == "openbsd":
         from lab.images import cached_openbsd_image
 

@@ -1,4 +1,4 @@
-"""ruff as an ordinary test, so CI enforces the style without a second tool."""
+"""ruff and mypy as ordinary tests, so CI enforces them without a second tool."""
 
 import shutil
 import subprocess
@@ -10,11 +10,22 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def tool(name: str) -> str:
+    found = shutil.which(name) or str(Path(sys.executable).parent / name)
+    if not Path(found).exists():
+        pytest.skip(f"{name} is not installed: pip install {name} (make setup does)")
+    return found
+
+
 def test_ruff_is_clean():
-    ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
-    if not Path(ruff).exists():
-        pytest.skip("ruff is not installed: pip install ruff (make setup does)")
     done = subprocess.run(
-        [ruff, "check", "lab", "tests", "scenarios"], cwd=ROOT, capture_output=True, text=True
+        [tool("ruff"), "check", "lab", "tests", "scenarios"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_mypy_is_clean():
+    done = subprocess.run(
+        [tool("mypy"), "lab", "--ignore-missing-imports"], cwd=ROOT, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stdout + done.stderr
