@@ -79,6 +79,10 @@ class CommandError(ConsoleError):
         super().__init__(f"{host}: `{command}` exited {status}: {last}{where}")
 
 
+class ParseError(IkedlabError):
+    """Command output did not have the shape its parser expects."""
+
+
 class ProvisionError(IkedlabError):
     """Provisioning could not reach the state the topology asks for."""
 

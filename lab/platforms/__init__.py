@@ -8,7 +8,6 @@ pure parsers. It knows nothing of libvirt or of the topology's shape beyond one 
 from __future__ import annotations
 
 import importlib
-import ipaddress
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -171,4 +170,4 @@ def _load_all() -> None:
         importlib.import_module(f"lab.platforms.{module}")
 
 
-__all__ = ["Action", "FileSpec", "LoginFacts", "Platform", "get_platform", "platform_names", "ipaddress"]
+__all__ = ["Action", "FileSpec", "LoginFacts", "Platform", "get_platform", "platform_names"]

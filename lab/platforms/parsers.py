@@ -20,12 +20,8 @@ import ipaddress
 import re
 from collections.abc import Iterable
 
-from lab.errors import IkedlabError
+from lab.errors import ParseError
 from lab.readings import ChildSa, Flow, IkeSa, IpsecCounters, Packet, PingResult, SaState
-
-
-class ParseError(IkedlabError):
-    """Command output did not have the shape its parser expects."""
 
 
 def _last_line(text: str) -> str:
