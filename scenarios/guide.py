@@ -35,6 +35,7 @@ def guide(lab: Lab) -> Guide:
 
 def wait_for_log(host: Host, pattern: str, timeout: float) -> str:
     """Wait until iked's log on `host` shows `pattern`; return the matching line."""
+    __tracebackhide__ = True  # a failure points at the scenario's line, not here
     regex = re.compile(pattern)
     log = host.wait_until(
         f"iked's log matching /{pattern}/", host.iked_log, lambda text: bool(regex.search(text)), timeout
