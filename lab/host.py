@@ -54,14 +54,18 @@ class Host:
 
     def write_file(self, path: str, content: str, mode: int = 0o644) -> None:
         """Write a text file in the guest and prove it arrived intact (the serial line is no checksum)."""
+        text = (
+            content if content.endswith("\n") or not content else content + "\n"
+        )  # as a heredoc delivers it
         directory = path.rsplit("/", 1)[0] or "/"
-        self.console.check(
-            f"mkdir -p {directory} && (umask 077 && cat > {path}) && chmod {mode:o} {path}", stdin=content
+        # One round trip: write, set the mode, and print the checksum of what landed.
+        written = self.console.check(
+            f"mkdir -p {directory} && (umask 077 && cat > {path}) && chmod {mode:o} {path} && "
+            f"{self.platform.checksum_command(path)}",
+            stdin=text,
         )
-        got = self.platform.parse_checksum(self.check(self.platform.checksum_command(path)).output)
-        want = hashlib.sha256(
-            content.encode() if content.endswith("\n") or not content else (content + "\n").encode()
-        ).hexdigest()
+        got = self.platform.parse_checksum(written.output)
+        want = hashlib.sha256(text.encode()).hexdigest()
         if got != want:
             raise ProvisionError(
                 f"{self.name}: {path} arrived corrupted over the console (sha256 {got} != {want})"

@@ -39,7 +39,8 @@ def in_parallel(hosts: Iterable[Host], action: Callable[[Host], object]) -> None
     with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
         futures = [(h, pool.submit(action, h)) for h in hosts]
     errors = [(h, f.exception()) for h, f in futures if f.exception()]
-    for host, error in errors:
+    if errors:
+        host, error = errors[0]
         if isinstance(error, IkedlabError):
             raise error
         raise ProvisionError(f"{host.name}: {type(error).__name__}: {error}") from error
