@@ -31,6 +31,17 @@ if ! getent passwd libvirt-qemu >/dev/null; then
 fi
 as_root mkdir -p /var/log/libvirt/qemu /var/run/libvirt /var/lib/libvirt/qemu /var/cache/libvirt
 
+# /dev/kvm as Debian's udev rule leaves it (root:kvm 0660). On machines without udev it can be root:root
+# 0600: libvirt's cached QEMU capabilities then say KVM while its QEMU user cannot open the device, the
+# cache is judged stale and QEMU is re-probed on every domain start (tens of seconds each).
+if [ -c /dev/kvm ]; then
+  if [ "$(stat -c '%G %a' /dev/kvm)" != "kvm 660" ]; then
+    echo "setup: /dev/kvm to root:kvm 0660 (Debian's default), so libvirt's capability cache stays valid"
+    getent group kvm >/dev/null || as_root groupadd --system kvm
+    as_root chgrp kvm /dev/kvm && as_root chmod 0660 /dev/kvm
+  fi
+fi
+
 running() { pgrep -x "$1" >/dev/null 2>&1; }
 running virtlogd || { echo "setup: starting virtlogd"; as_root virtlogd -d; }
 running libvirtd || { echo "setup: starting libvirtd"; as_root libvirtd -d; }
