@@ -7,6 +7,7 @@ captures and rendered configs; a failing scenario's report names that folder and
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -39,8 +40,10 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def _lab_name() -> str:
+    """Unique to this checkout and xdist worker: two checkouts' suites on one machine never share a lab."""
+    checkout = hashlib.sha256(str(Path(__file__).resolve().parent.parent).encode()).hexdigest()[:6]
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    return f"scn-{worker}" if worker else "scn"
+    return f"scn-{checkout}-{worker}" if worker else f"scn-{checkout}"
 
 
 @pytest.fixture(scope="session")
