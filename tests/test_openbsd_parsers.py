@@ -64,8 +64,15 @@ def test_flows_take_their_peer_from_the_ike_sa():
     }
 
 
-def test_responder_behind_nat():
-    state = parse_ikectl_show_sa(data("ikectl_show_sa_resp_natt.txt"))
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ikectl_show_sa_resp_natt.txt",  # " udpencap": sbin/iked/ikev2.c rev 1.394 and later (7.8, 7.9)
+        "ikectl_show_sa_resp_natt_udpecap.txt",  # " udpecap": before rev 1.394 (7.5-7.7)
+    ],
+)
+def test_responder_behind_nat(name):
+    state = parse_ikectl_show_sa(data(name))
     ike = state.ike_sas[0]
     assert ike.natt and not ike.initiator
     assert ike.peer == "198.51.100.254:61512"
@@ -94,8 +101,25 @@ def test_ikectl_error_is_a_parse_error():
 
 
 def test_unknown_output_is_a_parse_error():
-    with pytest.raises(ParseError, match="nothing iked would print"):
+    with pytest.raises(ParseError, match="does not explain: something else entirely$"):
         parse_ikectl_show_sa("something else entirely\n")
+
+
+def test_ike_sa_line_with_an_unknown_flag_raises_with_the_line():
+    # Such a line once vanished while the child SAs and flows around it parsed: "no IKE SA", silently.
+    text = data("ikectl_show_sa_resp_natt.txt").replace(" udpencap ", " udpfoo ")
+    ike_line = next(line for line in text.splitlines() if line.startswith("iked_sas:"))
+    with pytest.raises(ParseError) as caught:
+        parse_ikectl_show_sa(text)
+    assert str(caught.value).endswith(ike_line)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("label", ["  sa_childsas", "iked_activesas", "  sa_flows", "iked_flows"])
+def test_any_line_of_any_section_that_does_not_parse_raises(label):
+    text = data("ikectl_show_sa_init.txt") + f"{label}: 0x7f0c1a2d9000 something new\n"
+    with pytest.raises(ParseError, match=f"{label.strip()}: 0x7f0c1a2d9000 something new"):
+        parse_ikectl_show_sa(text)
 
 
 @pytest.mark.parametrize(
@@ -180,7 +204,8 @@ def test_ping_loss_property():
 
 
 def test_ping_without_summary():
-    with pytest.raises(ParseError, match="unknown host"):
+    # sbin/ping/ping.c: errx(1, "%s", gai_strerror(error)); no "unknown host" of its own.
+    with pytest.raises(ParseError, match="no summary: ping: name or service is not known$"):
         parse_ping_summary(data("ping_unknown_host.txt"))
 
 
@@ -192,20 +217,46 @@ def test_enc0_capture():
     assert [(p.src, p.dst, p.spi, p.protocol) for p in packets] == [
         ("10.0.1.2", "10.0.2.2", 0x5A6B7C8D, "ICMP"),
         ("10.0.2.2", "10.0.1.2", 0xD1E2F3A4, "ICMP"),
-        ("10.0.1.2", "10.0.2.2", 0x5A6B7C8D, "ICMP"),  # tunnel mode: the inner pair, not the outer
+        ("10.0.1.2", "10.0.2.2", 0x5A6B7C8D, "ICMP"),
         ("10.0.2.2", "10.0.1.2", 0, "ICMP"),
     ]
-    assert packets[0].summary.startswith("icmp: echo request")
+    assert packets[0].summary == "icmp: echo request (encap)"
     assert packets[0].raw.startswith("12:00:01.104211 (authentic,confidential)")
+    assert not any(p.udp_encapsulated or p.src_port for p in packets)
+
+
+def test_enc0_capture_with_verbose_outer_pair():
+    (packet,) = parse_tcpdump_lines(data("tcpdump_enc0_verbose.txt"))
+    # tunnel mode: the inner pair, not the outer
+    assert (packet.src, packet.dst, packet.spi, packet.protocol) == (
+        "10.0.1.2",
+        "10.0.2.2",
+        0x5A6B7C8D,
+        "ICMP",
+    )
 
 
 def test_openbsd_wire_capture():
     packets = parse_tcpdump_lines(data("tcpdump_wire_openbsd.txt"))
-    assert [(p.protocol, p.src, p.dst, p.spi) for p in packets] == [
-        ("IKE", "192.0.2.1", "198.51.100.1", None),
-        ("ESP", "192.0.2.1", "198.51.100.1", 0x5A6B7C8D),
-        ("ESP", "198.51.100.1", "192.0.2.1", 0xD1E2F3A4),
-        ("ESP", "192.0.2.1", "198.51.100.1", 0x5A6B7C8D),  # NAT-T: ESP inside UDP 4500
+    fields = [(p.protocol, p.src, p.dst, p.spi, p.src_port, p.dst_port, p.udp_encapsulated) for p in packets]
+    assert fields == [
+        ("IKE", "192.0.2.1", "198.51.100.1", None, 500, 500, False),
+        ("ESP", "192.0.2.1", "198.51.100.1", 0x5A6B7C8D, None, None, False),
+        ("ESP", "198.51.100.1", "192.0.2.1", 0xD1E2F3A4, None, None, False),
+        ("ESP", "192.0.2.1", "198.51.100.1", 0x5A6B7C8D, 4500, 4500, True),  # NAT-T: ESP inside UDP 4500
+        ("ESP", "198.51.100.1", "198.51.100.254", 0xD1E2F3A4, 4500, 61512, True),  # to the NAT's port
+        ("IKE", "192.0.2.1", "198.51.100.1", None, 4500, 4500, False),  # IKE on 4500 is no ESP
+        ("UDP", "192.0.2.1", "198.51.100.1", None, 4500, 4500, False),  # NAT-T keepalive
+        ("AH", "192.0.2.1", "198.51.100.1", 0x0BADF00D, None, None, False),
+    ]
+
+
+def test_openbsd_wire_capture_before_print_ipsec_1_27():
+    packets = parse_tcpdump_lines(data("tcpdump_wire_openbsd_old.txt"))
+    fields = [(p.protocol, p.src, p.dst, p.spi, p.udp_encapsulated) for p in packets]
+    assert fields == [
+        ("ESP", "192.0.2.1", "198.51.100.1", 0x5A6B7C8D, False),
+        ("ESP", "192.0.2.1", "198.51.100.1", 0x5A6B7C8D, True),
     ]
 
 

@@ -39,13 +39,16 @@ def _last_line(text: str) -> str:
 # The label is iked_sas / sa_childsas / sa_flows (per IKE SA), then iked_activesas, iked_flows and
 # iked_dstid_sas repeat objects already listed, so objects are told apart by their pointer. The state and
 # protocol names come from iked's maps (ESTABLISHED, SA_INIT, ...; ESP, AH, IPCOMP); addresses print as
-# address:port when a port is set; SPIs as 0x%08x (child) and 0x%016llx (IKE).
+# address:port when a port is set; SPIs as 0x%08x (child) and 0x%016llx (IKE). The IKE SA's UDP
+# encapsulation flag is " udpencap" since ikev2.c rev 1.394 (OpenBSD 7.8 on) and " udpecap" before it:
+# both are read. A line that fits none of the three shapes raises: a skipped IKE SA line would make a
+# NAT-T lab read "no IKE SA" while its child SAs and flows still parse.
 
 _POINTER = r"(?:0x[0-9a-fA-F]+|\(nil\)|\S+)"
 _IKE_SA_RE = re.compile(
     rf"^(?P<label>\w+): (?P<ptr>{_POINTER}) rspi (?P<rspi>0x[0-9a-f]+) ispi (?P<ispi>0x[0-9a-f]+) "
     r"(?P<local>\S+?)->(?P<peer>[^<\s]+)<(?P<id>[^>]*)>\[(?P<pool>[^\]]*)\] "
-    r"(?P<state>\S+) (?P<role>[ir])(?P<flags>(?: natt| udpecap)*) nexti \S+ pol \S+$"
+    r"(?P<state>\S+) (?P<role>[ir])(?P<flags>(?: natt| udpencap| udpecap)*) nexti \S+ pol \S+$"
 )
 _CHILD_SA_RE = re.compile(
     rf"^(?P<label>\w*): (?P<ptr>{_POINTER}) (?P<proto>\S+) (?P<spi>0x[0-9a-fA-F]+|\d+) (?P<dir>in|out) "
@@ -81,18 +84,16 @@ def parse_ikectl_show_sa(text: str, loaded_only: bool = True) -> SaState:
     child SAs and flows count only once iked has loaded them into the kernel (the "L" flag): an SA that is
     negotiated but not yet loaded carries no traffic. Flows take their peer from the IKE SA they belong to.
     Empty output (iked running, nothing negotiated) is an empty SaState; an ikectl error message (iked not
-    running, socket missing) raises ParseError.
+    running, socket missing) or any line none of iked's three shapes explains raises ParseError naming it.
     """
     ike: dict[str, IkeSa] = {}
     children: dict[str, ChildSa] = {}
     flows: dict[str, tuple[Flow, str]] = {}
-    understood = False
     for raw in text.splitlines():
         line = raw.strip()
         if not line:
             continue
         if m := _IKE_SA_RE.match(line):
-            understood = True
             flags = m["flags"].split()
             ike.setdefault(
                 m["ptr"],
@@ -102,11 +103,10 @@ def parse_ikectl_show_sa(text: str, loaded_only: bool = True) -> SaState:
                     state=m["state"],
                     peer_id=m["id"],
                     initiator=m["role"] == "i",
-                    natt="natt" in flags or "udpecap" in flags,
+                    natt=bool({"natt", "udpencap", "udpecap"} & set(flags)),
                 ),
             )
         elif m := _CHILD_SA_RE.match(line):
-            understood = True
             if loaded_only and "L" not in m["flags"]:
                 continue
             spi = int(m["spi"], 16) if m["spi"].startswith("0x") else int(m["spi"])
@@ -121,7 +121,6 @@ def parse_ikectl_show_sa(text: str, loaded_only: bool = True) -> SaState:
                 ),
             )
         elif m := _FLOW_RE.match(line):
-            understood = True
             if loaded_only and m["flags"] != "L":
                 continue
             src, dst = _network(m["src"], m["smask"]), _network(m["dst"], m["dmask"])
@@ -130,8 +129,8 @@ def parse_ikectl_show_sa(text: str, loaded_only: bool = True) -> SaState:
             flows[m["ptr"]] = (Flow(direction=m["dir"], src=src, dst=dst), m["ike"])
         elif line.startswith(("ikectl:", "iked:")) or "No such file" in line or "Connection refused" in line:
             raise ParseError(f"ikectl show sa failed: {line}")
-    if not understood and text.strip():
-        raise ParseError(f"ikectl show sa printed nothing iked would print: {_last_line(text)}")
+        else:
+            raise ParseError(f"ikectl show sa printed a line iked's format does not explain: {line}")
 
     def with_peer(flow: Flow, ike_ptr: str) -> Flow:
         owner = ike.get(ike_ptr)
@@ -156,7 +155,9 @@ def parse_ping_summary(text: str) -> PingResult:
 
     BSD and busybox print "5 packets transmitted, 5 packets received, 0.0% packet loss"; iputils prints
     "5 packets transmitted, 5 received, 0% packet loss, time 4005ms" (with "+N errors" when the network said
-    no). Without a summary (unknown host, ping could not start) there is nothing to count: ParseError.
+    no). Without a summary there is nothing to count: ParseError with ping's last line. That is how a name
+    that does not resolve ends: OpenBSD's ping prints only gai_strerror's text (sbin/ping/ping.c,
+    `errx(1, "%s", gai_strerror(error))`), e.g. "ping: name or service is not known".
     """
     matches = _PING_SUMMARY_RE.findall(text)
     if not matches:
@@ -171,14 +172,22 @@ def parse_ping_summary(text: str) -> PingResult:
 #   Linux:    IP 10.0.1.2 > 10.0.2.2: ICMP echo request, id 7, seq 1, length 64
 #             IP 192.0.2.1 > 198.51.100.1: ESP(spi=0x1f4a7c35,seq=0x1), length 136
 #             IP 192.0.2.1.4500 > 198.51.100.1.4500: UDP-encap: ESP(spi=0x1f4a7c35,seq=0x1), length 136
-#   OpenBSD:  10.0.1.2 > 10.0.2.2: icmp: echo request (id:1a2b seq:0)
-#             esp 192.0.2.1 > 198.51.100.1 spi 0x1f4a7c35 seq 1 len 136
-#   enc0:     (authentic,confidential): SPI 0x1f4a7c35: 10.0.1.2 > 10.0.2.2: icmp: echo request ...
+#   OpenBSD (usr.sbin/tcpdump: print-ip.c prints "A > B: " before the ESP printer, print-ipsec.c
+#   "esp spi 0x%08x seq %u len %d", print-udpencap.c "udpencap: " before ESP or IKE on port 4500;
+#   AH prints its own pair, "ah A > B spi 0x%08x seq %u len %d"; tcpdump before print-ipsec.c 1.27 also
+#   printed ESP as "esp A > B spi ..."):
+#             10.0.1.2 > 10.0.2.2: icmp: echo request                  (id and seq only with -v)
+#             192.0.2.1 > 198.51.100.1: esp spi 0x1f4a7c35 seq 1 len 136
+#             192.0.2.1.4500 > 198.51.100.1.4500: udpencap: esp spi 0x1f4a7c35 seq 2 len 136
+#   enc0 (print-enc.c "SPI 0x%08x: ", then print-ip.c; a tunnel-mode packet is IP in IP, and without -v
+#   only the inner packet is printed, followed by " (encap)"; with -v the outer pair comes first):
+#             (authentic,confidential): SPI 0x1f4a7c35: 10.0.1.2 > 10.0.2.2: icmp: echo request (encap)
 #             (authentic,confidential): SPI 0x1f4a7c35: 192.0.2.1 > 198.51.100.1: 10.0.1.2 > 10.0.2.2: ...
 #             (unprotected): SPI 0x00000000: ...
 
 _TIMESTAMP_RE = re.compile(r"^(?:\d{4}-\d{2}-\d{2} )?\d{1,2}:\d{2}:\d{2}\.\d+\s+|^\d{9,}\.\d+\s+")
 _ENC_RE = re.compile(r"^\((?P<flags>[a-z,]+)\): SPI 0x(?P<spi>[0-9a-fA-F]+): (?P<rest>.*)$")
+#: AH (and ESP before print-ipsec.c 1.27) print the address pair after the protocol name.
 _IPSEC_WIRE_RE = re.compile(
     r"^(?P<proto>esp|ah) (?P<src>\S+) > (?P<dst>\S+) spi 0x(?P<spi>[0-9a-fA-F]+)\b(?P<rest>.*)$"
 )
@@ -207,7 +216,12 @@ def _tcpdump_endpoint(token: str) -> tuple[str, int | None]:
 def _protocol(summary: str) -> str:
     s = summary.lstrip()
     lowered = s.lower()
-    if "esp(spi=" in lowered or lowered.startswith(("esp ", "udpencap: esp", "udp-encap: esp")):
+    # ESP or IKE inside UDP 4500 (NAT-T) is named by what it carries; the ports say it is encapsulated.
+    for encapsulation in ("udpencap: ", "udp-encap: "):
+        if lowered.startswith(encapsulation):
+            s = s[len(encapsulation) :]
+            lowered = lowered[len(encapsulation) :]
+    if "esp(spi=" in lowered or lowered.startswith("esp "):
         return "ESP"
     if lowered.startswith(("ah(", "ah ")):
         return "AH"
@@ -215,7 +229,7 @@ def _protocol(summary: str) -> str:
         return "ICMP"
     if lowered.startswith("isakmp") or "ikev2" in lowered[:20]:
         return "IKE"
-    if lowered.startswith("udp"):
+    if lowered.startswith(("udp", "nat-t keepalive")):
         return "UDP"
     if lowered.startswith(("flags [", "tcp")) or re.match(r"^[SFRPUEW.]+ \d", s):
         return "TCP"
