@@ -30,7 +30,7 @@ from lab.images.manifest import (
     manifest_key,
     summarize_changes,
 )
-from lab.images.recipe import Recipe
+from lab.images.recipe import Recipe, with_variant
 from lab.images.rootfs import busybox_links, is_stripped, unpack_tar
 from lab.images.tree import guest_path, in_root
 
@@ -223,6 +223,29 @@ def test_cache_key_changes_with_any_recipe_file_and_only_then(recipe_dir: Path) 
     assert manifest_key({**local_inputs(Recipe.load(recipe_dir)), **other.manifest()}) != key()
 
 
+def test_a_variant_has_its_own_key_and_leaves_the_default_key_alone(recipe_dir: Path) -> None:
+    resolved = Resolved({"openiked": "7.4-1"}, "linux-image-x", "1", "6.1.0-x")
+
+    def key(variant: str | None = None) -> str:
+        recipe = Recipe.load(recipe_dir)
+        recipe = with_variant(recipe, variant) if variant else recipe
+        return manifest_key({**local_inputs(recipe), **resolved.manifest()})
+
+    default, trixie = key(), key("trixie")
+    assert default != trixie
+    variant_file = recipe_dir / "variants" / "trixie.yaml"
+    variant_file.write_text(variant_file.read_text() + "# a change\n")
+    assert key() == default and key("trixie") != trixie
+    recipe = with_variant(Recipe.load(recipe_dir), "trixie")
+    assert recipe.suite == "trixie" and "charon-systemd" in recipe.packages and "openiked" in recipe.packages
+    assert "usr/sbin/swanctl" in recipe.require and "usr/sbin/iked" in recipe.require
+    with pytest.raises(ImageError, match="unknown Linux image variant 'sid'"):
+        with_variant(Recipe.load(recipe_dir), "sid")
+    (recipe_dir / "variants" / "bad.yaml").write_text("suite: trixie\nadd_colour: [blue]\n")
+    with pytest.raises(ImageError, match="bad.yaml: unknown field: add_colour"):
+        with_variant(Recipe.load(recipe_dir), "bad")
+
+
 def test_cache_key_covers_every_linux_builder_module_and_no_openbsd_one(tmp_path: Path) -> None:
     package = Path(linux_module.__file__).parent
     assert local_inputs(Recipe.load(PROJECT_ROOT / "images" / "linux"))["builder"] == builder_hash(package)
@@ -282,7 +305,7 @@ class FakeApt:
         self.resolves = 0
         self.builds = 0
         monkeypatch.setattr(linux_module, "RECIPE_DIR", recipe_dir)
-        monkeypatch.setattr(linux_module, "apt_state", lambda: self.state)
+        monkeypatch.setattr(linux_module, "apt_state", lambda suite="bookworm": self.state)
         monkeypatch.setattr(linux_module, "resolve", self.resolve)
         monkeypatch.setattr(linux_module, "assemble", self.assemble)
         monkeypatch.setattr(linux_module, "say", lambda message: None)
@@ -501,14 +524,14 @@ def test_busybox_links_never_shadow_real_programs(tmp_path: Path) -> None:
 # --- ELF and libraries --------------------------------------------------------------------------------
 
 
-def make_elf(needed: list[str], interpreter: str | None = None) -> bytes:
+def make_elf(needed: list[str], interpreter: str | None = None, runpath: str | None = None) -> bytes:
     """A minimal ELF64 file with a dynamic section (and a PT_INTERP when given); enough for elf_info."""
     strtab = b"\0"
-    offsets = []
-    for name in needed:
-        offsets.append(len(strtab))
+    entries = []
+    for tag, name in [*((1, n) for n in needed), *([(29, runpath)] if runpath else [])]:
+        entries.append((tag, len(strtab)))
         strtab += name.encode() + b"\0"
-    dynamic = b"".join(struct.pack("<qQ", 1, off) for off in offsets) + struct.pack("<qQ", 0, 0)
+    dynamic = b"".join(struct.pack("<qQ", tag, off) for tag, off in entries) + struct.pack("<qQ", 0, 0)
     interp = (interpreter.encode() + b"\0") if interpreter else b""
     phnum = 1 if interp else 0
     phoff = 64
@@ -557,6 +580,9 @@ def test_check_links_finds_missing_and_unused_libraries(tmp_path: Path) -> None:
     (libdir / "libdlopened.so.1").write_bytes(make_elf([]))
     (libdir / "plugins").mkdir()
     (libdir / "plugins/plugin.so").write_bytes(make_elf(["libb.so.1"]))
+    (root / "usr/lib/ipsec").mkdir()  # strongSwan's private libraries, found through DT_RUNPATH
+    (root / "usr/lib/ipsec/libcharon.so.0").write_bytes(make_elf([]))
+    (root / "usr/bin/charon").write_bytes(make_elf(["libcharon.so.0"], "/lib64/ld.so", "/usr/lib/ipsec"))
     result = check_links(root, required=["usr/bin/prog", "usr/sbin/absent"], keep=["libdlopened.so.1"])
     assert result.problems == [
         "usr/bin/broken needs libgone.so.9 (not in the image)",

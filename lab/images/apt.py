@@ -2,6 +2,10 @@
 
 `apt_state()` fingerprints apt's lists without running a program, so the warm path can tell whether the
 versions need resolving again. `tool()` finds the host's Debian tools (apt, dpkg-deb, depmod).
+
+Suites the host's apt does not carry (trixie for iked 7.4 and strongSwan 6) get a private apt state directory
+in the cache (`SuiteApt`): its own sources list, lists and archives, passed to apt with -o options, so the
+host's apt is never changed. Its sources name the host's own Debian mirror and the archive keyring.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from typing import Any
 
 from lab.command import require, run
 from lab.errors import CommandFailed, ImageError
-from lab.images.recipe import Recipe
+from lab.images.cache import default_cache_dir
+from lab.images.recipe import HOST_SUITE, Recipe
 from lab.progress import say
 
 #: apt's view of the archive. A change here makes the next call re-resolve versions (about 1.5 s).
@@ -57,10 +62,11 @@ def have_apt() -> bool:
     return True
 
 
-def apt_state() -> str:
+def apt_state(suite: str = HOST_SUITE) -> str:
     """A fingerprint of apt's package lists and configuration: names, sizes, times. No program runs."""
     digest = hashlib.sha256()
-    for base in APT_STATE_DIRS:
+    bases = APT_STATE_DIRS if suite == HOST_SUITE else (SuiteApt(suite).directory,)
+    for base in bases:
         for dirpath, dirnames, filenames in os.walk(base):
             dirnames[:] = sorted(d for d in dirnames if d not in ("partial", "auxfiles"))
             for name in sorted(set(filenames) - {"lock"}):  # apt touches its lock on every update
@@ -71,6 +77,91 @@ def apt_state() -> str:
                     continue
                 digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return digest.hexdigest()
+
+
+# --- a private apt for another suite -----------------------------------------------------------------
+
+ARCHIVE_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+
+
+@dataclass(frozen=True)
+class SuiteApt:
+    """apt pointed at one more Debian suite through a private state directory (never the host's apt)."""
+
+    suite: str
+    cache_dir: Path | None = None
+
+    @property
+    def directory(self) -> Path:
+        return (self.cache_dir or default_cache_dir()) / "apt" / self.suite
+
+    def options(self) -> list[str]:
+        d = self.directory
+        return [
+            *("-o", f"Dir::Etc::SourceList={d / 'sources.list'}"),
+            *("-o", "Dir::Etc::SourceParts=/nonexistent"),
+            *("-o", f"Dir::State::Lists={d / 'lists'}"),
+            *("-o", f"Dir::State::status={d / 'status'}"),  # empty: nothing is installed here
+            *("-o", f"Dir::Cache={d / 'cache'}"),
+        ]
+
+    def ready(self) -> list[str]:
+        """The -o options, after fetching the suite's lists if this directory has none yet."""
+        d = self.directory
+        if not any((d / "lists").glob("*_Packages*")):
+            self.update()
+        return self.options()
+
+    def update(self) -> None:
+        d = self.directory
+        if not ARCHIVE_KEYRING.is_file():
+            raise ImageError(
+                f"Debian {self.suite} needs the archive keyring {ARCHIVE_KEYRING}",
+                "apt-get install debian-archive-keyring",
+            )
+        for sub in ("lists/partial", "cache/archives/partial"):
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        (d / "status").touch()
+        mirror = host_mirror()
+        signed = f"[signed-by={ARCHIVE_KEYRING}]"
+        (d / "sources.list").write_text(
+            f"deb {signed} {mirror} {self.suite} main\ndeb-src {signed} {mirror} {self.suite} main\n"
+        )
+        say(f"Fetching Debian {self.suite}'s package lists into {d}")
+        try:
+            run([tool("apt-get", "apt"), *_sandbox(), *self.options(), "update"], timeout=600)
+        except CommandFailed as e:
+            raise ImageError(
+                f"apt could not fetch Debian {self.suite}'s package lists: {e}",
+                f"check that the Debian mirror {mirror} is reachable",
+            ) from None
+
+
+def host_mirror() -> str:
+    """The Debian mirror the host's apt uses for its own suite."""
+    try:
+        out = run(
+            [tool("apt-get", "apt"), "indextargets", "--format", "$(REPO_URI) $(RELEASE)"], timeout=60
+        ).stdout.decode()
+    except CommandFailed as e:
+        raise ImageError(f"cannot read the host's apt sources: {e}") from None
+    for line in out.splitlines():
+        uri, _, release = line.partition(" ")
+        if release == HOST_SUITE:
+            return uri.rstrip("/")
+    raise ImageError(
+        f"the host's apt has no Debian {HOST_SUITE} source to take the mirror from",
+        "the image is built from Debian packages: add Debian's sources to the host's apt",
+    )
+
+
+def _sandbox() -> list[str]:
+    return ["-o", "APT::Sandbox::User=root"] if os.geteuid() == 0 else []
+
+
+def suite_options(suite: str) -> list[str]:
+    """apt's -o options for a suite: none for the host's own."""
+    return [] if suite == HOST_SUITE else SuiteApt(suite).ready()
 
 
 # --- apt: the package closure and its versions ------------------------------------------------------
@@ -192,10 +283,13 @@ def resolve(recipe: Recipe) -> Resolved:
             "building the Linux image needs Debian's apt (apt-cache not found)",
             "build on Debian 12 (bookworm), or copy a built cache directory (ikedlab's linux/) from one",
         ) from None
+    options = suite_options(recipe.suite)
     try:
-        depends = run(
-            [apt_cache, "depends", *APT_DEPENDS_FLAGS, *recipe.packages, recipe.kernel], timeout=120
+        # The kernel always from the host's suite; the packages from the recipe's.
+        kernel_graph = parse_depends(
+            run([apt_cache, "depends", *APT_DEPENDS_FLAGS, recipe.kernel], timeout=120).stdout.decode()
         )
+        depends = run([apt_cache, *options, "depends", *APT_DEPENDS_FLAGS, *recipe.packages], timeout=120)
     except CommandFailed as e:
         raise ImageError(
             f"apt could not resolve the Linux image's packages: {e}",
@@ -203,12 +297,13 @@ def resolve(recipe: Recipe) -> Resolved:
         ) from None
     graph = parse_depends(depends.stdout.decode())
     names = sorted(package_closure(graph, recipe.packages, recipe.exclude))
-    kpkg = kernel_package(graph, recipe.kernel)
-    policy = parse_policy(run([apt_cache, "policy", *names, kpkg], timeout=120).stdout.decode())
+    kpkg = kernel_package(kernel_graph, recipe.kernel)
+    policy = parse_policy(run([apt_cache, *options, "policy", *names], timeout=120).stdout.decode())
+    policy |= parse_policy(run([apt_cache, "policy", kpkg], timeout=120).stdout.decode())
     if missing := [n for n in [*names, kpkg] if not policy.get(n)]:
         raise ImageError(
             f"no installable version of {', '.join(missing)}",
-            "run `apt-get update`; the image is made of Debian bookworm packages",
+            f"run `apt-get update`; the image is made of Debian {recipe.suite} packages",
         )
     return Resolved(
         packages={n: policy[n] or "" for n in names},
@@ -226,8 +321,8 @@ def deb_pattern(name: str, version: str) -> str:
     return glob.escape(f"{name}_{version.replace(':', '%3a')}_") + "*.deb"
 
 
-def fetch_debs(wanted: Mapping[str, str], debs: Path) -> dict[str, Path]:
-    """name -> .deb of that exact version, reusing earlier downloads and apt's own archive cache."""
+def fetch_debs(wanted: Mapping[str, str], debs: Path, suite: str = HOST_SUITE) -> dict[str, Path]:
+    """name -> .deb of that exact version (from `suite`), reusing earlier downloads and apt's cache."""
     debs.mkdir(parents=True, exist_ok=True)
     found: dict[str, Path] = {}
     for name, version in wanted.items():
@@ -246,10 +341,10 @@ def fetch_debs(wanted: Mapping[str, str], debs: Path) -> dict[str, Path]:
         apt_get = tool("apt-get", "apt")
         # Into a private directory first: an interrupted download must not leave a truncated .deb.
         with tempfile.TemporaryDirectory(prefix=".download-", dir=debs) as tmp:
-            sandbox = ["-o", "APT::Sandbox::User=root"] if os.geteuid() == 0 else []
+            pinned = (f"{n}={v}" for n, v in sorted(missing.items()))
             try:
                 run(
-                    [apt_get, *sandbox, "download", *(f"{n}={v}" for n, v in sorted(missing.items()))],
+                    [apt_get, *_sandbox(), *suite_options(suite), "download", *pinned],
                     cwd=Path(tmp),
                     timeout=1800,
                 )

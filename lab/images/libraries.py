@@ -15,6 +15,7 @@ from lab.images.tree import guest_path, in_root, walk
 class ElfInfo:
     interpreter: str | None
     needed: tuple[str, ...]
+    runpath: tuple[str, ...] = ()  # DT_RUNPATH / DT_RPATH directories (strongSwan's /usr/lib/ipsec)
 
 
 def elf_info(data: bytes) -> ElfInfo | None:
@@ -30,6 +31,7 @@ def elf_info(data: bytes) -> ElfInfo | None:
             interpreter = data[p_offset : p_offset + p_filesz].rstrip(b"\0").decode()
     sections = [struct.unpack_from("<IIQQQQII", data, shoff + i * shentsize) for i in range(shnum)]
     needed: list[str] = []
+    runpath: list[str] = []
     for _, sh_type, _, _, offset, size, link, _ in sections:
         if sh_type != 6:  # SHT_DYNAMIC
             continue
@@ -38,10 +40,14 @@ def elf_info(data: bytes) -> ElfInfo | None:
             tag, value = struct.unpack_from("<qQ", data, entry)
             if tag == 0:
                 break
-            if tag == 1:  # DT_NEEDED
+            if tag in (1, 15, 29):  # DT_NEEDED, DT_RPATH, DT_RUNPATH
                 start = strtab + value
-                needed.append(data[start : data.index(b"\0", start)].decode())
-    return ElfInfo(interpreter, tuple(needed))
+                text = data[start : data.index(b"\0", start)].decode()
+                if tag == 1:
+                    needed.append(text)
+                else:
+                    runpath += [d for d in text.split(":") if d.startswith("/")]
+    return ElfInfo(interpreter, tuple(needed), tuple(runpath))
 
 
 def library_dirs(root: Path) -> list[str]:
@@ -95,8 +101,9 @@ def check_links(root: Path, required: Iterable[str] = (), keep: Iterable[str] = 
             continue
         if info.interpreter:
             todo.append((info.interpreter, real))
+        search = [*(p for d in info.runpath if (p := guest_path(d))), *libdirs]
         for soname in info.needed:
-            lib = next((f"{d}/{soname}" for d in libdirs if in_root(root, f"{d}/{soname}")), None)
+            lib = next((f"{d}/{soname}" for d in search if in_root(root, f"{d}/{soname}")), None)
             if lib is None:
                 problems.append(f"{real} needs {soname} (not in the image)")
             else:

@@ -26,7 +26,7 @@ from lab.images.apt import Resolved, apt_state, fetch_debs, have_apt, resolve
 from lab.images.cache import default_cache_dir
 from lab.images.initramfs import write_initramfs
 from lab.images.manifest import describe_changes, local_inputs, manifest_key, summarize_changes
-from lab.images.recipe import RECIPE_DIR, Recipe
+from lab.images.recipe import RECIPE_DIR, Recipe, with_variant
 from lab.images.rootfs import stage
 from lab.progress import say, step
 
@@ -42,28 +42,34 @@ class LinuxImage:
     manifest: dict  # inputs: recipe file hashes, package names+versions, kernel version
 
 
-def cached_linux_image(cache_dir: Path | None = None) -> LinuxImage | None:
+def cached_linux_image(cache_dir: Path | None = None, variant: str | None = None) -> LinuxImage | None:
     """The image last built into this cache, whatever its inputs; None if there is none."""
-    found = _Store(_linux_dir(cache_dir)).current()
+    found = _Store(_linux_dir(cache_dir, variant)).current()
     return found.image if found else None
 
 
-def linux_image(cache_dir: Path | None = None, *, rebuild: bool = False) -> LinuxImage:
+def linux_image(
+    cache_dir: Path | None = None, *, rebuild: bool = False, variant: str | None = None
+) -> LinuxImage:
     """Return the cached image, building it when missing or when its inputs changed.
 
-    The warm path runs no program: it hashes the recipe files and compares apt's list files (size, time)
-    with what they were when the versions were last resolved. Only when those differ does it ask apt.
+    `variant` names a file of images/linux/variants/ (e.g. trixie: iked 7.4 and strongSwan); each variant
+    has its own cache directory and key. The warm path runs no program: it hashes the recipe files and
+    compares apt's list files (size, time) with what they were when the versions were last resolved.
+    Only when those differ does it ask apt.
     """
     recipe = Recipe.load(RECIPE_DIR)
+    if variant:
+        recipe = with_variant(recipe, variant)
     local = local_inputs(recipe)
-    store = _Store(_linux_dir(cache_dir))
+    store = _Store(_linux_dir(cache_dir, variant))
     if not rebuild:
         current = store.current()
-        if current and current.matches(local) and current.apt_state == apt_state():
+        if current and current.matches(local) and current.apt_state == apt_state(recipe.suite):
             return current.image
     with store.locked():
         current = store.current()  # another process may have built it while we waited
-        state = apt_state()
+        state = apt_state(recipe.suite)
         if not rebuild and current and current.matches(local) and current.apt_state == state:
             return current.image
         if not rebuild and current and current.matches(local) and not have_apt():
@@ -84,8 +90,9 @@ def linux_image(cache_dir: Path | None = None, *, rebuild: bool = False) -> Linu
         return built.image
 
 
-def _linux_dir(cache_dir: Path | None) -> Path:
-    return (cache_dir or default_cache_dir()) / "linux"
+def _linux_dir(cache_dir: Path | None, variant: str | None = None) -> Path:
+    base = cache_dir or default_cache_dir()
+    return base / "linux" if not variant else base / "linux-variants" / variant
 
 
 def _debs_dir(cache_dir: Path | None) -> Path:
@@ -99,7 +106,8 @@ def assemble(recipe: Recipe, resolved: Resolved, debs: Path, out: Path) -> dict[
     """Build vmlinuz and initrd.img into out (created); returns the initramfs's sizes."""
     out.mkdir(parents=True)
     with tempfile.TemporaryDirectory(prefix="stage-", dir=out.parent) as tmp:
-        files = fetch_debs({**resolved.packages, resolved.kernel_package: resolved.kernel_version}, debs)
+        files = fetch_debs(resolved.packages, debs, recipe.suite)
+        files |= fetch_debs({resolved.kernel_package: resolved.kernel_version}, debs)  # the host's suite
         root, kernel_root = stage(recipe, resolved, files, Path(tmp))
         vmlinuz = kernel_root / "boot" / f"vmlinuz-{resolved.kernel_release}"
         if not vmlinuz.is_file():

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lab.images.recipe import Recipe, recipe_hashes
+from lab.images.recipe import Recipe, recipe_hashes, variant_hash
 
 #: Bump when the cache layout or image.json changes shape.
 FORMAT = 1
@@ -34,11 +34,14 @@ def builder_hash(package: Path = PACKAGE_DIR) -> str:
 
 def local_inputs(recipe: Recipe) -> dict[str, Any]:
     """The manifest's inputs that need no apt: the recipe files and the builder's own source."""
-    return {
+    inputs: dict[str, Any] = {
         "format": FORMAT,
         "builder": builder_hash(),
         "recipe": recipe_hashes(recipe.directory),
     }
+    if recipe.variant:  # the default image's manifest stays as it was
+        inputs["variant"] = {"name": recipe.variant, "suite": recipe.suite, "file": variant_hash(recipe)}
+    return inputs
 
 
 def manifest_key(manifest: Mapping[str, Any]) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +16,11 @@ from lab.errors import ImageError
 from lab.images.tree import walk
 
 RECIPE_DIR = PROJECT_ROOT / "images" / "linux"
+#: Variants of the recipe, one file each (images/linux/variants/<name>.yaml); hashed into their own images'
+#: keys only, so adding a variant does not rebuild the default image.
+VARIANTS = "variants"
+#: The suite of the host's own apt (the default recipe's packages).
+HOST_SUITE = "bookworm"
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,8 @@ class Recipe:
     directories: Mapping[str, int]
     symlinks: Mapping[str, str]
     modes: Mapping[str, int]
+    suite: str = HOST_SUITE  # the Debian suite of the packages (the kernel always comes from the host's)
+    variant: str | None = None  # None: the recipe as it is
 
     @property
     def init(self) -> Path:
@@ -96,7 +105,8 @@ class Recipe:
         )
         if excluded_roots := sorted(set(recipe.packages) & recipe.exclude):
             problems.append(f"exclude: {', '.join(excluded_roots)} also listed in packages")
-        if unknown := sorted(set(data) - {f.name for f in cls.__dataclass_fields__.values()}):
+        allowed = {f.name for f in cls.__dataclass_fields__.values()} - {"suite", "variant"}  # variants' own
+        if unknown := sorted(set(data) - allowed):
             problems.append(f"unknown field{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}")
         if not (directory / "init").is_file():
             problems.append(f"the PID 1 script {directory / 'init'} is missing")
@@ -106,11 +116,63 @@ class Recipe:
         return recipe
 
 
+def variant_names(directory: Path = RECIPE_DIR) -> tuple[str, ...]:
+    return tuple(sorted(p.stem for p in (directory / VARIANTS).glob("*.yaml")))
+
+
+#: A variant's fields: the suite, and names added to the recipe's lists.
+_VARIANT_LISTS = ("packages", "exclude", "require", "strip", "keep")
+
+
+def with_variant(recipe: Recipe, name: str) -> Recipe:
+    """The recipe changed by images/linux/variants/<name>.yaml: another suite, more packages and files.
+
+    A variant takes the whole package closure from its suite (libc, OpenSSL and all), so its programs find
+    the libraries they were built against; only the kernel stays the recipe's.
+    """
+    path = recipe.directory / VARIANTS / f"{name}.yaml"
+    known = variant_names(recipe.directory)
+    if name not in known:
+        raise ImageError(f"unknown Linux image variant '{name}' (known: {', '.join(known) or 'none'})")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ImageError(f"cannot read the Linux image variant {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise ImageError(f"{path}: expected a mapping of variant fields")
+    if unknown := sorted(set(data) - {"suite", *(f"add_{k}" for k in _VARIANT_LISTS)}):
+        raise ImageError(f"{path}: unknown field{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}")
+    suite = data.get("suite", recipe.suite)
+    if not isinstance(suite, str) or not re.fullmatch(r"[a-z][a-z0-9-]*", suite):
+        raise ImageError(f"{path}: suite: expected a Debian suite name such as trixie")
+    changes: dict[str, object] = {"suite": suite, "variant": name}
+    for field in _VARIANT_LISTS:
+        added = data.get(f"add_{field}", []) or []
+        if not isinstance(added, list) or not all(isinstance(v, str) and v for v in added):
+            raise ImageError(f"{path}: add_{field}: expected a list of names")
+        current = getattr(recipe, field)
+        if isinstance(current, frozenset):
+            changes[field] = current | set(added)
+        else:
+            extra = tuple(a.strip("/") if field in ("require", "strip") else a for a in added)
+            changes[field] = current + tuple(e for e in extra if e not in current)
+    return dataclasses.replace(recipe, **changes)  # type: ignore[arg-type]
+
+
+def variant_hash(recipe: Recipe) -> str | None:
+    """sha256 of the variant's file; None for the recipe as it is."""
+    if recipe.variant is None:
+        return None
+    return hashlib.sha256((recipe.directory / VARIANTS / f"{recipe.variant}.yaml").read_bytes()).hexdigest()
+
+
 def recipe_hashes(directory: Path) -> dict[str, str]:
-    """sha256 of every file under the recipe directory, by relative path."""
+    """sha256 of every file under the recipe directory but the variants, by relative path."""
     hashes = {}
     for path in walk(directory):
         rel = path.relative_to(directory)
+        if rel.parts[0] == VARIANTS:
+            continue
         if path.is_file() and not any(part.startswith(".") or part == "__pycache__" for part in rel.parts):
             hashes[rel.as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
     return hashes
