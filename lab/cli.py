@@ -104,25 +104,17 @@ def _lab(args: argparse.Namespace):  # noqa: ANN202 - lazy import keeps `ikedlab
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from lab.provision import Options
+    from lab.ikedconf import parse_options
 
-    iked_conf = {}
-    for item in args.iked_conf:
-        host, _, path = item.partition("=")
-        if not path:
-            raise IkedlabError(f"--iked-conf {item}: expected HOST=FILE")
-        try:
-            iked_conf[host] = Path(path).read_text()
-        except OSError as e:
-            raise IkedlabError(f"--iked-conf {item}: cannot read {path}: {e.strerror}") from None
+    iked_conf_files = parse_options(args.iked_conf)
     lab = _lab(args)
     try:
         lab.up(
             args.topology,
             args.platform,
-            Options(iked_conf=iked_conf),
             keep_on_failure=args.keep_on_failure,
             openbsd_release=args.release,
+            iked_conf_files=iked_conf_files,
         )
         total = sum(seconds for _, seconds in progress.timings)
         progress.say(f"lab '{lab.name}' is up in {total:.1f}s; transcripts in {lab.run_dir / 'console'}")

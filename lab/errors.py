@@ -17,20 +17,31 @@ class IkedlabError(Exception):
         return self.message
 
 
-class TopologyError(IkedlabError):
-    """One or more problems in a topology file, each naming the file and the field."""
+class InputError(IkedlabError):
+    """Every problem found in what a user gave (files, options), collected before anything starts: the
+    first is the message, the others follow in the hint. Each problem names its file and field or line."""
 
-    def __init__(self, path: Path | str, problems: list[str]) -> None:
-        self.path = Path(path)
+    def __init__(self, problems: list[str]) -> None:
         self.problems = problems
-        first = f"{self.path.name}: {problems[0]}"
         more = (
             f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})"
             if len(problems) > 1
             else ""
         )
-        hint = "; ".join(f"{self.path.name}: {p}" for p in problems[1:]) or None
-        super().__init__(first + more, hint)
+        super().__init__(problems[0] + more, "; ".join(problems[1:]) or None)
+
+
+class TopologyError(InputError):
+    """One or more problems in a topology file, each naming the file and the field."""
+
+    def __init__(self, path: Path | str, problems: list[str]) -> None:
+        self.path = Path(path)
+        super().__init__([f"{self.path.name}: {p}" for p in problems])
+        self.problems = problems  # as the validator found them, without the file name
+
+
+class IkedConfError(InputError):
+    """A user's iked.conf (`--iked-conf HOST=FILE`) names no gateway, cannot be read, or iked rejects it."""
 
 
 class CommandFailed(IkedlabError):

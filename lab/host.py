@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+import shlex
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -57,10 +58,11 @@ class Host:
         text = (
             content if content.endswith("\n") or not content else content + "\n"
         )  # as a heredoc delivers it
-        directory = path.rsplit("/", 1)[0] or "/"
+        directory = shlex.quote(path.rsplit("/", 1)[0] or "/")
+        target = shlex.quote(path)  # paths carry topology values (a peer's srcid names its key file)
         # One round trip: write, set the mode, and print the checksum of what landed.
         written = self.console.check(
-            f"mkdir -p {directory} && (umask 077 && cat > {path}) && chmod {mode:o} {path} && "
+            f"mkdir -p {directory} && (umask 077 && cat > {target}) && chmod {mode:o} {target} && "
             f"{self.platform.checksum_command(path)}",
             stdin=text,
         )
@@ -72,11 +74,11 @@ class Host:
             )
 
     def read_file(self, path: str) -> str:
-        return self.check(f"cat {path}").output
+        return self.check(f"cat {shlex.quote(path)}").output
 
     def fetch_binary(self, path: str, dest: Path) -> Path:
         """Copy a (small) binary file out of the guest, base64 over the console."""
-        out = self.check(f"openssl base64 -in {path}").output
+        out = self.check(f"openssl base64 -in {shlex.quote(path)}").output
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(base64.b64decode("".join(out.split())))
         return dest
@@ -146,7 +148,8 @@ class Host:
         pcap = f"/tmp/ikedlab-{kind}-{tag}.pcap"
         pid = int(self.check(self.platform.capture_start_command(kind, pcap, iface, bpf)).output.split()[-1])
         # tcpdump creates the file once it listens: wait for that, not for a guessed delay.
-        self.wait_until(f"{kind} capture started", lambda: self.run(f"test -e {pcap}").ok, bool, 15, 0.1)
+        started = f"test -e {shlex.quote(pcap)}"
+        self.wait_until(f"{kind} capture started", lambda: self.run(started).ok, bool, 15, 0.1)
         box: list[Capture] = []
         try:
             yield box

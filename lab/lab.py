@@ -32,6 +32,7 @@ from lab.hypervisor import (
     lab_ports,
     mac_address,
 )
+from lab.ikedconf import read_user_confs
 from lab.images import LinuxImage, OpenBSDImage, cached_openbsd_image, default_cache_dir, linux_image
 from lab.platforms import get_platform
 from lab.progress import step
@@ -114,13 +115,25 @@ class Lab:
         options: Options | None = None,
         keep_on_failure: bool = False,
         openbsd_release: str | None = None,
+        iked_conf_files: dict[str, Path] | None = None,
     ) -> None:
-        """Boot the lab and provision it up to an established tunnel."""
+        """Boot the lab and provision it up to an established tunnel.
+
+        Everything that reaches a guest is checked first: the topology, the platforms, and each user's
+        iked.conf (`iked_conf_files`, host -> file) by the host's iked; nothing is created before.
+        """
         options = options or Options()
         topology = topo.load(topology_path)
         platforms = {h.name: h.platform or platform for h in topology.hosts.values()}
         for name in set(platforms.values()):
             get_platform(name)
+        if iked_conf_files:
+            texts = read_user_confs(iked_conf_files, [g.name for g in topology.gateways], topology.path.name)
+            options = dataclasses.replace(
+                options,
+                iked_conf={**options.iked_conf, **texts},
+                iked_conf_sources={h: str(p) for h, p in iked_conf_files.items()},
+            )
         boot_media = self._boot_media(
             platforms, openbsd_release
         )  # fails before anything is created when an image is missing

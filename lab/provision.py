@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from lab import render
 from lab.errors import IkedlabError, ProvisionError
 from lab.host import Host
+from lab.ikedconf import name_lines
 from lab.progress import step
 from lab.topology import Topology
 
@@ -29,6 +30,7 @@ class Options:
     peer_any: tuple[str, ...] = ()  # gateways that accept their peer from any address (NAT in between)
     proposals: render.Proposals | None = None
     iked_conf: dict[str, str] = field(default_factory=dict)  # host -> a user's own iked.conf text
+    iked_conf_sources: dict[str, str] = field(default_factory=dict)  # host -> that file's path, for messages
     dpd_interval: int | None = None  # seconds between liveness checks (iked's default when None)
     platforms: dict[str, str] = field(default_factory=dict)  # host -> platform, as the lab resolved them
 
@@ -72,7 +74,12 @@ def provision(topology: Topology, hosts: dict[str, Host], options: Options = Opt
         in_parallel(gateways, lambda h: h.apply(h.platform.ipsec_prepare_actions(h.spec)))
         exchange_keys(topology, gateways)
     with step("iked.conf: rendered, written, checked by iked -n"):
-        in_parallel(gateways, lambda h: write_iked_conf(h, rendered_iked_conf(topology, h.name, options)))
+        in_parallel(
+            gateways,
+            lambda h: write_iked_conf(
+                h, rendered_iked_conf(topology, h.name, options), options.iked_conf_sources.get(h.name)
+            ),
+        )
     with step("iked: started"):
         start_iked(gateways)
     with step("tunnel: IKE SA ESTABLISHED with child SAs on both gateways"):
@@ -99,13 +106,17 @@ def exchange_keys(topology: Topology, gateways: list[Host]) -> None:
     in_parallel(gateways, install_peer_key)
 
 
-def write_iked_conf(h: Host, text: str) -> None:
-    """Write iked.conf (root only: iked refuses a group- or world-readable file) and have iked judge it."""
+def write_iked_conf(h: Host, text: str, source: str | None = None) -> None:
+    """Write iked.conf (root only: iked refuses a group- or world-readable file) and have iked judge it;
+    its complaints name `source` (the user's own file) and line when there is one."""
     h.write_file(h.platform.iked_conf, text, 0o600)
     verdict = h.run(h.platform.iked_check_command())
     if not IKED_OK.search(verdict.output):
-        last = verdict.output.strip().splitlines()[-1] if verdict.output.strip() else "no output"
-        raise ProvisionError(f"{h.name}: iked rejects {h.platform.iked_conf}: {last}")
+        complaints = name_lines(verdict.output, h.platform.iked_conf, source or h.platform.iked_conf)
+        raise ProvisionError(
+            f"{h.name}: iked rejects {complaints[0] if complaints else (source or h.platform.iked_conf)}",
+            "; ".join(complaints[1:]) or None,
+        )
 
 
 def start_iked(gateways: list[Host]) -> None:

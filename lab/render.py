@@ -5,12 +5,13 @@ The engine, `ikedlab render` and the Vagrantfile all take their files from here,
 
 from __future__ import annotations
 
-import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 
+from lab.ikedconf import macro_name
 from lab.topology import Host, Topology
 
 _env = jinja2.Environment(
@@ -51,7 +52,7 @@ def _side(topology: Topology, host: Host) -> _Side:
     assert host.ipsec
     return _Side(
         name=host.name,
-        macro=re.sub(r"\W", "_", host.name),  # iked.conf macro names: letters, digits, underscores
+        macro=macro_name(host.name),
         address=str(host.uplink.address.ip),
         lan=str(topology.protected_subnet(host)),
         mode=host.ipsec.mode,
@@ -114,9 +115,9 @@ def render_lab(topology_path: Path | None, platform: str, out: Path) -> list[Pat
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(action.content)
                 written.append(target)
-                commands.append(
-                    f'install -m {action.mode:o} "$(dirname "$0")/files{action.path}" {action.path}'
-                )
+                # Paths are validated words (a peer's srcid names its key file); quoted all the same.
+                source = f'"$(dirname "$0")/files{action.path}"'
+                commands.append(f"install -m {action.mode:o} {source} {shlex.quote(action.path)}")
             else:
                 commands.append(action)
         root.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 
 from lab.errors import TopologyError
+from lab.ikedconf import gateway_name_problem, macro_name, srcid_problem
 
 GUIDE = "guide.yaml"
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
@@ -223,11 +224,15 @@ class _Validator:
                 )
         on = [ln for ln, link in links.items() if name in link.ends]
         wanted = raw.get("interfaces", on)
-        if not isinstance(wanted, list):
+        if not isinstance(wanted, list) or not all(isinstance(w, str) for w in wanted):
             self.problem(f"{where}.interfaces", "must be a list of link names")
             wanted = on
         interfaces: list[Interface] = []
-        for link_name in wanted:
+        for link_name in dict.fromkeys(wanted):
+            if wanted.count(link_name) > 1:
+                # Two interfaces on one link would hold one address twice.
+                times = wanted.count(link_name)
+                self.problem(f"{where}.interfaces", f"link '{link_name}' is listed {times} times")
             if link_name not in links:
                 self.problem(f"{where}.interfaces", f"unknown link '{link_name}'")
             elif name not in links[link_name].ends:
@@ -286,6 +291,8 @@ class _Validator:
             self.problem(
                 f"{where}.srcid", "missing: the gateway's identity (an FQDN such as init.example.com)"
             )
+        elif problem := srcid_problem(srcid):
+            self.problem(f"{where}.srcid", problem)
         protect = raw.get("protect")
         if protect not in [i.link for i in interfaces]:
             self.problem(f"{where}.protect", f"'{protect}' is not one of this host's links")
@@ -310,6 +317,19 @@ class _Validator:
             subnets[link.subnet] = link.name
 
     def check_ipsec(self, hosts: dict[str, Host]) -> None:
+        srcids: dict[str, str] = {}
+        for host in hosts.values():
+            if not host.ipsec:
+                continue
+            if problem := gateway_name_problem(host.name):
+                self.problem(f"hosts.{host.name}", problem)
+            if host.ipsec.srcid in srcids:
+                first = srcids[host.ipsec.srcid]
+                self.problem(
+                    f"hosts.{host.name}.ipsec.srcid",
+                    f"'{host.ipsec.srcid}' is also {first}'s srcid: each gateway needs its own",
+                )
+            srcids.setdefault(host.ipsec.srcid, host.name)
         for host in hosts.values():
             if not host.ipsec or not host.ipsec.peer or host.ipsec.peer == "None":
                 continue
@@ -327,4 +347,11 @@ class _Validator:
                 self.problem(
                     f"hosts.{host.name}.ipsec.mode",
                     f"both '{host.name}' and '{peer.name}' are passive: one must be active",
+                )
+            elif macro_name(peer.name) == macro_name(host.name) + "lan":
+                # iked.conf names each gateway's address NAME and its protected subnet NAMElan.
+                self.problem(
+                    f"hosts.{host.name}",
+                    f"'{host.name}' and its peer '{peer.name}' clash in iked.conf: macro "
+                    f"'{macro_name(peer.name)}' would be both {host.name}'s subnet and {peer.name}'s address",
                 )

@@ -1,6 +1,7 @@
 """The ikedlab command: bad input gives one clear line and a non-zero exit, and creates nothing."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -111,3 +112,41 @@ def test_openbsd_without_an_image_points_at_the_build_and_at_linux(tmp_path):
 @pytest.mark.parametrize("args", [["--help"], ["up", "--help"], ["image", "build", "--help"]])
 def test_help(args):
     assert subprocess.run([sys.executable, "-m", "lab", *args], capture_output=True).returncode == 0
+
+
+def test_iked_conf_for_a_host_that_does_not_exist(tmp_path):
+    mine = tmp_path / "mine.conf"
+    mine.write_text("ikev2 esp from any to any\n")
+    done = ikedlab(
+        "up",
+        "--platform",
+        "linux",
+        "--iked-conf",
+        f"nosuchhost={mine}",
+        tmp_path=tmp_path,
+        env={"IKEDLAB_LIBVIRT_URI": "test:///default"},
+    )
+    assert one_line(done) == (
+        f"ikedlab: --iked-conf nosuchhost={mine}: no gateway 'nosuchhost' in guide.yaml"
+        " (gateways: init, resp)"
+    )
+    assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.skipif(shutil.which("iked", path="/usr/sbin:/usr/bin:/sbin:/bin") is None, reason="no iked here")
+def test_a_broken_iked_conf_is_named_by_file_and_line_before_any_guest_boots(tmp_path):
+    mine = tmp_path / "mine.conf"
+    mine.write_text('resp="198.51.100.1"\n\nikev2 esp frm any to any local $resp\n')
+    done = ikedlab(
+        "up",
+        "--platform",
+        "linux",
+        "--iked-conf",
+        f"resp={mine}",
+        tmp_path=tmp_path,
+        env={"IKEDLAB_LIBVIRT_URI": "test:///default"},
+    )
+    assert one_line(done) == f"ikedlab: {mine}:3: syntax error"
+    assert not (tmp_path / "state").exists() and not (tmp_path / "cache").exists(), (
+        "nothing built, nothing booted"
+    )

@@ -1,6 +1,7 @@
 """The guide's topology loads as the guide draws it; each kind of bad input gets one clear, named error."""
 
 import ipaddress
+import re
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,35 @@ CASES = {
         ("gateway: 10.0.1.1", "gateway: 10.9.9.9"),
         "site.yaml: hosts.initlan.gateway: 10.9.9.9 is on none of this host's links",
     ),
+    "a link listed twice": (
+        ("interfaces: [wan1, lan1]", "interfaces: [wan1, lan1, lan1]"),
+        "site.yaml: hosts.init.interfaces: link 'lan1' is listed 2 times",
+    ),
+    "srcid with a space": (
+        ("srcid: init.example.com", "srcid: init example.com"),
+        "site.yaml: hosts.init.ipsec.srcid: 'init example.com' is not an FQDN identity: lower-case letters,"
+        " digits, '-' and '.' (such as init.example.com)",
+    ),
+    "srcid with shell metacharacters": (
+        ("srcid: init.example.com", "srcid: 'init;reboot'"),
+        "site.yaml: hosts.init.ipsec.srcid: 'init;reboot' is not an FQDN identity: lower-case letters,"
+        " digits, '-' and '.' (such as init.example.com)",
+    ),
+    "srcid in capitals (iked looks keys up lower-cased)": (
+        ("srcid: init.example.com", "srcid: Init.Example.com"),
+        "site.yaml: hosts.init.ipsec.srcid: 'Init.Example.com' is not an FQDN identity: lower-case letters,"
+        " digits, '-' and '.' (such as init.example.com)",
+    ),
+    "srcid that is an address": (
+        ("srcid: init.example.com", "srcid: 192.0.2.1"),
+        "site.yaml: hosts.init.ipsec.srcid: '192.0.2.1' is an IP address: iked would make it an IP identity,"
+        " and ikedlab installs keys for FQDN identities (such as init.example.com)",
+    ),
+    "one srcid for both gateways": (
+        ("srcid: resp.example.com", "srcid: init.example.com"),
+        "site.yaml: hosts.resp.ipsec.srcid: 'init.example.com' is also init's srcid:"
+        " each gateway needs its own",
+    ),
     "three ends on a link": (
         ("{initlan: 10.0.1.2, init: 10.0.1.1}", "{initlan: 10.0.1.2, init: 10.0.1.1, inet: 10.0.1.3}"),
         "site.yaml: links.lan1.ends: a link joins exactly two hosts, not 3",
@@ -85,6 +115,23 @@ def test_bad_topology_gives_one_clear_line(tmp_path, case):
         load_text(tmp_path, GUIDE.replace(old, new, 1))
     assert str(err.value).split(" (and ")[0] == expected
     assert "\n" not in str(err.value)
+
+
+def test_a_gateway_named_like_an_iked_keyword(tmp_path):
+    with pytest.raises(TopologyError) as err:
+        load_text(tmp_path, re.sub(r"\bresp\b", "peer", GUIDE))
+    assert str(err.value) == (
+        "site.yaml: hosts.peer: 'peer' is an iked.conf keyword: a gateway's name is the macro of its address"
+    )
+
+
+def test_gateway_names_that_clash_as_iked_macros(tmp_path):
+    with pytest.raises(TopologyError) as err:
+        load_text(tmp_path, re.sub(r"\bresp\b", "initlan", GUIDE.replace("initlan", "host1")))
+    assert str(err.value).startswith(
+        "site.yaml: hosts.init: 'init' and its peer 'initlan' clash in iked.conf: macro 'initlan' would be"
+        " both init's subnet and initlan's address"
+    )
 
 
 def test_every_problem_is_collected_before_failing(tmp_path):

@@ -8,6 +8,7 @@ pure parsers. It knows nothing of libvirt or of the topology's shape beyond one 
 from __future__ import annotations
 
 import importlib
+import shlex
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -141,7 +142,7 @@ class Platform:
         return f"kill {pid}; while kill -0 {pid} 2>/dev/null; do sleep 0.1; done"
 
     def capture_read_command(self, pcap: str) -> str:
-        return f"tcpdump -n -r {pcap}"
+        return f"tcpdump -n -r {shlex.quote(pcap)}"
 
     def parse_capture(self, output: str, kind: str) -> Capture:
         raise NotImplementedError

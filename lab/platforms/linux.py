@@ -9,6 +9,7 @@ decapsulation, `rt ipsec exists` before encapsulation) to an nflog group that tc
 from __future__ import annotations
 
 import re
+import shlex
 from typing import ClassVar
 
 from lab.platforms import Action, FileSpec, LoginFacts, Platform
@@ -110,10 +111,10 @@ class Linux(Platform, name="linux"):
         return f"{NFT} delete table ip ikedlab_nat 2>/dev/null; true"
 
     def checksum_command(self, path: str) -> str:
-        return f"sha256sum {path}"
+        return f"sha256sum {shlex.quote(path)}"
 
     def ping_command(self, address: str, count: int, timeout_s: int) -> str:
-        return f"ping -c {count} -i 0.2 -W {timeout_s} {address}"
+        return f"ping -c {count} -i 0.2 -W {timeout_s} {shlex.quote(address)}"
 
     def parse_ping(self, output: str) -> PingResult:
         return parse_ping_summary(output)
@@ -133,7 +134,11 @@ class Linux(Platform, name="linux"):
         if source is None:
             raise ValueError("a wire capture needs an interface")
         quiet = ">/dev/null 2>&1 </dev/null"
-        return f"{TCPDUMP} -n -U --immediate-mode -i {source} -w {pcap} {bpf} {quiet} & echo $!"
+        bpf_arg = f" {shlex.quote(bpf)}" if bpf else ""
+        return (
+            f"{TCPDUMP} -n -U --immediate-mode -i {shlex.quote(source)} -w {shlex.quote(pcap)}{bpf_arg} "
+            f"{quiet} & echo $!"
+        )
 
     def parse_capture(self, output: str, kind: str) -> Capture:
         return Capture(parse_tcpdump_lines(output), output)

@@ -1,0 +1,168 @@
+"""iked.conf as iked reads it: the words it reserves, the identities ikedlab can give it, and iked's own
+verdict on a user's file, taken on the host before any guest boots and told with the user's file and line.
+
+Facts from OpenBSD's sbin/iked/parse.y: a bare word that is a keyword is never a macro name; a srcid is one
+word, typed by its shape (a leading '/' is a DN, an IP address an IPv4/IPv6 id, an '@' a UFQDN, anything
+else an FQDN); iked looks a peer's public key up as pubkeys/<type>/<lower-cased id>; `iked -n` reports
+`FILE: LINE: message`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from lab import progress
+from lab.command import clean_env, run
+from lab.errors import CommandFailed, IkedConfError
+
+#: Reserved words of iked.conf (OpenBSD 6.x-7.x and OpenIKED portable): a gateway's name becomes a macro
+#: (`init="192.0.2.1"`), and a macro named like a keyword is a syntax error.
+KEYWORDS = frozenset(
+    """accounting active ah any auth bytes cert_partial_chain childsa client config couple dae decouple
+    default dpd_check_interval dstid dynamic eap enc enforcesingleikesa esn esp file flow fragmentation from
+    group iface ike ikelifetime ikesa ikev2 include inet inet6 ipcomp lifetime listen local max-failovers
+    max-tries maxage mobike name natt noenforcesingleikesa noesn nofragmentation nomobike nostickyaddress
+    novendorid ocsp on passive peer port prf proto psk quick radius rdomain request sa server set skip srcid
+    stickyaddress tag tap tcpmd5 to tolerate transport tunnel user vendorid""".split()
+)
+
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_FQDN = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
+_VERDICT_LINE = re.compile(r"^(?P<file>[^:]+): ?(?P<line>\d+): ?(?P<message>.*)$")
+HOST_CHECK_TIMEOUT = 30.0
+
+
+def macro_name(host: str) -> str:
+    """The iked.conf macro that holds a gateway's address: letters, digits and underscores."""
+    return re.sub(r"\W", "_", host)
+
+
+def srcid_problem(srcid: str) -> str | None:
+    """Why iked (or ikedlab's key layout) cannot use `srcid` as a gateway's identity; None when it can."""
+    try:
+        ipaddress.ip_address(srcid)
+    except ValueError:
+        pass
+    else:
+        return (
+            f"'{srcid}' is an IP address: iked would make it an IP identity, and ikedlab installs keys "
+            "for FQDN identities (such as init.example.com)"
+        )
+    if len(srcid) > 253 or not _FQDN.match(srcid):
+        return (
+            f"'{srcid}' is not an FQDN identity: lower-case letters, digits, '-' and '.' "
+            "(such as init.example.com)"
+        )
+    return None
+
+
+def gateway_name_problem(host: str) -> str | None:
+    """Why a gateway cannot have this name in iked.conf; None when it can."""
+    if macro_name(host) in KEYWORDS:
+        return f"'{host}' is an iked.conf keyword: a gateway's name is the macro of its address"
+    return None
+
+
+def name_lines(output: str, checked: str, shown: str) -> list[str]:
+    """iked's complaints about the file it read at `checked`, told as `shown:LINE: message`.
+
+    Lines without a line number that merely repeat that the file failed are dropped when there are
+    numbered ones; the rest keep their words, with the path replaced.
+    """
+    numbered, other = [], []
+    for raw in output.splitlines():
+        line = raw.strip()
+        if not line or line == "configuration OK":
+            continue
+        m = _VERDICT_LINE.match(line)
+        if m and m.group("file").strip() == checked:
+            numbered.append(f"{shown}:{m.group('line')}: {m.group('message').strip()}")
+        else:
+            other.append(line.replace(checked, shown).removeprefix("iked: ").removeprefix("parent: "))
+    return numbered or other
+
+
+def iked_on_host() -> str | None:
+    return shutil.which("iked", path=clean_env()["PATH"])
+
+
+def check_on_host(text: str, shown: str) -> list[str] | None:
+    """iked's verdict on an iked.conf, from `iked -n` on this host: [] when it is accepted, its complaints
+    (named `shown:LINE: …`) when not, None when iked is not installed here."""
+    iked = iked_on_host()
+    if iked is None:
+        return None
+    # iked reads only files that nobody else may read (its own check): a private copy, then compare names.
+    fd, tmp = tempfile.mkstemp(prefix="ikedlab-", suffix=".conf")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        try:
+            done = run([iked, "-n", "-f", tmp], check=False, timeout=HOST_CHECK_TIMEOUT)
+        except CommandFailed as e:
+            return [f"{shown}: iked -n on this host: {e.message}"]
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    output = (done.stdout + done.stderr).decode(errors="replace")
+    if done.returncode == 0:
+        return []
+    return name_lines(output, tmp, shown) or [f"{shown}: iked -n exited {done.returncode}"]
+
+
+def parse_options(items: list[str]) -> dict[str, Path]:
+    """`--iked-conf HOST=FILE` options as {host: file}; every malformed or repeated one is a problem."""
+    problems: list[str] = []
+    files: dict[str, Path] = {}
+    for item in items:
+        host, _, path = item.partition("=")
+        if not host or not path:
+            problems.append(f"--iked-conf {item}: expected HOST=FILE")
+        elif host in files:
+            problems.append(f"--iked-conf {item}: {host} already has {files[host]}")
+        else:
+            files[host] = Path(path)
+    if problems:
+        raise IkedConfError(problems)
+    return files
+
+
+def read_user_confs(files: dict[str, Path], gateways: list[str], topology_name: str) -> dict[str, str]:
+    """Each user's iked.conf, read and judged by the host's iked before any guest boots: {host: text}.
+
+    Every problem (a host that is no gateway, an unreadable file, each line iked rejects) is collected and
+    raised once. Without iked on the host, say so: the guests' iked judges the files after boot.
+    """
+    problems: list[str] = []
+    texts: dict[str, str] = {}
+    unchecked: list[str] = []
+    for host, path in files.items():
+        given = f"--iked-conf {host}={path}"
+        if host not in gateways:
+            problems.append(
+                f"{given}: no gateway '{host}' in {topology_name} (gateways: {', '.join(gateways) or 'none'})"
+            )
+            continue
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            problems.append(f"{given}: cannot read {path}: {getattr(e, 'strerror', None) or e}")
+            continue
+        verdict = check_on_host(text, str(path))
+        if verdict is None:
+            unchecked.append(str(path))
+        else:
+            problems.extend(verdict)
+        texts[host] = text
+    if problems:
+        raise IkedConfError(problems)
+    if unchecked:
+        progress.say(
+            f"  iked.conf: iked is not installed on this host (apt-get install openiked): "
+            f"{', '.join(unchecked)} will be checked by the guests' iked after boot"
+        )
+    return texts
