@@ -17,7 +17,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from lab import PROJECT_ROOT, progress
+from lab import PROJECT_ROOT, progress, settings
 from lab.images import linux_image
 from lab.lab import Lab
 
@@ -57,7 +57,7 @@ def bench_up() -> list[str]:
     progress.timings.clear()
     start = time.monotonic()
     try:
-        lab.up(platform="linux")
+        lab.up(platform=settings.SCENARIO_PLATFORM)
         total = time.monotonic() - start
         lines = [
             f"up → tunnel established (cached image):          {total:6.1f} s"
@@ -91,7 +91,7 @@ def run_scenarios(workers: int) -> tuple[float, dict[str, float]]:
             "scenarios",
             "-q",
             "--platform",
-            "linux",
+            settings.SCENARIO_PLATFORM,
             "--artifacts",
             artifacts,
             "--durations=0",

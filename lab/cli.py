@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from lab import progress
+from lab import progress, settings
 from lab.errors import IkedlabError
 
 EXIT_ERROR = 1
@@ -19,15 +19,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ikedlab", description="A virtual lab for IPsec with iked.")
     p.add_argument("--debug", action="store_true", help="log every step and show tracebacks")
     p.add_argument(
-        "--name", default=os.environ.get("IKEDLAB_NAME", "default"), help="the lab's name (default: default)"
+        "--name", default=settings.lab_name(), help="the lab's name (default: $IKEDLAB_NAME or default)"
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = sub.add_parser("up", help="boot the lab and bring the tunnel up")
     up.add_argument(
         "--platform",
-        default=os.environ.get("IKEDLAB_PLATFORM", "openbsd"),
-        help="guest platform for hosts that do not name one: openbsd (default) or linux",
+        default=settings.platform(),
+        help="guest platform for hosts that do not name one "
+        f"(default: $IKEDLAB_PLATFORM or {settings.PLATFORM})",
     )
     up.add_argument("--topology", type=Path, help="a topology file (default: the guide's lab)")
     up.add_argument(
@@ -38,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="use your own iked.conf on a gateway (repeatable)",
     )
     up.add_argument("--keep-on-failure", action="store_true", help="leave the lab running if `up` fails")
-    up.add_argument("--release", help="OpenBSD release to boot (default: the newest image in the cache)")
+    up.add_argument(
+        "--release", help="release to boot, for platforms with cached golden images (default: the newest)"
+    )
 
     sub.add_parser("down", help="remove the lab's guests (always safe, also after a failed up)")
     sub.add_parser("status", help="a table of hosts, addresses and tunnel state")
@@ -53,14 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     render = sub.add_parser("render", help="write the files ikedlab provisions, per host, into a folder")
     render.add_argument("--topology", type=Path)
-    render.add_argument("--platform", default="openbsd")
+    render.add_argument("--platform", default=settings.platform())
     render.add_argument("--out", type=Path, required=True)
 
     image = sub.add_parser("image", help="golden images")
     image_sub = image.add_subparsers(dest="image_command", required=True, metavar="ACTION")
     build = image_sub.add_parser("build", help="build (or reuse) a golden image")
-    build.add_argument("--platform", default="linux")
-    build.add_argument("--release", default="7.9", help="OpenBSD release (default 7.9)")
+    build.add_argument("--platform", default=settings.IMAGE_PLATFORM)
+    build.add_argument(
+        "--release",
+        default=settings.OPENBSD_RELEASE,
+        help=f"OpenBSD release (default {settings.OPENBSD_RELEASE})",
+    )
     build.add_argument("--iso", type=Path, help="OpenBSD install ISO already on disk (SHA256.sig beside it)")
     build.add_argument("--sig", type=Path, help="SHA256.sig for --iso, when it is not beside the ISO")
     build.add_argument("--mirror", help="OpenBSD mirror URL")
@@ -113,7 +120,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             args.topology,
             args.platform,
             keep_on_failure=args.keep_on_failure,
-            openbsd_release=args.release,
+            release=args.release,
             iked_conf_files=iked_conf_files,
         )
         total = sum(seconds for _, seconds in progress.timings)
@@ -194,7 +201,8 @@ def cmd_exec(args: argparse.Namespace) -> int:
     lab = _lab(args)
     try:
         host = lab.attach(only=[args.host])[args.host]
-        result = host.run(" ".join(shlex.quote(c) if len(command) > 1 else c for c in command), timeout=600)
+        line = " ".join(shlex.quote(c) if len(command) > 1 else c for c in command)
+        result = host.run(line, timeout=settings.EXEC)
     finally:
         lab.close()
     sys.stdout.write(result.output)
@@ -211,16 +219,11 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_image(args: argparse.Namespace) -> int:
-    if args.platform == "linux":
-        from lab.images import linux_image
+    from lab.platforms import get_platform
 
-        linux = linux_image(rebuild=args.rebuild)
-        print(f"linux image {linux.key[:12]}: {linux.kernel} {linux.initrd}")
-        return 0
-    if args.platform == "openbsd":
-        from lab.images import build_openbsd_image
-
-        image = build_openbsd_image(
+    platform = get_platform(args.platform)  # an unknown name: one line listing the known ones
+    print(
+        platform.build_image(
             release=args.release,
             iso=args.iso,
             mirror=args.mirror,
@@ -229,9 +232,8 @@ def cmd_image(args: argparse.Namespace) -> int:
             rebuild=args.rebuild,
             sig=args.sig,
         )
-        print(f"openbsd {image.release} image: {image.path}")
-        return 0
-    raise IkedlabError(f"--platform {args.platform}: expected linux or openbsd")
+    )
+    return 0
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Every command is sent as one line that prints a begin marker, runs the command, and prints an end marker
 carrying its exit status, so output and status are read from the frame, never guessed from prompts. The
-markers are split in the text we send (`'@@IK' 'L…'`), so an echoed command line can never look like one.
+markers never appear whole in the text we send (the begin marker is printed from two halves, `'@@IKL' 'B…'`,
+the end marker from a printf format), so an echoed command line can never look like one.
 """
 
 from __future__ import annotations
@@ -18,11 +19,7 @@ from typing import IO
 import pexpect
 
 from lab.errors import CommandError, ConsoleError, ConsoleTimeout
-
-# Deadlines, in seconds. Boot under software emulation with five guests on two cores is the slow one.
-BOOT = 300.0
-LOGIN = 60.0
-COMMAND = 60.0
+from lab.settings import COMMAND, LOGIN
 
 _PROMPT = r"[#$] ?$|[#$] "
 

@@ -44,6 +44,14 @@ class IkedConfError(InputError):
     """A user's iked.conf (`--iked-conf HOST=FILE`) names no gateway, cannot be read, or iked rejects it."""
 
 
+class PlatformError(IkedlabError):
+    """A platform's data file (lab/platforms/NAME.yaml) is missing a fact or states a wrong one."""
+
+
+class SettingsError(IkedlabError):
+    """An environment variable ikedlab reads holds a value it cannot use."""
+
+
 class CommandFailed(IkedlabError):
     """A host-side program (qemu-img, apt-get, ...) failed."""
 

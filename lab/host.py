@@ -6,6 +6,7 @@ Scenarios talk to a Host and never to a dialect: `initlan.ping("10.0.2.2")`, `in
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import secrets
 import shlex
@@ -15,10 +16,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from lab.console import COMMAND, Console, Result
+from lab.console import Console, Result
 from lab.errors import CommandError, ConsoleError, ProvisionError
 from lab.platforms import Action, FileSpec, Platform
 from lab.readings import Capture, IpsecCounters, PingResult, SaState
+from lab.settings import CAPTURE, COMMAND, PING_SLACK
 from lab.topology import Host as HostSpec
 
 T = TypeVar("T")
@@ -86,7 +88,7 @@ class Host:
     # --- what the guide checks -----------------------------------------------------------------------------
     def ping(self, address: str, count: int = 3, timeout_s: int = 2) -> PingResult:
         result = self.run(
-            self.platform.ping_command(address, count, timeout_s), timeout=count * timeout_s + 30
+            self.platform.ping_command(address, count, timeout_s), timeout=count * timeout_s + PING_SLACK
         )
         return self.platform.parse_ping(result.output)
 
@@ -149,12 +151,12 @@ class Host:
         pid = int(self.check(self.platform.capture_start_command(kind, pcap, iface, bpf)).output.split()[-1])
         # tcpdump creates the file once it listens: wait for that, not for a guessed delay.
         started = f"test -e {shlex.quote(pcap)}"
-        self.wait_until(f"{kind} capture started", lambda: self.run(started).ok, bool, 15, 0.1)
+        self.wait_until(f"{kind} capture started", lambda: self.run(started).ok, bool, CAPTURE, 0.1)
         box: list[Capture] = []
         try:
             yield box
         finally:
-            self.run(self.platform.capture_stop_command(pid), timeout=15)
+            self.run(self.platform.capture_stop_command(pid), timeout=CAPTURE)
         text = self.run(self.platform.capture_read_command(pcap)).output
         local = self.artifacts / f"{self.name}-{kind}{'-' + iface if iface else ''}-{tag}.pcap"
         saved: str | None = str(local)
@@ -162,5 +164,4 @@ class Host:
             self.fetch_binary(pcap, local)
         except (CommandError, ConsoleError, ValueError):
             saved = None  # the text is what the test reads; the pcap is evidence for humans
-        capture = self.platform.parse_capture(text, kind)
-        box.append(Capture(capture.packets, text, saved))
+        box.append(dataclasses.replace(self.platform.parse_capture(text, kind), pcap=saved))

@@ -22,12 +22,12 @@ from pathlib import Path
 import jinja2
 import pexpect
 
+from lab import settings
 from lab.command import require
 from lab.errors import HypervisorError
 
 log = logging.getLogger("ikedlab.hypervisor")
 
-URI = os.environ.get("IKEDLAB_LIBVIRT_URI", "qemu:///system")
 NAMESPACE = "http://ikedlab.invalid/xmlns/lab/1"
 DOMAIN_PREFIX = "ikedlab-"
 NIC_SLOT0 = 3  # first virtio NIC's PCI slot: NIC order on the bus is interface order in the guest
@@ -120,7 +120,8 @@ def domain_xml(spec: DomainSpec) -> str:
 class Hypervisor:
     """One libvirt connection. Everything ikedlab asks of libvirt goes through here."""
 
-    def __init__(self, uri: str = URI) -> None:
+    def __init__(self, uri: str | None = None) -> None:
+        uri = uri or settings.libvirt_uri()
         try:
             import libvirt
         except ImportError:
@@ -245,11 +246,9 @@ def detect_accel(probe_kernel: Path | None, cache_dir: Path) -> Accel:
     boot a real kernel under KVM and wait, with a deadline, for its first words on the serial port.
     IKEDLAB_ACCEL=kvm|tcg overrides. The verdict is cached until the host reboots.
     """
-    forced = os.environ.get("IKEDLAB_ACCEL", "").lower()
-    if forced in ("kvm", "tcg", "qemu"):
-        return Accel("kvm" if forced == "kvm" else "qemu", f"IKEDLAB_ACCEL={forced}")
+    forced = settings.forced_accel()
     if forced:
-        raise HypervisorError(f"IKEDLAB_ACCEL={forced}: expected kvm or tcg")
+        return Accel("kvm" if forced == "kvm" else "qemu", f"IKEDLAB_ACCEL={forced}")
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return Accel("qemu", "no usable /dev/kvm: software emulation")
     if probe_kernel is None:

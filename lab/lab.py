@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import shutil
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-from lab import progress
+from lab import progress, settings
 from lab import topology as topo
 from lab.command import run
-from lab.console import BOOT, Console, Transcript
-from lab.errors import HypervisorError, IkedlabError, ImageError, LabError
+from lab.console import Console, Transcript
+from lab.errors import HypervisorError, IkedlabError, LabError
 from lab.host import Host
 from lab.hypervisor import (
     DomainSpec,
@@ -33,8 +35,8 @@ from lab.hypervisor import (
     mac_address,
 )
 from lab.ikedconf import read_user_confs
-from lab.images import LinuxImage, OpenBSDImage, cached_openbsd_image, default_cache_dir, linux_image
-from lab.platforms import get_platform
+from lab.images import default_cache_dir
+from lab.platforms import BootMedia, Platform, get_platform, load_topology
 from lab.progress import step
 from lab.provision import (
     Options,
@@ -47,15 +49,11 @@ from lab.provision import (
 )
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,19}$")
-DEFAULT_NAME = "default"
-MEMORY_MIB = {"linux": 128, "openbsd": 256}
+DEFAULT_NAME = settings.LAB_NAME
 
 
 def state_root() -> Path:
-    if os.environ.get("IKEDLAB_STATE_DIR"):
-        return Path(os.environ["IKEDLAB_STATE_DIR"])
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "ikedlab"
+    return settings.state_dir()
 
 
 @dataclass
@@ -111,22 +109,22 @@ class Lab:
     def up(
         self,
         topology_path: Path | None = None,
-        platform: str = "openbsd",
+        platform: str = settings.PLATFORM,
         options: Options | None = None,
         keep_on_failure: bool = False,
-        openbsd_release: str | None = None,
+        release: str | None = None,
         iked_conf_files: dict[str, Path] | None = None,
     ) -> None:
         """Boot the lab and provision it up to an established tunnel.
 
         Everything that reaches a guest is checked first: the topology, the platforms, and each user's
         iked.conf (`iked_conf_files`, host -> file) by the host's iked; nothing is created before.
+        `platform` is for hosts whose topology names none; `release` pins the release of platforms that
+        boot a cached golden image of one (OpenBSD), the newest cached when None.
         """
         options = options or Options()
-        topology = topo.load(topology_path)
-        platforms = {h.name: h.platform or platform for h in topology.hosts.values()}
-        for name in set(platforms.values()):
-            get_platform(name)
+        topology = load_topology(topology_path)
+        platforms = resolve_platforms(topology, platform)
         if iked_conf_files:
             texts = read_user_confs(iked_conf_files, [g.name for g in topology.gateways], topology.path.name)
             options = dataclasses.replace(
@@ -134,25 +132,26 @@ class Lab:
                 iked_conf={**options.iked_conf, **texts},
                 iked_conf_sources={h: str(p) for h, p in iked_conf_files.items()},
             )
-        boot_media = self._boot_media(
-            platforms, openbsd_release
-        )  # fails before anything is created when an image is missing
+        # Fails before anything is created when an image is missing.
+        media = {name: p.boot_media(release) for name, p in _distinct(platforms).items()}
         hv = self.hypervisor
         if hv.domains(self.name):
             raise LabError(f"lab '{self.name}' is already up", "`ikedlab down` first, or pick another --name")
         wires = self._wires(topology)
         check_ports_free([p for ends in wires.values() for _, p in ends], self.name)
 
-        accel = detect_accel(boot_media.linux.kernel if boot_media.linux else None, default_cache_dir())
+        probe = next((m.kernel for m in media.values() if m.kernel), None)  # a kernel to try KVM with
+        accel = detect_accel(probe, default_cache_dir())
         progress.say(
             f"  accelerator: {'KVM' if accel.kind == 'kvm' else 'software emulation (TCG)'} — {accel.reason}"
         )
         self._reset_run_dir()
-        options = dataclasses.replace(options, platforms=platforms)
+        names = {host: p.name for host, p in platforms.items()}
+        options = dataclasses.replace(options, platforms=names)
         state = LabState(
             self.name,
             str(topology.path.resolve()),
-            platforms,
+            names,
             accel.kind,
             list(options.peer_any),
             time.time(),
@@ -161,7 +160,7 @@ class Lab:
         self.options = options
         self.state_file.write_text(json.dumps(asdict(state), indent=2))
         try:
-            self._boot(topology, platforms, accel.kind, boot_media, wires)
+            self._boot(topology, platforms, accel.kind, media, wires)
             self.topology = topology
             self._save_rendered_configs(topology, options)
             provision(topology, self.hosts, options)
@@ -169,12 +168,6 @@ class Lab:
             if not keep_on_failure:
                 self.down(quiet=True)
             raise
-
-    def _boot_media(self, platforms: dict[str, str], openbsd_release: str | None) -> BootMedia:
-        return BootMedia(
-            linux=linux_image() if "linux" in platforms.values() else None,
-            openbsd=_openbsd_image(openbsd_release) if "openbsd" in platforms.values() else None,
-        )
 
     def _wires(self, topology: topo.Topology) -> dict[str, list[tuple[str, int]]]:
         """Each link's two ends as (host, local UDP port); the other end's port is the remote one."""
@@ -192,9 +185,9 @@ class Lab:
     def _boot(
         self,
         topology: topo.Topology,
-        platforms: dict[str, str],
+        platforms: dict[str, Platform],
         accel: str,
-        media: BootMedia,
+        media: dict[str, BootMedia],
         wires: dict[str, list[tuple[str, int]]],
     ) -> None:
         hv = self.hypervisor
@@ -207,7 +200,8 @@ class Lab:
                     local = next(p for h, p in ends if h == host.name)
                     remote = next(p for h, p in ends if h != host.name)
                     nics.append(Nic(mac_address(self.name, host.name, iface.index), local, remote))
-                spec = self._domain_spec(host.name, platforms[host.name], accel, media, tuple(nics))
+                platform = platforms[host.name]
+                spec = self._domain_spec(host.name, platform, accel, media[platform.name], tuple(nics))
                 hv.create(spec, paused=True)
                 specs.append(spec)
             self.transcript = Transcript(self.run_dir / "console")
@@ -215,48 +209,42 @@ class Lab:
             for spec in specs:
                 hv.resume(spec.name)
         self.hosts = {
-            name: Host(
-                topology.host(name), get_platform(platforms[name]), console, self.run_dir / "artifacts"
-            )
+            name: Host(topology.host(name), platforms[name], console, self.run_dir / "artifacts")
             for name, console in consoles.items()
         }
         with step("boot: every guest at a shell"):
             in_parallel(self.hosts.values(), self._wait_booted)
 
     def _wait_booted(self, host: Host) -> None:
-        host.console.wait_for(host.platform.login.ready, BOOT, "boot to the console (ready banner or login)")
+        ready = host.platform.login.ready
+        host.console.wait_for(ready, settings.BOOT, "boot to the console (ready banner or login)")
         host.console.attach()
 
     def _domain_spec(
-        self, host: str, platform: str, accel: str, media: BootMedia, nics: tuple[Nic, ...]
+        self, host: str, platform: Platform, accel: str, media: BootMedia, nics: tuple[Nic, ...]
     ) -> DomainSpec:
         spec = DomainSpec(
             lab=self.name,
             host=host,
-            platform=platform,
+            platform=platform.name,
             accel=accel,
             nics=nics,
             serial_log=self.run_dir / "serial" / f"{host}.log",
-            memory_mib=MEMORY_MIB.get(platform, 256),
+            memory_mib=platform.memory_mib,
         )
-        if platform == "linux":
-            assert media.linux
-            image = media.linux
+        if platform.facts.boot == "kernel":
             return dataclasses.replace(
-                spec,
-                kernel=image.kernel,
-                initrd=image.initrd,
-                cmdline=f"{image.cmdline} ikedlab.hostname={host}",
+                spec, kernel=media.kernel, initrd=media.initrd, cmdline=platform.kernel_cmdline(media, host)
             )
-        assert media.openbsd
+        assert media.disk, f"{platform.name} boots from a disk but its boot media has none"
         # Each guest writes to its own throw-away overlay; the golden image is never changed.
         overlay = self.run_dir / "disks" / f"{host}.qcow2"
         overlay.parent.mkdir(parents=True, exist_ok=True)
-        run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", media.openbsd.path, overlay])
+        run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", media.disk, overlay])
         return dataclasses.replace(spec, disk=overlay)
 
-    def _console(self, host: str, domain: str, platform: str) -> Console:
-        facts = get_platform(platform).login
+    def _console(self, host: str, domain: str, platform: Platform) -> Console:
+        facts = platform.login
         return Console(
             host,
             self.hypervisor.console_argv(domain),
@@ -279,7 +267,7 @@ class Lab:
     def attach(self, only: list[str] | None = None) -> dict[str, Host]:
         """Consoles on a lab that is up (started by another process); each put in a known state."""
         state = self.state()
-        topology = topo.load(state.topology)
+        topology = load_topology(state.topology)
         self.topology = topology
         self.options = Options(
             peer_any=tuple(state.peer_any), iked_conf=state.iked_conf, platforms=state.platforms
@@ -297,10 +285,9 @@ class Lab:
         for name in names:
             if name in self.hosts:
                 continue
-            console = self._console(name, f"ikedlab-{self.name}-{name}", state.platforms[name])
-            self.hosts[name] = Host(
-                topology.host(name), get_platform(state.platforms[name]), console, self.run_dir / "artifacts"
-            )
+            platform = get_platform(state.platforms[name])
+            console = self._console(name, f"ikedlab-{self.name}-{name}", platform)
+            self.hosts[name] = Host(topology.host(name), platform, console, self.run_dir / "artifacts")
         in_parallel([self.hosts[n] for n in names], lambda h: h.console.attach())
         return {n: self.hosts[n] for n in names}
 
@@ -318,6 +305,37 @@ class Lab:
             gateways, lambda h: write_iked_conf(h, rendered_iked_conf(topology, h.name, self.options))
         )
         restart_tunnel(gateways)
+
+    @contextmanager
+    def reconfigured(
+        self,
+        *,
+        prepare: Callable[[], object] | None = None,
+        undo: Callable[[], object] | None = None,
+        **option_changes: Any,
+    ) -> Iterator[Lab]:
+        """Run a block on the lab changed, then ALWAYS put it back as `up` made it.
+
+        `option_changes` replace fields of Options (e.g. dpd_interval=5, peer_any=("resp",)); when there are
+        any, the tunnel is rebuilt with them before the block. `prepare` changes a guest first (e.g. NAT on
+        the router), `undo` reverts that before the lab is restored (in a finally, like the restore).
+        """
+        normal = self.options
+        changed = dataclasses.replace(normal, **option_changes)  # a misspelt option fails before any change
+        try:
+            self.options = changed
+            if prepare:
+                prepare()
+            if option_changes:
+                self.restore()
+            yield self
+        finally:
+            self.options = normal
+            try:
+                if undo:
+                    undo()
+            finally:
+                self.restore()
 
     def close(self) -> None:
         for host in self.hosts.values():
@@ -348,26 +366,17 @@ class Lab:
         return removed
 
 
-@dataclass(frozen=True)
-class BootMedia:
-    """The golden images a lab boots from, one per platform it uses."""
+def resolve_platforms(topology: topo.Topology, default: str) -> dict[str, Platform]:
+    """Each host's platform object, resolved once: the topology's choice, else `default`."""
+    by_name: dict[str, Platform] = {}
+    for host in topology.hosts.values():
+        name = host.platform or default
+        by_name[name] = by_name.get(name) or get_platform(name)
+    return {host.name: by_name[host.platform or default] for host in topology.hosts.values()}
 
-    linux: LinuxImage | None = None
-    openbsd: OpenBSDImage | None = None
 
-
-def _openbsd_image(release: str | None) -> OpenBSDImage:
-    """The cached golden image of `release` (the newest cached release when None)."""
-    image = cached_openbsd_image(release)
-    if image is None:
-        pinned = f" --release {release}" if release else ""
-        raise ImageError(
-            f"no OpenBSD {release + ' ' if release else ''}image in the cache",
-            f"build one with `ikedlab image build --platform openbsd{pinned}`"
-            " (needs the internet or --iso PATH), "
-            "or use --platform linux (make lab-up PLATFORM=linux)",
-        )
-    return image
+def _distinct(platforms: dict[str, Platform]) -> dict[str, Platform]:
+    return {p.name: p for p in platforms.values()}
 
 
 def lab_names() -> list[str]:

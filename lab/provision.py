@@ -17,10 +17,10 @@ from lab.errors import IkedlabError, ProvisionError
 from lab.host import Host
 from lab.ikedconf import name_lines
 from lab.progress import step
+from lab.settings import SA_TIMEOUT
 from lab.topology import Topology
 
 IKED_OK = re.compile(r"configuration OK")
-SA_TIMEOUT = 90.0
 
 
 @dataclass(frozen=True)

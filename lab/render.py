@@ -86,21 +86,22 @@ def iked_conf(
     )
 
 
-def render_lab(topology_path: Path | None, platform: str, out: Path) -> list[Path]:
+def render_lab(topology_path: Path | None, platform: str, out: Path, leading_nics: int = 0) -> list[Path]:
     """Write, per host, every file provisioning installs and the commands it runs, under out/HOST/.
 
     out/HOST/files/ mirrors the guest's filesystem (etc/iked.conf, etc/hostname.vio0, ...) and
     out/HOST/provision.sh holds the commands, in provisioning's order. Public keys are made in each guest,
     so the key exchange is left to whoever applies these files (the Vagrantfile copies local.pub across).
+    `leading_nics`: NICs the machine puts before the lab's own (Vagrant's management NIC), which shift the
+    lab's interface names.
     """
-    from lab.platforms import FileSpec, get_platform
-    from lab.topology import load
+    from lab.platforms import FileSpec, get_platform, load_topology
 
-    topology = load(topology_path)
+    topology = load_topology(topology_path)
     platforms = {h.name: h.platform or platform for h in topology.hosts.values()}
     written: list[Path] = []
     for host in topology.hosts.values():
-        dialect = get_platform(platforms[host.name])
+        dialect = get_platform(platforms[host.name]).with_leading_nics(leading_nics)
         actions = list(dialect.network_actions(host))
         if host.ipsec:
             actions += dialect.ipsec_prepare_actions(host)

@@ -96,17 +96,14 @@ def guide_path() -> Path:
     return Path(str(resources.files("lab") / "topologies" / GUIDE))
 
 
-def load(path: Path | str | None = None, known_platforms: tuple[str, ...] | None = None) -> Topology:
-    """Load and validate a topology file (the guide's lab when path is None)."""
+def load(path: Path | str | None, known_platforms: tuple[str, ...]) -> Topology:
+    """Load and validate a topology file (the guide's lab when path is None); a host may name one of
+    `known_platforms` (lab.platforms.load_topology passes the registry's)."""
     path = Path(path) if path else guide_path()
     try:
         text = path.read_text()
     except OSError as e:
         raise TopologyError(path, [f"cannot read the file: {e.strerror}"]) from None
-    if known_platforms is None:
-        from lab.platforms import platform_names
-
-        known_platforms = platform_names()
     return parse(text, path, known_platforms)
 
 
@@ -132,7 +129,7 @@ class _StrictLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=deep)
             line = key_node.start_mark.line + 1
             if key in seen:
                 raise _DuplicateKey(f"line {line}: '{key}' is defined twice (first on line {seen[key]})")

@@ -2,9 +2,10 @@
 
 Vagrant (vagrant-libvirt) gives every guest a management NIC of its own, and it is always the first one: on
 an OpenBSD box that is vio0. The lab's interfaces therefore start at vio1. Rather than renaming files after
-the fact, the lab is rendered through a dialect that knows this: `VagrantOpenBSD` is OpenBSD with every lab
-interface numbered one higher, so hostname.vioN, the `netstart` arguments and anything else that names an
-interface come out right from the same code path `ikedlab render` uses.
+the fact, the lab is rendered by the box's own platform told that one NIC comes before the lab's
+(`Platform.with_leading_nics`), so hostname.vioN, the `netstart` arguments and anything else that names an
+interface come out right from the same code path `ikedlab render` uses. A platform has a box when its data
+file names one (`vagrant_box`).
 
     python -m lab.vagrant render --out .vagrant/ikedlab-render [--topology FILE]
 
@@ -24,11 +25,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from lab import settings
 from lab.errors import IkedlabError
-from lab.platforms import get_platform
-from lab.platforms.openbsd import OpenBSD
+from lab.platforms import Platform, get_platform, load_topology, platform_names
 from lab.render import render_lab
-from lab.topology import load
 
 SUMMARY = "lab.json"
 
@@ -36,36 +36,23 @@ SUMMARY = "lab.json"
 VAGRANT_NICS = 1
 
 
-class VagrantOpenBSD(OpenBSD, name="openbsd-vagrant"):
-    """OpenBSD as a Vagrant box: vio0 is Vagrant's management NIC, the lab's interfaces follow it."""
-
-    interface_offset = VAGRANT_NICS
-
-    def interface_name(self, index: int) -> str:
-        return super().interface_name(index + self.interface_offset)
-
-
-#: The platform ikedlab renders for a Vagrant guest, per base platform.
-VAGRANT_DIALECTS = {"openbsd": VagrantOpenBSD.name}
-
-
-def vagrant_dialect(platform: str) -> str:
-    try:
-        return VAGRANT_DIALECTS[platform]
-    except KeyError:
-        known = ", ".join(sorted(VAGRANT_DIALECTS))
-        message = f"the Vagrantfile has no box for platform '{platform}' (it supports: {known})"
-        raise IkedlabError(message) from None
+def vagrant_platform(name: str) -> Platform:
+    """Platform `name` as a Vagrant box runs it: its lab interfaces after Vagrant's management NIC."""
+    platform = get_platform(name)
+    if not platform.facts.vagrant_box:
+        known = ", ".join(n for n in platform_names() if get_platform(n).facts.vagrant_box)
+        raise IkedlabError(f"the Vagrantfile has no box for platform '{name}' (it supports: {known})")
+    return platform.with_leading_nics(VAGRANT_NICS)
 
 
 def render_summary(topology_path: Path | None, platform: str, out: Path) -> Path:
     """Write OUT/lab.json describing the lab rendered under OUT for Vagrant guests of `platform`.
 
-    Run it after `render_lab(topology_path, "openbsd-vagrant", out)`: "files" lists every file under
+    Run it after `render_lab(topology_path, platform, out, VAGRANT_NICS)`: "files" lists every file under
     OUT/HOST (relative to it), so the Vagrantfile and its test never restate them.
     """
-    topology = load(topology_path)
-    dialect_name = vagrant_dialect(platform)
+    topology = load_topology(topology_path)
+    dialect = vagrant_platform(platform)
     hosts: dict[str, Any] = {}
     for host in topology.hosts.values():
         if host.platform not in (None, platform):
@@ -73,7 +60,6 @@ def render_summary(topology_path: Path | None, platform: str, out: Path) -> Path
                 f"host '{host.name}' asks for platform '{host.platform}'; the Vagrantfile runs one box "
                 f"for all hosts ({platform})"
             )
-        dialect = get_platform(dialect_name)
         root = out / host.name
         entry: dict[str, Any] = {
             "dir": host.name,
@@ -111,8 +97,8 @@ def render_summary(topology_path: Path | None, platform: str, out: Path) -> Path
     summary = {
         "topology": str(topology.path),
         "platform": platform,
-        "dialect": dialect_name,
-        "interface_offset": VagrantOpenBSD.interface_offset,
+        "box": dialect.facts.vagrant_box,
+        "interface_offset": dialect.facts.interface_offset,
         "hosts": hosts,
         "links": {
             link.name: {
@@ -142,7 +128,8 @@ def render(topology_path: Path | None, platform: str, out: Path) -> Path:
     fresh = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     fresh.chmod(0o755)  # mkdtemp makes it 0700; the render is nothing secret
     try:
-        render_lab(topology_path, vagrant_dialect(platform), fresh)
+        vagrant_platform(platform)  # a platform without a box: one clear line before anything is written
+        render_lab(topology_path, platform, fresh, VAGRANT_NICS)
         render_summary(topology_path, platform, fresh)
         # lab.json names the topology by path and so is compared too: a different file means a new render.
         if out.exists() and _same_tree(fresh, out):
@@ -172,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("render", help="render every host's files and OUT/lab.json for the Vagrantfile")
     r.add_argument("--topology", type=Path, help="a topology file (default: the guide's lab)")
-    r.add_argument("--platform", default="openbsd", help="the box's OS (default: openbsd)")
+    r.add_argument(
+        "--platform", default=settings.PLATFORM, help=f"the box's OS (default: {settings.PLATFORM})"
+    )
     r.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     try:

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from lab import settings
 from lab.errors import IkedlabError
 from lab.lab import Lab
+from lab.platforms import get_platform, platform_names
 
 LOG_TAIL = 8
 
@@ -25,8 +27,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("ikedlab")
     group.addoption(
         "--platform",
-        default=os.environ.get("IKEDLAB_PLATFORM", "linux"),
-        help="guest platform of the scenario lab: linux (default) or openbsd",
+        default=settings.platform(settings.SCENARIO_PLATFORM),
+        help=f"guest platform of the scenario lab: one of {', '.join(platform_names())} "
+        f"(default: $IKEDLAB_PLATFORM or {settings.SCENARIO_PLATFORM})",
     )
     group.addoption("--keep-lab", action="store_true", help="keep the lab running when a scenario failed")
     group.addoption("--artifacts", default="artifacts/scenarios", help="where evidence folders go")
@@ -51,14 +54,15 @@ def lab(request: pytest.FixtureRequest, record_testsuite_property) -> Iterator[L
     config = request.config
     platform = config.getoption("--platform")
     record_testsuite_property("platform", platform)  # nightly runs: the JUnit report says what was tested
-    if platform == "openbsd":
-        from lab.images import cached_openbsd_image
-
-        if cached_openbsd_image() is None:
+    try:
+        if not get_platform(platform).media_available():
             pytest.skip(
-                "no OpenBSD image in the cache: build one with `ikedlab image build --platform openbsd "
-                "--iso PATH` (the install ISO and its SHA256.sig), or run with --platform linux"
+                f"no {platform} image in the cache: build one with "
+                f"`ikedlab image build --platform {platform}` (OpenBSD: --iso PATH, the install ISO and its "
+                "SHA256.sig), or run with --platform linux"
             )
+    except IkedlabError as e:
+        pytest.fail(str(e), pytrace=False)
     lab = Lab(_lab_name())
     try:
         lab.down(quiet=True)  # a lab of the same name left by an interrupted run

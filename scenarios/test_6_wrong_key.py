@@ -12,12 +12,12 @@ FAILURE = r"authentication failed for FQDN/init\.example\.com"
 def wrong_key_on_resp(lab):
     g = guide(lab)
     # A key pair nobody uses: its public half takes the place of init's on resp.
-    g.resp.check(
+    wrong_key = (
         "openssl ecparam -genkey -name prime256v1 -noout -out /tmp/wrong.key && "
         f"openssl ec -in /tmp/wrong.key -pubout -out {g.resp.platform.peer_pubkey_path('init.example.com')}"
     )
-    yield
-    lab.restore()
+    with lab.reconfigured(prepare=lambda: g.resp.check(wrong_key)):
+        yield
 
 
 def test_wrong_public_key_means_no_tunnel(lab, wrong_key_on_resp):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lab import hypervisor
-from lab.errors import HypervisorError
+from lab.errors import HypervisorError, SettingsError
 from lab.hypervisor import DomainSpec, Hypervisor, Nic, domain_xml, lab_ports, mac_address
 
 pytest.importorskip("libvirt")
@@ -89,7 +89,7 @@ def test_accel_override_and_its_validation(monkeypatch, tmp_path):
     monkeypatch.setenv("IKEDLAB_ACCEL", "kvm")
     assert hypervisor.detect_accel(None, tmp_path).kind == "kvm"
     monkeypatch.setenv("IKEDLAB_ACCEL", "fast")
-    with pytest.raises(HypervisorError, match="IKEDLAB_ACCEL=fast: expected kvm or tcg"):
+    with pytest.raises(SettingsError, match="IKEDLAB_ACCEL=fast: expected kvm or tcg"):
         hypervisor.detect_accel(None, tmp_path)
 
 

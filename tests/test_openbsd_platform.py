@@ -17,7 +17,7 @@ DATA = Path(__file__).parent / "data" / "openbsd"
 
 @pytest.fixture(scope="module")
 def guide() -> topology.Topology:
-    return topology.load(known_platforms=("openbsd", "linux"))
+    return topology.load(None, ("openbsd", "linux"))
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import pytest
 
 from lab import topology
 from lab.errors import TopologyError
+from lab.platforms import load_topology
 
 PLATFORMS = ("linux", "openbsd")
 GUIDE = topology.guide_path().read_text()
@@ -156,5 +157,5 @@ def test_not_yaml_names_the_line(tmp_path):
 
 
 def test_shipped_topology_validates_with_the_real_platform_registry():
-    t = topology.load()
+    t = load_topology()
     assert len(t.gateways) == 2

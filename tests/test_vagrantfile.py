@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from lab.platforms import get_platform
+from lab.platforms import get_platform, platform_names
+from lab.platforms import load_topology as load
 from lab.render import render_lab
-from lab.topology import load
-from lab.vagrant import SUMMARY, VagrantOpenBSD, render
+from lab.vagrant import SUMMARY, VAGRANT_NICS, render, vagrant_platform
 
 REPO = Path(__file__).resolve().parent.parent
 VAGRANTFILE = REPO / "Vagrantfile"
@@ -89,9 +89,10 @@ def test_vagrantfile_renders_with_lab_vagrant_into_its_own_folder():
 
 
 def test_vagrant_dialect_numbers_the_lab_interfaces_after_vagrants_nic():
-    assert VagrantOpenBSD().interface_name(0) == "vio1"
-    assert VagrantOpenBSD().interface_name(1) == "vio2"
+    assert vagrant_platform("openbsd").interface_name(0) == "vio1"
+    assert vagrant_platform("openbsd").interface_name(1) == "vio2"
     assert get_platform("openbsd").interface_name(0) == "vio0"  # the plain dialect is untouched
+    assert "openbsd-vagrant" not in platform_names()  # Vagrant is a machine, not another platform
 
 
 def test_summary_matches_the_guide_topology(tmp_path: Path):
@@ -146,10 +147,7 @@ def test_vagrant_render_is_ikedlabs_render_with_interfaces_moved_up_by_one(tmp_p
     render_lab(None, "openbsd", plain)
     render(None, "openbsd", vagrant)
     for host in load().hosts:
-        expected = {
-            _shift(path, 1): _shift(text, 1).replace("(openbsd)", "(openbsd-vagrant)")
-            for path, text in _files(plain / host).items()
-        }
+        expected = {_shift(path, 1): _shift(text, 1) for path, text in _files(plain / host).items()}
         assert _files(vagrant / host) == expected, host
     init = (vagrant / "init" / "provision.sh").read_text()
     assert "sh /etc/netstart vio1 vio2\n" in init
@@ -415,7 +413,7 @@ def test_vagrantfile_defines_the_topologys_machines_networks_and_provisioning(pr
     assert top["driver"] == "kvm"
 
     reference = tmp_path / "reference"
-    render_lab(None, VagrantOpenBSD.name, reference)
+    render_lab(None, "openbsd", reference, VAGRANT_NICS)
     attached: dict[str, set[str]] = {}
     for name, host in topology.hosts.items():
         mine = [e for e in recorded if _machine(e) == name]

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from lab import settings
 
 
 def default_cache_dir() -> Path:
-    if env := os.environ.get("IKEDLAB_CACHE_DIR"):
-        return Path(env)
-    if xdg := os.environ.get("XDG_CACHE_HOME"):
-        return Path(xdg) / "ikedlab"
-    return Path.home() / ".cache" / "ikedlab"
+    return settings.cache_dir()

@@ -21,6 +21,7 @@ from typing import Any
 import jinja2
 import pexpect
 
+from lab import settings
 from lab.command import clean_env, require, run
 from lab.errors import ImageError
 from lab.images.installer import InstallerError, Timeouts, Typing, run_install
@@ -29,7 +30,7 @@ from lab.platforms.openbsd import LAB_ROOT_PASSWORD
 from lab.progress import say, step
 
 ARCH = "amd64"
-DEFAULT_RELEASE = "7.9"
+DEFAULT_RELEASE = settings.OPENBSD_RELEASE
 RELEASE_RE = re.compile(r"\d\.\d")
 DISK_SIZE = "8G"
 BUILD_MEMORY_MIB = 1024
@@ -134,10 +135,7 @@ def cached_openbsd_image(
 
 
 def _accel() -> str:
-    accel = os.environ.get("IKEDLAB_ACCEL", "tcg") or "tcg"
-    if accel not in ("kvm", "tcg"):
-        raise ImageError(f"IKEDLAB_ACCEL={accel}: expected kvm or tcg")
-    return accel
+    return settings.forced_accel() or "tcg"  # the install VM does not probe KVM: ask for it explicitly
 
 
 def qemu_argv(qemu: str, disk: Path, iso: Path, accel: str) -> list[str]:

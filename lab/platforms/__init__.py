@@ -1,19 +1,42 @@
-"""Guest platforms: one module per OS dialect, found through a registry.
+"""Guest platforms: one module and one data file per OS dialect, found through a registry.
 
 A platform turns intents (an address on an interface, a default route, iked started) into actions for a
 shell on the guest's serial console, and turns the output of its commands back into typed readings through
-pure parsers. It knows nothing of libvirt or of the topology's shape beyond one host.
+pure parsers. Its facts are data, in lab/platforms/NAME.yaml: interface naming, memory, how it boots, how its
+console logs in, and what it can and cannot do (capabilities, each missing one with its reason). Nothing
+outside lab/platforms/ and lab/images/ asks which platform it has: it asks the platform.
+It knows nothing of libvirt or of the topology's shape beyond one host.
 """
 
 from __future__ import annotations
 
 import importlib
 import shlex
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+import yaml
+
+from lab.errors import IkedlabError
 from lab.readings import Capture, IpsecCounters, PingResult, SaState
-from lab.topology import Host
+
+if TYPE_CHECKING:
+    from lab.topology import Host, Topology
+
+#: Every capability a platform states in its data file, either under `capabilities:` or, with the reason,
+#: under `lacks:`. Scenarios skip or xfail on these, never on a platform's name.
+CAPABILITIES = {
+    "liveness_probes": "iked notices a peer that lost its SAs (dead peer detection) and renegotiates",
+    "esp_aes_gcm": "AES-GCM for ESP child SAs",
+    "esp_hmac_sha2_256": "hmac-sha2-256 for ESP child SAs",
+    "enc0": "an enc(4) interface that shows traffic before encapsulation and after decapsulation",
+    "decapsulated_capture": "capturing the plaintext around the tunnel (enc0 or a stand-in)",
+    "pf": "pf(4) as the packet filter",
+    "masquerade": "source NAT on a router (a home router in front of a gateway)",
+    "syslog": "iked logs through syslog",
+}
 
 
 @dataclass(frozen=True)
@@ -39,13 +62,91 @@ class LoginFacts:
     password_prompt: str = r"[Pp]assword:"
 
 
+@dataclass(frozen=True)
+class BootMedia:
+    """What a guest boots from: a kernel and initrd booted directly, or a golden disk each guest overlays."""
+
+    kernel: Path | None = None
+    initrd: Path | None = None
+    cmdline: str = ""
+    disk: Path | None = None
+
+
+@dataclass(frozen=True)
+class PlatformFacts:
+    """A platform's data file, read and checked."""
+
+    name: str
+    description: str
+    interface_prefix: str  # interface names: f"{prefix}{offset + index}"
+    interface_offset: int  # NICs before the lab's own (a Vagrant box's management NIC)
+    memory_mib: int
+    boot: Literal["kernel", "disk"]
+    login: LoginFacts
+    capabilities: frozenset[str]
+    lacks: dict[str, str] = field(default_factory=dict)  # capability -> why not
+    vagrant_box: str | None = None  # the public Vagrant box the Vagrantfile boots (None: no box)
+
+
+def load_facts(path: Path) -> PlatformFacts:
+    """Read a platform data file; one clear line naming the file and field when something is wrong."""
+    from lab.errors import PlatformError
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise PlatformError(f"{path}: unreadable ({e})") from None
+
+    def need(mapping: Any, key: str, kind: type, where: str) -> Any:
+        if not isinstance(mapping, dict) or not isinstance(mapping.get(key), kind):
+            raise PlatformError(f"{path}: {where}{key}: expected a {kind.__name__}")
+        return mapping[key]
+
+    interfaces = need(data, "interfaces", dict, "")
+    login = need(data, "login", dict, "")
+    has = set(need(data, "capabilities", list, ""))
+    lacks = {str(k): str(v) for k, v in (data.get("lacks") or {}).items()}
+    for name in sorted(has | set(lacks)):
+        if name not in CAPABILITIES:
+            raise PlatformError(f"{path}: '{name}' is not a known capability ({', '.join(CAPABILITIES)})")
+    unstated = sorted(set(CAPABILITIES) - has - set(lacks))
+    if unstated or has & set(lacks):
+        both = sorted(has & set(lacks))
+        problem = f"not stated: {', '.join(unstated)}" if unstated else f"in both: {', '.join(both)}"
+        raise PlatformError(f"{path}: every capability goes under capabilities or lacks ({problem})")
+    boot = need(data, "boot", str, "")
+    if boot not in ("kernel", "disk"):
+        raise PlatformError(f"{path}: boot: expected kernel or disk, not '{boot}'")
+    return PlatformFacts(
+        name=need(data, "name", str, ""),
+        description=need(data, "description", str, ""),
+        interface_prefix=need(interfaces, "prefix", str, "interfaces."),
+        interface_offset=need(interfaces, "offset", int, "interfaces."),
+        memory_mib=need(data, "memory_mib", int, ""),
+        boot=boot,
+        login=LoginFacts(
+            ready=need(login, "ready", str, "login."),
+            user=login.get("user"),
+            password=login.get("password"),
+            password_prompt=login.get("password_prompt") or LoginFacts.password_prompt,
+        ),
+        capabilities=frozenset(has),
+        lacks=lacks,
+        vagrant_box=data.get("vagrant_box"),
+    )
+
+
+def _data_file(name: str) -> Path:
+    return Path(str(resources.files("lab.platforms") / f"{name}.yaml"))
+
+
 class Platform:
+    """A guest OS dialect: `class X(Platform, name="x")` in lab/platforms/x.py registers it, with its facts
+    in lab/platforms/x.yaml."""
+
     name: ClassVar[str]
     _registry: ClassVar[dict[str, type[Platform]]] = {}
-
-    #: interface names: f"{interface_prefix}{index}"
-    interface_prefix: ClassVar[str]
-    login: ClassVar[LoginFacts]
+    _facts: ClassVar[PlatformFacts]
 
     # Where iked's files live (the same layout on OpenBSD and on OpenIKED portable).
     iked_conf: ClassVar[str] = "/etc/iked.conf"
@@ -57,11 +158,61 @@ class Platform:
         super().__init_subclass__(**kwargs)
         if name:
             cls.name = name
+            cls._facts = load_facts(_data_file(name))
+            if cls._facts.name != name:
+                from lab.errors import PlatformError
+
+                raise PlatformError(f"{_data_file(name)}: name: '{cls._facts.name}', expected '{name}'")
             Platform._registry[name] = cls
+
+    def __init__(self, facts: PlatformFacts | None = None) -> None:
+        self.facts = facts or self._facts
+
+    def __repr__(self) -> str:
+        return f"<platform {self.name}>"
+
+    def with_leading_nics(self, count: int) -> Platform:
+        """This platform on a machine that puts `count` NICs of its own before the lab's (e.g. Vagrant)."""
+        return type(self)(replace(self.facts, interface_offset=self.facts.interface_offset + count))
+
+    # --- facts ----------------------------------------------------------------------------------------
+    @property
+    def login(self) -> LoginFacts:
+        return self.facts.login
+
+    @property
+    def memory_mib(self) -> int:
+        return self.facts.memory_mib
+
+    def can(self, capability: str) -> bool:
+        if capability not in CAPABILITIES:
+            raise KeyError(f"unknown capability '{capability}' (known: {', '.join(CAPABILITIES)})")
+        return capability in self.facts.capabilities
+
+    def why_not(self, capability: str) -> str:
+        """The data file's reason this platform lacks `capability` ("" when it has it)."""
+        return "" if self.can(capability) else f"{self.name}: {self.facts.lacks[capability]}"
+
+    # --- boot -----------------------------------------------------------------------------------------
+    def boot_media(self, release: str | None = None) -> BootMedia:
+        """The golden image guests of this platform boot (built or found in the cache); ImageError if none."""
+        raise NotImplementedError
+
+    def media_available(self, release: str | None = None) -> bool:
+        """Whether boot_media() can succeed on this machine without the internet."""
+        return True
+
+    def kernel_cmdline(self, media: BootMedia, host: str) -> str:
+        """The kernel command line of `host` (kernel boot only)."""
+        return media.cmdline
+
+    def build_image(self, **options: Any) -> str:
+        """`ikedlab image build`: build (or reuse) the golden image; say what and where."""
+        raise NotImplementedError
 
     # --- identity -----------------------------------------------------------------------------------
     def interface_name(self, index: int) -> str:
-        return f"{self.interface_prefix}{index}"
+        return f"{self.facts.interface_prefix}{index + self.facts.interface_offset}"
 
     def peer_pubkey_path(self, srcid: str) -> str:
         return f"{self.pubkeys_dir}/{srcid}"
@@ -158,17 +309,32 @@ def get_platform(name: str) -> Platform:
     try:
         return Platform._registry[name]()
     except KeyError:
-        from lab.errors import IkedlabError
-
         raise IkedlabError(f"unknown platform '{name}' (known: {', '.join(platform_names())})") from None
 
 
-_MODULES = ("linux", "openbsd")
+def load_topology(path: Path | str | None = None) -> Topology:
+    """A topology file (the guide's lab when None) whose hosts may name any registered platform."""
+    from lab.topology import load
+
+    return load(path, platform_names())
 
 
 def _load_all() -> None:
-    for module in _MODULES:
-        importlib.import_module(f"lab.platforms.{module}")
+    # Every module beside this one that has a data file of its name is a platform.
+    for data in sorted(resources.files("lab.platforms").iterdir(), key=lambda p: p.name):
+        if data.name.endswith(".yaml"):
+            importlib.import_module(f"lab.platforms.{data.name.removesuffix('.yaml')}")
 
 
-__all__ = ["Action", "FileSpec", "LoginFacts", "Platform", "get_platform", "platform_names"]
+__all__ = [
+    "CAPABILITIES",
+    "Action",
+    "BootMedia",
+    "FileSpec",
+    "LoginFacts",
+    "Platform",
+    "PlatformFacts",
+    "get_platform",
+    "load_topology",
+    "platform_names",
+]

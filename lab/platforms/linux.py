@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any
 
-from lab.platforms import Action, FileSpec, LoginFacts, Platform
+from lab.platforms import Action, BootMedia, FileSpec, Platform
 from lab.platforms.parsers import parse_ikectl_show_sa, parse_ping_summary, parse_tcpdump_lines
 from lab.readings import Capture, IpsecCounters, PingResult, SaState
-from lab.topology import Host
+
+if TYPE_CHECKING:
+    from lab.topology import Host
 
 # busybox applets shadow the real tools in ash: call the real ones by full path.
 IP = "/bin/ip"
@@ -61,8 +63,23 @@ table inet ikedlab {{
 
 
 class Linux(Platform, name="linux"):
-    interface_prefix: ClassVar[str] = "eth"
-    login: ClassVar[LoginFacts] = LoginFacts(ready=r"ikedlab-linux ready")
+    # --- boot ---------------------------------------------------------------------------------------
+    def boot_media(self, release: str | None = None) -> BootMedia:
+        from lab.images import linux_image
+
+        image = linux_image()  # built from the host's apt when the cache has none: no release to pick
+        return BootMedia(kernel=image.kernel, initrd=image.initrd, cmdline=image.cmdline)
+
+    def kernel_cmdline(self, media: BootMedia, host: str) -> str:
+        return f"{media.cmdline} ikedlab.hostname={host}"  # the appliance's init names itself from this
+
+    def build_image(self, **options: Any) -> str:
+        from lab.images import linux_image
+
+        image = linux_image(rebuild=bool(options.get("rebuild")))
+        return f"linux image {image.key[:12]}: {image.kernel} {image.initrd}"
+
+    # --- provisioning -------------------------------------------------------------------------------
 
     def network_actions(self, host: Host) -> list[Action]:
         actions: list[Action] = []

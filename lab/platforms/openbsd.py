@@ -10,10 +10,10 @@ decapsulation.
 from __future__ import annotations
 
 import shlex
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any
 
-from lab.errors import IkedlabError
-from lab.platforms import Action, FileSpec, LoginFacts, Platform
+from lab.errors import IkedlabError, ImageError
+from lab.platforms import Action, BootMedia, FileSpec, Platform
 from lab.platforms.parsers import (
     parse_ikectl_show_sa,
     parse_netstat_esp_ah,
@@ -21,11 +21,9 @@ from lab.platforms.parsers import (
     parse_tcpdump_lines,
 )
 from lab.readings import Capture, IpsecCounters, PingResult, SaState
-from lab.topology import Host
 
-#: root's password in every OpenBSD lab guest. Lab-only: the image is built for throwaway guests whose
-#: only links are QEMU sockets on 127.0.0.1 and whose sshd is off; never reuse it anywhere else.
-LAB_ROOT_PASSWORD = "ikedlab-root"
+if TYPE_CHECKING:
+    from lab.topology import Host
 
 #: The interface OpenBSD shows decapsulated (and about-to-be-encapsulated) IPsec traffic on.
 ENC_INTERFACE = "enc0"
@@ -38,14 +36,32 @@ def parse_iked_started(output: str) -> bool:
 
 
 class OpenBSD(Platform, name="openbsd"):
-    interface_prefix: ClassVar[str] = "vio"
-    # After boot: "OpenBSD/amd64 (name.domain) (tty00)", then "login:" on a line of its own.
-    login: ClassVar[LoginFacts] = LoginFacts(
-        ready=r"(?:^|\n)login: ",
-        user="root",
-        password=LAB_ROOT_PASSWORD,
-        password_prompt=r"Password:",
-    )
+    # --- boot ---------------------------------------------------------------------------------------
+    def boot_media(self, release: str | None = None) -> BootMedia:
+        """The cached golden image of `release` (the newest cached release when None)."""
+        from lab.images import cached_openbsd_image
+
+        image = cached_openbsd_image(release)
+        if image is None:
+            pinned = f" --release {release}" if release else ""
+            raise ImageError(
+                f"no OpenBSD {release + ' ' if release else ''}image in the cache",
+                f"build one with `ikedlab image build --platform openbsd{pinned}`"
+                " (needs the internet or --iso PATH), "
+                "or use --platform linux (make lab-up PLATFORM=linux)",
+            )
+        return BootMedia(disk=image.path)
+
+    def media_available(self, release: str | None = None) -> bool:
+        from lab.images import cached_openbsd_image
+
+        return cached_openbsd_image(release) is not None
+
+    def build_image(self, **options: Any) -> str:
+        from lab.images import build_openbsd_image
+
+        image = build_openbsd_image(**options)
+        return f"openbsd {image.release} image: {image.path}"
 
     # --- provisioning -------------------------------------------------------------------------------
     def network_actions(self, host: Host) -> list[Action]:
@@ -141,5 +157,8 @@ class OpenBSD(Platform, name="openbsd"):
             notes.append("some enc0 packets carry no SPI header")
         return Capture(packets=packets, text=output, notes=notes)
 
+
+#: root's password in every OpenBSD lab guest (the data file's login.password; lab-only, see there).
+LAB_ROOT_PASSWORD: str = OpenBSD._facts.login.password or ""
 
 __all__ = ["ENC_INTERFACE", "LAB_ROOT_PASSWORD", "OpenBSD", "parse_iked_started"]

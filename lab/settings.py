@@ -1,0 +1,72 @@
+"""ikedlab's timeouts, defaults and environment variables, in one place.
+
+Every environment variable has exactly one reader here; callers ask for the parsed value when they need it (so
+a test's or a subprocess's environment is honoured), never read os.environ themselves.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lab.errors import SettingsError
+
+# --- timeouts (seconds) -------------------------------------------------------------------------------------
+BOOT = 300.0  # a guest from power-on to its login prompt or ready banner (software emulation is slow)
+LOGIN = 60.0  # a console from a login prompt to a root shell
+COMMAND = 60.0  # one console command, unless its caller knows better
+PING_SLACK = 30.0  # on top of ping's own count x per-reply wait: the console round trip, a busy guest
+CAPTURE = 15.0  # tcpdump to start listening (its pcap appears) or to stop
+SA_TIMEOUT = 90.0  # iked started to an ESTABLISHED IKE SA with child SAs on both gateways
+RECOVERY = 120.0  # a tunnel back by itself after a peer lost it: a liveness check, retransmits, new exchange
+EXEC = 600.0  # `ikedlab exec`: a user's command may be long
+
+# --- defaults -----------------------------------------------------------------------------------------------
+OPENBSD_RELEASE = "7.9"  # the release `ikedlab image build` installs when none is asked for
+PLATFORM = "openbsd"  # `ikedlab up` / `ikedlab render`: the guide's own platform
+SCENARIO_PLATFORM = "linux"  # scenarios and bench: the platform that boots on this machine
+IMAGE_PLATFORM = "linux"  # `ikedlab image build`
+LAB_NAME = "default"
+
+
+# --- environment --------------------------------------------------------------------------------------------
+def lab_name() -> str:
+    """IKEDLAB_NAME: the lab commands act on when --name is not given."""
+    return os.environ.get("IKEDLAB_NAME") or LAB_NAME
+
+
+def platform(default: str = PLATFORM) -> str:
+    """IKEDLAB_PLATFORM: the platform of hosts whose topology names none."""
+    return os.environ.get("IKEDLAB_PLATFORM") or default
+
+
+def forced_accel() -> str | None:
+    """IKEDLAB_ACCEL=kvm|tcg (qemu is tcg's libvirt name): skip KVM detection. None when unset."""
+    value = os.environ.get("IKEDLAB_ACCEL", "").strip().lower()
+    if not value:
+        return None
+    if value not in ("kvm", "tcg", "qemu"):
+        raise SettingsError(f"IKEDLAB_ACCEL={value}: expected kvm or tcg")
+    return "kvm" if value == "kvm" else "tcg"
+
+
+def libvirt_uri() -> str:
+    """IKEDLAB_LIBVIRT_URI: the libvirt connection (qemu:///system unless told)."""
+    return os.environ.get("IKEDLAB_LIBVIRT_URI") or "qemu:///system"
+
+
+def state_dir() -> Path:
+    """IKEDLAB_STATE_DIR, else $XDG_STATE_HOME/ikedlab: labs' state files and run directories."""
+    if explicit := os.environ.get("IKEDLAB_STATE_DIR"):
+        return Path(explicit)
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "ikedlab"
+
+
+def cache_dir() -> Path:
+    """IKEDLAB_CACHE_DIR, else $XDG_CACHE_HOME/ikedlab: images and downloads, shared by every lab."""
+    if explicit := os.environ.get("IKEDLAB_CACHE_DIR"):
+        return Path(explicit)
+    if xdg := os.environ.get("XDG_CACHE_HOME"):
+        return Path(xdg) / "ikedlab"
+    return Path.home() / ".cache" / "ikedlab"

@@ -1,0 +1,82 @@
+"""The package's import graph: no cycles (imports inside functions count, TYPE_CHECKING-only ones do not), and
+every module imports on its own in a fresh interpreter state."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LAB = ROOT / "lab"
+
+
+def _module(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module(p): p for p in sorted(LAB.rglob("*.py")) if p.name != "__main__.py"}
+
+
+def _type_checking_only(node: ast.AST) -> bool:
+    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+
+
+def _imports(path: Path) -> set[str]:
+    """The lab modules `path` imports at run time, with the packages each import runs on the way."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if _type_checking_only(node):
+            return
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        for name in names:
+            parts = name.split(".")
+            found.update(
+                ".".join(parts[:i]) for i in range(1, len(parts) + 1) if ".".join(parts[:i]) in MODULES
+            )
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text()))
+    return found - {_module(path)}
+
+
+def test_the_import_graph_has_no_cycle():
+    graph = {name: _imports(path) for name, path in MODULES.items()}
+    graph = {name: {d for d in deps if not name.startswith(d + ".")} for name, deps in graph.items()}
+    done: set[str] = set()
+
+    def walk(name: str, trail: list[str]) -> None:
+        if name in trail:
+            raise AssertionError("import cycle: " + " -> ".join(trail[trail.index(name) :] + [name]))
+        if name in done:
+            return
+        for dep in sorted(graph[name]):
+            walk(dep, trail + [name])
+        done.add(name)
+
+    for name in sorted(graph):
+        walk(name, [])
+
+
+def test_topology_knows_no_platform():
+    assert not {m for m in _imports(MODULES["lab.topology"]) if m.startswith("lab.platforms")}
+
+
+def test_every_module_imports_alone():
+    script = (
+        "import importlib, sys\n"
+        f"for name in {sorted(MODULES)!r}:\n"
+        "    for loaded in [m for m in sys.modules if m == 'lab' or m.startswith('lab.')]:\n"
+        "        del sys.modules[loaded]\n"
+        "    importlib.import_module(name)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
