@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +18,7 @@ import pytest
 from lab.images import cached_openbsd_image
 from lab.images.installer import (
     PER_MACHINE_FILES,
+    RC_CONF_LOCAL,
     InstallerChecksumFailed,
     InstallerError,
     InstallerNoAnswer,
@@ -29,7 +33,7 @@ from lab.images.openbsd import qemu_argv, recipe_hash, render_install_conf
 from lab.platforms.openbsd import LAB_ROOT_PASSWORD
 
 FAKE = Path(__file__).parent / "data" / "openbsd" / "fake_installer.py"
-FAST = Timeouts(boot=10, prompt=10, install=30, question_stall=1.5, work_stall=5, halt=5)
+FAST = Timeouts(boot=10, prompt=10, install=30, question_stall=1.5, prompt_quiet=2.5, work_stall=5, halt=5)
 QUICK = Typing(chunk=16, delay=0)
 
 
@@ -90,7 +94,9 @@ def test_conf_other_choices(conf):
     assert given["Change the default console to com0"] == "yes"
     assert given["Which speed should com0 use"] == "115200"
     assert given["Set name(s)"].split() == ["-x*", "-game*", "-man*", "-comp*"]
-    assert given["Exit to (S)hell, (H)alt or (R)eboot"] == "shell"
+    # distrib/miniroot/install.sub: with -a the script exits after CONGRATULATIONS (`$AI && exit`)
+    # and never asks "Exit to (S)hell, (H)alt or (R)eboot?"; an answer for it would be dead text.
+    assert not any(key.startswith("Exit to") for key in given)
 
 
 def test_conf_is_plain_lines(conf):
@@ -131,12 +137,75 @@ def test_successful_install(peer, conf):
     assert [a for q, a in asked if q.startswith("Location of sets?")] == ["cd0", "done"]
     assert seen["What timezone are you in? ('?' for list)"] == "UTC"
     assert seen["Which speed should com0 use? (or 'done')"] == "115200"
+    assert not any(q.startswith("Exit to") for q, _ in asked)
     commands = record["commands"]
     assert "install -af /install.conf" in commands
     cleanup = next(c for c in commands if c.startswith("{ test -f /mnt/etc/rc.conf"))
-    for path in PER_MACHINE_FILES:
-        assert path in cleanup
+    assert f"rm -f {' '.join(PER_MACHINE_FILES)} " in cleanup
+    assert "echo library_aslr=NO >>/mnt/etc/rc.conf.local" in cleanup
     assert commands[-1] == "halt -p"
+
+
+def test_golden_image_carries_no_shared_seed_and_no_dead_removals():
+    # install.sub's store_random leaves both seed files in the installed system; every guest booted from
+    # one image would start from the same ones. /etc/rc's make_keys makes the iked and ssh keys at first
+    # boot and the installer makes none, so removing them from the image would do nothing.
+    assert {"/mnt/etc/random.seed", "/mnt/var/db/host.random"} <= set(PER_MACHINE_FILES)
+    assert not [path for path in PER_MACHINE_FILES if "/iked/" in path or "/ssh/" in path]
+
+
+def test_image_without_comp_turns_off_library_relinking():
+    # /etc/rc's reorder_libs relinks libc and libcrypto with `cc -shared`, and cc comes in the comp set:
+    # an image without comp would print "reordering libraries: failed." at every boot.
+    from lab.images.openbsd import SETS
+
+    assert "-comp*" in SETS.split()
+    assert "library_aslr=NO" in RC_CONF_LOCAL
+
+
+def test_disklabel_comment_line_is_not_the_prompt(peer, conf):
+    # disklabel's layout header starts with "#"; a read that ends right after it looked like the shell
+    # prompt, and the install was reported as "quit before CONGRATULATIONS".
+    p = peer("race")
+    assert run_install(p.child, conf, FAST, QUICK).release == "7.9"
+    assert p.record["commands"][-1] == "halt -p"
+
+
+def test_installer_quitting_early_is_caught_after_a_quiet_prompt(peer, conf):
+    p = peer("quit")
+    started = time.monotonic()
+    with pytest.raises(InstallerError) as caught:
+        run_install(p.child, conf, FAST, QUICK)
+    assert str(caught.value) == (
+        "the OpenBSD installer quit before CONGRATULATIONS (last output: '/' must be configured!)"
+    )
+    assert time.monotonic() - started < FAST.work_stall  # the quiet prompt, not the long stall, told
+    assert "halt -p" not in p.record["commands"]
+
+
+def test_timezone_outside_the_installers_list_has_no_answer(peer):
+    # install.sub checks the answer against its zone list; a wrong one is asked again, and the response
+    # file's line is spent: "Question has no answer in response file".
+    p = peer("ok")
+    with pytest.raises(InstallerNoAnswer, match="timezone"):
+        run_install(p.child, render_install_conf(release="7.9", timezone="Europe/Nowhere"), FAST, QUICK)
+
+
+def test_utc_is_in_the_installers_zone_list(tmp_path):
+    # install.sub lists zones with `ls -1dF` over the base set's zoneinfo and the answer must equal an
+    # entry; zic (usr.sbin/zic/zic.c, dolink) makes a Link such as UTC -> Etc/UTC a hard link, which ls -F
+    # does not mark, while a symbolic link would be listed as "UTC@" and not match.
+    zoneinfo = tmp_path / "zoneinfo"
+    (zoneinfo / "Etc").mkdir(parents=True)
+    (zoneinfo / "Etc" / "UTC").write_bytes(b"TZif")
+    os.link(zoneinfo / "Etc" / "UTC", zoneinfo / "UTC")
+    os.symlink("Etc/UTC", zoneinfo / "Zulu")
+    names = sorted(p.name for p in zoneinfo.iterdir())
+    listed = subprocess.run(["ls", "-1dF", *names], cwd=zoneinfo, capture_output=True, text=True, check=True)
+    tzlist = listed.stdout.split()
+    timezone = answers(render_install_conf(release="7.9"))["What timezone are you in"]
+    assert timezone in tzlist
+    assert "Zulu" not in tzlist and "Zulu@" in tzlist  # the case a symbolic link would be
 
 
 def test_install_without_boot_prompt(peer, conf):
@@ -206,10 +275,9 @@ def test_missing_answer_in_our_conf_is_caught(peer, conf):
 
 
 def test_vm_exit_is_an_error(peer, conf):
-    p = peer("ok")
-    without_exit = "\n".join(line for line in conf.splitlines() if not line.startswith("Exit to"))
-    with pytest.raises(InstallerError, match="exited"):
-        run_install(p.child, without_exit, FAST, QUICK)  # the fake reboots, QEMU would exit
+    p = peer("vanish")
+    with pytest.raises(InstallerError, match="^the OpenBSD VM exited during the install$"):
+        run_install(p.child, conf, FAST, QUICK)
 
 
 # --- the image builder's pure parts --------------------------------------------------------------------

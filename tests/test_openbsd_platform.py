@@ -148,3 +148,14 @@ def test_parse_capture(obsd):
     assert all(p.spi is not None for p in capture.packets)
     assert capture.notes == []
     assert obsd.capture_read_command("/tmp/enc0.pcap") == "tcpdump -n -r /tmp/enc0.pcap"
+
+
+def test_masquerade_rule_follows_pfctl_grammar(obsd):
+    # sbin/pfctl/parse.y: pfrule is `action dir logquick interface af proto fromto filter_opts`, where
+    # `match` is an action, `to` may be left out (any), and `nat-to redirpool` is a filter option whose
+    # pool may be an interface in parentheses (its address, followed when it changes). A bare `pass` is
+    # `pass all`. The rules go to `pfctl -f -` as one ruleset.
+    command = obsd.masquerade_command("192.0.2.0/24", "vio1")
+    assert command.endswith("| pfctl -f -")
+    rules = command.split("'")[1].split("\\n")
+    assert rules == ["pass", "match out on vio1 inet from 192.0.2.0/24 nat-to (vio1)", ""]

@@ -4,8 +4,9 @@ From power-on to power-off: at `boot>` (SeaBIOS with serial output, or UEFI) swi
 boot; at "(I)nstall, (U)pgrade, (A)utoinstall or (S)hell?" take the shell; write /install.conf with a
 heredoc, typed slowly and read back (a fast line has come back truncated on this console); run
 `install -af /install.conf`; wait for "CONGRATULATIONS!" while failing fast on the installer's own failure
-messages or on a prompt nobody answers; remove the per-machine state the installer left in /mnt so each
-guest makes its own at first boot; `halt -p`.
+messages or on a prompt nobody answers; with `-a` the installer then returns to the shell by itself
+(distrib/miniroot/install.sub: `$AI && exit`, no "Exit to (S)hell" question); remove the per-machine state
+the installer left in /mnt so each guest makes its own at first boot; `halt -p`.
 
 The console is anything pexpect-like: `expect(patterns, timeout)`, `send(text)`, `before`, `after`
 (pexpect.spawn in the image builder, a fake serial peer in the tests). Each failure is a typed error with
@@ -29,7 +30,10 @@ from lab.progress import say
 BOOT_PROMPT = re.compile(r"boot> ?")
 WELCOME = re.compile(r"Welcome to the OpenBSD/\S+ (\S+) installation program")
 MENU = re.compile(r"\(I\)nstall, \(U\)pgrade, \(A\)utoinstall or \(S\)hell\? ?")
-SHELL_PROMPT = re.compile(r"(?:^|\n)# ?$")  # the ramdisk's root shell, idle at the end of the output
+#: The ramdisk's root shell, idle at the end of the output. disklabel's layout (printed before the sets)
+#: has lines starting with "#", so during the install this counts only after CONGRATULATIONS, or after a
+#: quiet period (the installer gave up and returned to the shell).
+SHELL_PROMPT = re.compile(r"(?:^|\n)# ?$")
 PS2 = re.compile(r"(?:^|\n)> ?$")  # the shell asking for the next heredoc line
 LINE = re.compile(r"[^\r\n]*[\r\n]")  # one line of output, or one redraw of a progress bar (\r)
 CONGRATULATIONS = "CONGRATULATIONS!"
@@ -44,13 +48,17 @@ QUESTION_LIKE = re.compile(r"(?:\?|:|\])\s*$")
 CONF_PATH = "/install.conf"
 HEREDOC_END = "IKEDLAB_EOF"
 
-#: Files the installer (or a first boot) makes per machine; a golden image must not carry them.
+#: What the installer leaves per machine; a golden image must not carry it, or every guest would share it.
+#: (The iked and ssh keys are not here: the installer makes none, /etc/rc's make_keys does at first boot.)
 PER_MACHINE_FILES = (
     "/mnt/etc/rc.firsttime",  # fw_update and syspatch at first boot: they need the network
-    "/mnt/etc/iked/private/local.key",
-    "/mnt/etc/iked/local.pub",
-    "/mnt/etc/ssh/ssh_host_*",
+    "/mnt/etc/random.seed",  # install.sub's store_random: the entropy seeds the next boot starts from;
+    "/mnt/var/db/host.random",  # /etc/rc writes fresh ones at each boot
 )
+#: Lines added to the image's /etc/rc.conf.local. The image leaves out the comp set, and /etc/rc's
+#: reorder_libs relinks libc and libcrypto with `cc -shared` (cc is in comp): it would print
+#: "reordering libraries: failed." at every boot. Lab guests are throwaway overlays; say so instead.
+RC_CONF_LOCAL = ("library_aslr=NO",)
 
 
 class Console(Protocol):
@@ -116,6 +124,7 @@ class Timeouts:
     prompt: float = 120  # a shell prompt, an echo, a heredoc line
     install: float = 7200  # `install -af` to CONGRATULATIONS
     question_stall: float = 180  # quiet after something that looks like a question
+    prompt_quiet: float = 30  # quiet after a shell prompt before CONGRATULATIONS: the installer gave up
     work_stall: float = 1800  # quiet after anything else (the kernel relink prints nothing for minutes)
     halt: float = 300
 
@@ -254,8 +263,10 @@ class _Dialogue:
             now = time.monotonic()
             if now - start > t.install:
                 raise InstallerTimeout(f"the OpenBSD install took longer than {t.install:g}s", self.tail())
-            patterns = [LINE, SHELL_PROMPT, pexpect.EOF, pexpect.TIMEOUT]
-            index = self.console.expect(patterns, timeout=min(t.question_stall, t.work_stall))
+            # Before CONGRATULATIONS a "#" at the end of a read is likely the start of a disklabel line.
+            prompt = [SHELL_PROMPT] if congratulated else []
+            patterns = [LINE, pexpect.EOF, pexpect.TIMEOUT, *prompt]
+            index = self.console.expect(patterns, timeout=min(t.question_stall, t.work_stall, t.prompt_quiet))
             if index == 0:
                 line = (_text(self.console.before) + _text(self.console.after)).strip()
                 last_output = time.monotonic()
@@ -264,18 +275,20 @@ class _Dialogue:
                     self.judge(line, previous)
                     previous = line
                     congratulated = congratulated or CONGRATULATIONS in line
+            elif index == 3:
+                return
             elif index == 1:
-                if congratulated:
-                    return
-                raise InstallerError(
-                    f"the OpenBSD installer quit before CONGRATULATIONS (last output: {previous or 'none'})",
-                    self.tail(),
-                )
-            elif index == 2:
                 raise InstallerExited("the OpenBSD VM exited during the install", self.tail())
             else:
-                pending = _text(self.console.before).strip()
+                pending = _text(self.console.before)
                 quiet = time.monotonic() - last_output
+                if SHELL_PROMPT.search(pending) and quiet >= t.prompt_quiet:
+                    last = previous or "none"
+                    raise InstallerError(
+                        f"the OpenBSD installer quit before CONGRATULATIONS (last output: {last})",
+                        self.tail(),
+                    )
+                pending = pending.strip()
                 if pending and QUESTION_LIKE.search(pending) and quiet >= t.question_stall:
                     raise InstallerStalled(pending.splitlines()[-1].strip(), round(quiet), self.tail())
                 if quiet >= t.work_stall:
@@ -294,10 +307,12 @@ class _Dialogue:
             raise InstallerError(f"the OpenBSD ramdisk kernel panicked: {m['what'].strip()}", self.tail())
 
     def clean(self) -> None:
-        """Remove per-machine state from the installed system (still mounted at /mnt)."""
+        """Remove per-machine state from the installed system (still mounted at /mnt); set RC_CONF_LOCAL."""
         files = " ".join(PER_MACHINE_FILES)
+        settings = "".join(f" && echo {line} >>/mnt/etc/rc.conf.local" for line in RC_CONF_LOCAL)
+        mounted = "{ test -f /mnt/etc/rc.conf || mount /dev/sd0a /mnt; }"
         out = self.command(
-            f"{{ test -f /mnt/etc/rc.conf || mount /dev/sd0a /mnt; }} && rm -f {files} && echo CLEAN''ED",
+            f"{mounted} && rm -f {files}{settings} && echo CLEAN''ED",
             "shell prompt after cleaning /mnt",
         )
         if not re.search(r"(?:^|\n)CLEANED", out.replace("\r", "")):
@@ -347,6 +362,7 @@ __all__ = [
     "InstallerStalled",
     "InstallerTimeout",
     "PER_MACHINE_FILES",
+    "RC_CONF_LOCAL",
     "Timeouts",
     "Typing",
     "run_install",

@@ -6,8 +6,13 @@ boot loader's and the installer's prompts in order and reads what the dialogue t
     fake_installer.py SCENARIO RECORD.json
 
 SCENARIO: ok | direct (no boot> prompt) | silent (nothing after the BIOS) | noanswer | checksum | stall |
-garble (the first install.conf comes back truncated). RECORD.json receives what the fake saw
-(install.conf, answers, commands).
+garble (the first install.conf comes back truncated) | race (a pause right after the "#" that starts a
+disklabel line) | quit (the installer gives up before CONGRATULATIONS and returns to the shell) | vanish (the
+VM goes away during the sets). RECORD.json receives what the fake saw (install.conf, answers, commands).
+
+The dialogue follows distrib/miniroot/install.sub (do_install, install_sets, finish_up) for a machine with
+no network interface: the timezone is asked after the sets (no ftplist.cgi hint), the sets question offers
+only the CD and the disk, and with -a the script exits after CONGRATULATIONS (`$AI && exit`).
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ def save() -> None:
 
 
 # (question, default): None means no default, so install.conf must answer it.
+SETS_QUESTION = "Location of sets? (cd0 disk or 'done')"
+TIMEZONE_QUESTION = "What timezone are you in? ('?' for list)"
 QUESTIONS: list[tuple[str, str | None]] = [
     ("System hostname? (short form, e.g. 'foo')", None),
     ("Network interface to configure? (name, lladdr, '?', or 'done')", "done"),
@@ -53,17 +60,27 @@ QUESTIONS: list[tuple[str, str | None]] = [
     ("Change the default console to com0?", "yes"),
     ("Which speed should com0 use? (or 'done')", "9600"),
     ("Setup a user? (enter a lower-case loginname, or 'no')", "no"),
-    ("Allow root ssh login? (yes, no, prohibit-password)", "no"),
-    ("What timezone are you in? ('?' for list)", None),
     ("Which disk is the root disk? ('?' for details)", "sd0"),
     ("Encrypt the root disk with a (p)assphrase or (k)eydisk?", "no"),
     ("Use (W)hole disk MBR, whole disk (G)PT or (E)dit?", "whole"),
+    ("URL to autopartitioning template for disklabel?", "none"),
     ("Use (A)uto layout, (E)dit auto layout, or create (C)ustom layout?", "a"),
-    ("Location of sets? (cd0 disk nfs or 'done')", None),
+    (SETS_QUESTION, "cd0"),
     ("Pathname to the sets? (or 'done')", "7.9/amd64"),
     ("Set name(s)? (or 'abort' or 'done')", "done"),
     ("Directory does not contain SHA256.sig. Continue without verification?", "no"),
-    ("Location of sets? (cd0 disk nfs or 'done')", "done"),
+    (SETS_QUESTION, "done"),
+    (TIMEZONE_QUESTION, None),
+]
+#: The installer's list of zones: `ls -1dF` over the base set's zoneinfo, so directories end in "/" and
+#: symbolic links in "@"; an answer must equal an entry. zic (usr.sbin/zic/zic.c) makes a Link such as
+#: UTC a hard link, so it is listed unmarked.
+TZLIST = ["Etc/", "Etc/UTC", "Europe/", "Europe/Paris", "GMT", "UTC", "Zulu"]
+#: `disklabel -h -A sd0 | egrep "^#  |^  [a-p]:"`, printed before the layout question.
+DISKLABEL = [
+    "#                size           offset  fstype [fsize bsize   cpg]",
+    "  a:             1.0G               64  4.2BSD   2048 16384     1 # /",
+    "  b:           512.0M          2097216    swap",
 ]
 
 
@@ -83,46 +100,76 @@ def install(conf_text: str) -> bool:
     ]
     questions = list(QUESTIONS)
     if SCENARIO == "noanswer":
-        questions.insert(11, ("Frobnicate the widgets? (yes or no)", None))
+        questions.insert(9, ("Frobnicate the widgets? (yes or no)", None))
     out("Performing non-interactive install...\n")
     for question, default in questions:
         if SCENARIO == "stall" and question.startswith("Which disk"):
             out(f"{question} [sd0] ")
             time.sleep(30)  # a prompt nobody answers
             return False
-        out(f"{question}{f' [{default}]' if default else ''} ")
-        answer = answer_for(question, conf)
+        if question.startswith("Use (A)uto layout"):
+            disklabel()
+            if SCENARIO == "quit":
+                out("'/' must be configured!\n")  # install.sub exits; the shell prompt follows
+                return False
+        answer = ask(question, default, conf)
         if answer is None:
-            answer = default
-        if answer is None:
-            out(f'\nQuestion has no answer in response file: "{question.lower()}"\n')
             return False
-        record["answers"].append([question, answer])  # type: ignore[attr-defined]
-        out(("" if "Password" in question else answer) + "\n")
+        if question == TIMEZONE_QUESTION and answer not in TZLIST:
+            out(f"'{answer}' is not a valid timezone on this system.\n")
+            if ask(question, default, conf) is None:  # each line answers once: asked again, no answer
+                return False
         if question.startswith("Directory does not contain") and answer != "yes":
             out("Installation aborted: unverified sets refused.\n")
             return False
-        if question.startswith("Set name") and SCENARIO == "checksum":
-            out("Checksum test for base79.tgz failed. Continue anyway? [no] no\n")
-            out("Installation of base79.tgz failed.\n")
-            return False
+        if question.startswith("Set name"):
+            if SCENARIO == "checksum":
+                out("Checksum test for base79.tgz failed. Continue anyway? [no] no\n")
+                out("Installation of base79.tgz failed.\n")
+                return False
+            sets()
+    out("Saving configuration files... done.\nMaking all device nodes... done.\n")
+    out("Relinking to create unique kernel...")  # finish_up: quiet for minutes under emulation
+    time.sleep(0.3)
+    out(" done.\n\nCONGRATULATIONS! Your OpenBSD install has been successfully completed!\n\n")
+    out("When you login to your new system the first time, please read your mail\n")
+    out("using the 'mail' command.\n\n")
+    return True  # -a: install.sub exits here ($AI && exit), back to the shell that ran it
+
+
+def ask(question: str, default: str | None, conf: list[list[object]]) -> str | None:
+    out(f"{question}{f' [{default}]' if default else ''} ")
+    answer = answer_for(question, conf)
+    if answer is None:
+        answer = default
+    if answer is None:
+        out(f'\nQuestion has no answer in response file: "{question.lower()}"\n')
+        return None
+    record["answers"].append([question, answer])  # type: ignore[attr-defined]
+    out(("" if "Password" in question else answer) + "\n")
+    return answer
+
+
+def disklabel() -> None:
+    out("The auto-allocated layout for sd0 is:\n")
+    for line in DISKLABEL:
+        if SCENARIO == "race" and line.startswith("#"):  # a serial read that ends right after the "#"
+            out(line[0])
+            time.sleep(1.0)
+            line = line[1:]
+        out(line + "\n")
+
+
+def sets() -> None:
     for name in ("bsd", "bsd.rd", "base79.tgz"):
         for percent in (0, 40, 80, 100):
             bar = "*" * (percent // 10)
-            out(f"\r{name:<14} {percent:3d}% |{bar:<10}| {percent} MB    00:0{percent // 40} ETA")
+            out(f"\rInstalling {name:<14} {percent:3d}% |{bar:<10}| {percent} MB    00:0{percent // 40} ETA")
             time.sleep(0.01)
+            if SCENARIO == "vanish" and percent == 40:
+                save()
+                os._exit(0)  # QEMU went away: the serial line closes mid-set
         out("\n")
-    out("Installing bsd.mp ... done.\nSaving configuration files... done.\n")
-    out("Making all device nodes... done.\nRelinking to create unique kernel... ")
-    time.sleep(0.3)
-    out("done.\n\nCONGRATULATIONS! Your OpenBSD install has been successfully completed!\n\n")
-    exit_answer = answer_for("Exit to (S)hell, (H)alt or (R)eboot?", conf) or "reboot"
-    out(f"Exit to (S)hell, (H)alt or (R)eboot? [reboot] {exit_answer}\n")
-    if not exit_answer.lower().startswith("s"):
-        out("rebooting...\n")
-        save()
-        sys.exit(0)
-    return True
 
 
 def shell() -> None:
