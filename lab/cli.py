@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     render = sub.add_parser("render", help="write the files ikedlab provisions, per host, into a folder")
     render.add_argument("--topology", type=Path)
     render.add_argument("--platform", default=settings.platform())
+    render.add_argument(
+        "--iked-conf", action="append", default=[], metavar="HOST=FILE", help="a gateway's own iked.conf"
+    )
     render.add_argument("--out", type=Path, required=True)
 
     image = sub.add_parser("image", help="golden images")
@@ -210,9 +213,12 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from lab.render import render_lab
+    from lab.ikedconf import parse_options
+    from lab.plan import render_lab
 
-    written = render_lab(args.topology, args.platform, args.out)
+    written = render_lab(
+        args.topology, args.platform, args.out, iked_conf_files=parse_options(args.iked_conf)
+    )
     for path in written:
         print(path)
     return 0

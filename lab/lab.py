@@ -34,19 +34,11 @@ from lab.hypervisor import (
     lab_ports,
     mac_address,
 )
-from lab.ikedconf import read_user_confs
 from lab.images import default_cache_dir
-from lab.platforms import BootMedia, Platform, get_platform, load_topology
+from lab.plan import Options, Plan, build_plan, with_user_confs
+from lab.platforms import BootMedia, Platform, get_platform, load_topology, resolve_platforms
 from lab.progress import step
-from lab.provision import (
-    Options,
-    exchange_keys,
-    in_parallel,
-    provision,
-    rendered_iked_conf,
-    restart_tunnel,
-    write_iked_conf,
-)
+from lab.provision import exchange_keys, in_parallel, install_iked_conf, provision, restart_tunnel
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,19}$")
 DEFAULT_NAME = settings.LAB_NAME
@@ -81,6 +73,7 @@ class Lab:
         self.topology: topo.Topology | None = None
         self.transcript: Transcript | None = None
         self.options = Options()
+        self.platforms: dict[str, Platform] = {}  # host -> its platform, resolved once by up or attach
 
     # --- state ---------------------------------------------------------------------------------------------
     @property
@@ -125,13 +118,7 @@ class Lab:
         options = options or Options()
         topology = load_topology(topology_path)
         platforms = resolve_platforms(topology, platform)
-        if iked_conf_files:
-            texts = read_user_confs(iked_conf_files, [g.name for g in topology.gateways], topology.path.name)
-            options = dataclasses.replace(
-                options,
-                iked_conf={**options.iked_conf, **texts},
-                iked_conf_sources={h: str(p) for h, p in iked_conf_files.items()},
-            )
+        options = with_user_confs(options, iked_conf_files or {}, topology)
         # Fails before anything is created when an image is missing.
         media = {name: p.boot_media(release) for name, p in _distinct(platforms).items()}
         hv = self.hypervisor
@@ -158,12 +145,14 @@ class Lab:
             dict(options.iked_conf),
         )
         self.options = options
+        self.platforms = platforms
         self.state_file.write_text(json.dumps(asdict(state), indent=2))
         try:
             self._boot(topology, platforms, accel.kind, media, wires)
             self.topology = topology
-            self._save_rendered_configs(topology, options)
-            provision(topology, self.hosts, options)
+            plan = build_plan(topology, platforms, options)
+            self._save_rendered_configs(plan)
+            provision(plan, self.hosts)
         except BaseException:
             if not keep_on_failure:
                 self.down(quiet=True)
@@ -255,13 +244,12 @@ class Lab:
             password_prompt=facts.password_prompt,
         )
 
-    def _save_rendered_configs(self, topology: topo.Topology, options: Options) -> None:
+    def _save_rendered_configs(self, plan: Plan) -> None:
         configs = self.run_dir / "configs"
         configs.mkdir(parents=True, exist_ok=True)
-        for gateway in topology.gateways:
-            (configs / f"{gateway.name}.iked.conf").write_text(
-                rendered_iked_conf(topology, gateway.name, options)
-            )
+        for gateway in plan.gateways:
+            assert gateway.iked_conf
+            (configs / f"{gateway.name}.iked.conf").write_text(gateway.iked_conf.content)
 
     # --- attach to a running lab ---------------------------------------------------------------------------
     def attach(self, only: list[str] | None = None) -> dict[str, Host]:
@@ -269,6 +257,7 @@ class Lab:
         state = self.state()
         topology = load_topology(state.topology)
         self.topology = topology
+        self.platforms = {host: get_platform(name) for host, name in state.platforms.items()}
         self.options = Options(
             peer_any=tuple(state.peer_any), iked_conf=state.iked_conf, platforms=state.platforms
         )
@@ -285,7 +274,7 @@ class Lab:
         for name in names:
             if name in self.hosts:
                 continue
-            platform = get_platform(state.platforms[name])
+            platform = self.platforms[name]
             console = self._console(name, f"ikedlab-{self.name}-{name}", platform)
             self.hosts[name] = Host(topology.host(name), platform, console, self.run_dir / "artifacts")
         in_parallel([self.hosts[n] for n in names], lambda h: h.console.attach())
@@ -295,15 +284,17 @@ class Lab:
         assert self.topology, "the lab is neither up nor attached"
         return [self.hosts[g.name] for g in self.topology.gateways]
 
+    def plan(self) -> Plan:
+        """The provisioning plan of this lab with its current options."""
+        assert self.topology, "the lab is neither up nor attached"
+        return build_plan(self.topology, self.platforms, self.options)
+
     def restore(self) -> None:
-        """Put the tunnel back as `up` made it: right peer keys, rendered iked.conf, iked restarted."""
-        topology = self.topology
-        assert topology, "the lab is neither up nor attached"
+        """Put the tunnel back as the plan has it: right peer keys, its iked.conf, iked restarted."""
+        plan = self.plan()
         gateways = self.gateways()
-        exchange_keys(topology, gateways)
-        in_parallel(
-            gateways, lambda h: write_iked_conf(h, rendered_iked_conf(topology, h.name, self.options))
-        )
+        exchange_keys(plan, gateways)
+        in_parallel(gateways, lambda h: install_iked_conf(plan, h))
         restart_tunnel(gateways)
 
     @contextmanager
@@ -364,15 +355,6 @@ class Lab:
                 f"lab '{self.name}': removed {len(removed)} domain{'s' if len(removed) != 1 else ''}"
             )
         return removed
-
-
-def resolve_platforms(topology: topo.Topology, default: str) -> dict[str, Platform]:
-    """Each host's platform object, resolved once: the topology's choice, else `default`."""
-    by_name: dict[str, Platform] = {}
-    for host in topology.hosts.values():
-        name = host.platform or default
-        by_name[name] = by_name.get(name) or get_platform(name)
-    return {host.name: by_name[host.platform or default] for host in topology.hosts.values()}
 
 
 def _distinct(platforms: dict[str, Platform]) -> dict[str, Platform]:

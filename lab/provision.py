@@ -1,7 +1,7 @@
-"""From booted guests to the guide's tunnel: addresses and routes, keys exchanged, iked.conf, iked, SAs up.
+"""From booted guests to the guide's tunnel: the provisioning plan (lab/plan.py) run over the consoles.
 
 Each phase runs on all the hosts it concerns in parallel (one console each) and is timed; the order is the
-same on every platform, only the actions come from each host's dialect.
+plan's, the same on every platform, only the actions come from each host's dialect.
 """
 
 from __future__ import annotations
@@ -10,29 +10,15 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
-from lab import render
 from lab.errors import IkedlabError, ProvisionError
 from lab.host import Host
 from lab.ikedconf import name_lines
+from lab.plan import KEYS, NETWORK, Options, Plan, rendered_iked_conf
 from lab.progress import step
 from lab.settings import SA_TIMEOUT
-from lab.topology import Topology
 
 IKED_OK = re.compile(r"configuration OK")
-
-
-@dataclass(frozen=True)
-class Options:
-    """What a lab may change about the guide's provisioning."""
-
-    peer_any: tuple[str, ...] = ()  # gateways that accept their peer from any address (NAT in between)
-    proposals: render.Proposals | None = None
-    iked_conf: dict[str, str] = field(default_factory=dict)  # host -> a user's own iked.conf text
-    iked_conf_sources: dict[str, str] = field(default_factory=dict)  # host -> that file's path, for messages
-    dpd_interval: int | None = None  # seconds between liveness checks (iked's default when None)
-    platforms: dict[str, str] = field(default_factory=dict)  # host -> platform, as the lab resolved them
 
 
 def in_parallel(hosts: Iterable[Host], action: Callable[[Host], object]) -> None:
@@ -48,62 +34,52 @@ def in_parallel(hosts: Iterable[Host], action: Callable[[Host], object]) -> None
         raise ProvisionError(f"{host.name}: {type(error).__name__}: {error}") from error
 
 
-def rendered_iked_conf(topology: Topology, host_name: str, options: Options) -> str:
-    if host_name in options.iked_conf:
-        return options.iked_conf[host_name]
-    host = topology.host(host_name)
-    return render.iked_conf(
-        topology,
-        host,
-        peer_any=host_name in options.peer_any,
-        proposals=options.proposals
-        or (render.proposals_for(topology, options.platforms, host) if options.platforms else None),
-        dpd_interval=options.dpd_interval,
-    )
+def provision(plan: Plan, hosts: dict[str, Host]) -> None:
+    """Run the plan on the booted guests: each phase on every host it concerns at once, then the steps that
+    cross between guests (public keys, iked started passive side first, the tunnel awaited)."""
+    everyone = [hosts[name] for name in plan.hosts]
+    gateways = [hosts[g.name] for g in plan.gateways]
 
-
-def provision(topology: Topology, hosts: dict[str, Host], options: Options = Options()) -> None:
-    everyone = list(hosts.values())
-    gateways = [hosts[g.name] for g in topology.gateways]
+    def run_phase(phase: str) -> Callable[[Host], None]:
+        return lambda h: h.apply(list(plan.hosts[h.name].actions(phase)))
 
     with step("network: addresses, routes, forwarding"):
-        in_parallel(everyone, lambda h: h.apply(h.platform.network_actions(h.spec)))
+        in_parallel(everyone, run_phase(NETWORK))
     if not gateways:
         return
     with step("keys: made in each gateway, public halves exchanged"):
-        in_parallel(gateways, lambda h: h.apply(h.platform.ipsec_prepare_actions(h.spec)))
-        exchange_keys(topology, gateways)
+        in_parallel(gateways, run_phase(KEYS))
+        exchange_keys(plan, gateways)
     with step("iked.conf: rendered, written, checked by iked -n"):
-        in_parallel(
-            gateways,
-            lambda h: write_iked_conf(
-                h, rendered_iked_conf(topology, h.name, options), options.iked_conf_sources.get(h.name)
-            ),
-        )
+        in_parallel(gateways, lambda h: install_iked_conf(plan, h))
     with step("iked: started"):
-        start_iked(gateways)
+        start_iked(gateways, plan)
     with step("tunnel: IKE SA ESTABLISHED with child SAs on both gateways"):
         wait_for_tunnel(gateways)
 
 
-def exchange_keys(topology: Topology, gateways: list[Host]) -> None:
-    """Make each gateway's key pair in the guest (if absent) and give its public half to the peer.
+def exchange_keys(plan: Plan, gateways: list[Host]) -> None:
+    """Give each gateway's public key (made by the plan's keys phase) to its peer.
 
     Only public keys cross, and only over the consoles: private keys never leave their guest.
     """
     public_keys: dict[str, str] = {}
 
-    def make_key(h: Host) -> None:
-        h.check(h.platform.keygen_command())
+    def read_key(h: Host) -> None:
         public_keys[h.name] = h.read_file(h.platform.public_key)
 
     def install_peer_key(h: Host) -> None:
-        peer = topology.peer_of(h.spec)
-        assert peer.ipsec
-        h.write_file(h.platform.peer_pubkey_path(peer.ipsec.srcid), public_keys[peer.name], 0o644)
+        peer = plan.topology.peer_of(h.spec)
+        h.write_file(plan.peer_key_path(h.name), public_keys[peer.name], 0o644)
 
-    in_parallel(gateways, make_key)
+    in_parallel(gateways, read_key)
     in_parallel(gateways, install_peer_key)
+
+
+def install_iked_conf(plan: Plan, h: Host) -> None:
+    conf = plan.hosts[h.name].iked_conf
+    assert conf, f"{h.name} is not a gateway"
+    write_iked_conf(h, conf.content, plan.options.iked_conf_sources.get(h.name))
 
 
 def write_iked_conf(h: Host, text: str, source: str | None = None) -> None:
@@ -119,11 +95,11 @@ def write_iked_conf(h: Host, text: str, source: str | None = None) -> None:
         )
 
 
-def start_iked(gateways: list[Host]) -> None:
-    # Passive gateways first: an active one then finds its peer listening and needs no retransmission.
+def start_iked(gateways: list[Host], plan: Plan | None = None) -> None:
+    """Start iked on `gateways`, passive ones first (the plan's start order)."""
     passive = [h for h in gateways if h.spec.ipsec and h.spec.ipsec.mode == "passive"]
-    active = [h for h in gateways if h not in passive]
-    for group in (passive, active):
+    groups = [[h for h in gateways if h.name in names] for names in plan.start_order()] if plan else None
+    for group in groups or (passive, [h for h in gateways if h not in passive]):
         in_parallel(group, lambda h: h.check(h.platform.iked_start_command()))
 
 
@@ -141,3 +117,18 @@ def restart_tunnel(gateways: list[Host], timeout: float = SA_TIMEOUT) -> None:
 def wait_for_tunnel(gateways: list[Host], timeout: float = SA_TIMEOUT) -> None:
     start = time.monotonic()
     in_parallel(gateways, lambda h: h.wait_established(max(1.0, timeout - (time.monotonic() - start))))
+
+
+__all__ = [
+    "Options",  # the plan's, here too: scenarios and callers change a lab through provision's Options
+    "exchange_keys",
+    "in_parallel",
+    "install_iked_conf",
+    "provision",
+    "rendered_iked_conf",
+    "restart_tunnel",
+    "start_iked",
+    "stop_iked",
+    "wait_for_tunnel",
+    "write_iked_conf",
+]

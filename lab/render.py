@@ -1,13 +1,12 @@
 """Every file ikedlab generates for a guest, from jinja2 templates: iked.conf today.
 
-The engine, `ikedlab render` and the Vagrantfile all take their files from here, so they cannot drift.
+The provisioning plan (lab/plan.py) takes its files from here; provisioning, `ikedlab render` and the
+Vagrantfile all run that plan, so they cannot drift.
 """
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
-from pathlib import Path
 
 import jinja2
 
@@ -84,46 +83,3 @@ def iked_conf(
         proposals=proposals,
         dpd_interval=dpd_interval,
     )
-
-
-def render_lab(topology_path: Path | None, platform: str, out: Path, leading_nics: int = 0) -> list[Path]:
-    """Write, per host, every file provisioning installs and the commands it runs, under out/HOST/.
-
-    out/HOST/files/ mirrors the guest's filesystem (etc/iked.conf, etc/hostname.vio0, ...) and
-    out/HOST/provision.sh holds the commands, in provisioning's order. Public keys are made in each guest,
-    so the key exchange is left to whoever applies these files (the Vagrantfile copies local.pub across).
-    `leading_nics`: NICs the machine puts before the lab's own (Vagrant's management NIC), which shift the
-    lab's interface names.
-    """
-    from lab.platforms import FileSpec, get_platform, load_topology
-
-    topology = load_topology(topology_path)
-    platforms = {h.name: h.platform or platform for h in topology.hosts.values()}
-    written: list[Path] = []
-    for host in topology.hosts.values():
-        dialect = get_platform(platforms[host.name]).with_leading_nics(leading_nics)
-        actions = list(dialect.network_actions(host))
-        if host.ipsec:
-            actions += dialect.ipsec_prepare_actions(host)
-            actions.append(dialect.keygen_command())
-            proposals = proposals_for(topology, platforms, host)
-            actions.append(FileSpec(dialect.iked_conf, iked_conf(topology, host, proposals=proposals), 0o600))
-        root = out / host.name
-        commands = ["#!/bin/sh", f"# {host.name} ({dialect.name}): rendered by `ikedlab render`", "set -e"]
-        for action in actions:
-            if isinstance(action, FileSpec):
-                target = root / "files" / action.path.lstrip("/")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(action.content)
-                written.append(target)
-                # Paths are validated words (a peer's srcid names its key file); quoted all the same.
-                source = f'"$(dirname "$0")/files{action.path}"'
-                commands.append(f"install -m {action.mode:o} {source} {shlex.quote(action.path)}")
-            else:
-                commands.append(action)
-        root.mkdir(parents=True, exist_ok=True)
-        script = root / "provision.sh"
-        script.write_text("\n".join(commands) + "\n")
-        script.chmod(0o755)
-        written.append(script)
-    return written

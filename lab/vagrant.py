@@ -9,8 +9,9 @@ file names one (`vagrant_box`).
 
     python -m lab.vagrant render --out .vagrant/ikedlab-render [--topology FILE]
 
-writes OUT/HOST/files/..., OUT/HOST/provision.sh (exactly what `render_lab` writes) and OUT/lab.json: the
-hosts in topology order, their interfaces in NIC order, the links and the gateways' key-exchange facts.
+writes OUT/HOST/files/..., OUT/HOST/provision.sh (the provisioning plan, lab/plan.py, as `ikedlab render`
+writes it) and OUT/lab.json: the hosts in topology order, their interfaces in NIC order, the links, the
+gateways' key-exchange facts and the order iked starts in, all from the same plan.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from typing import Any
 
 from lab import settings
 from lab.errors import IkedlabError
+from lab.plan import Plan, build_plan, write_plan
 from lab.platforms import Platform, get_platform, load_topology, platform_names
-from lab.render import render_lab
 
 SUMMARY = "lab.json"
 
@@ -45,25 +46,34 @@ def vagrant_platform(name: str) -> Platform:
     return platform.with_leading_nics(VAGRANT_NICS)
 
 
-def render_summary(topology_path: Path | None, platform: str, out: Path) -> Path:
-    """Write OUT/lab.json describing the lab rendered under OUT for Vagrant guests of `platform`.
-
-    Run it after `render_lab(topology_path, platform, out, VAGRANT_NICS)`: "files" lists every file under
-    OUT/HOST (relative to it), so the Vagrantfile and its test never restate them.
-    """
+def vagrant_plan(topology_path: Path | None, platform: str) -> Plan:
+    """The provisioning plan of the lab on Vagrant boxes of `platform` (one box for every host)."""
     topology = load_topology(topology_path)
-    dialect = vagrant_platform(platform)
-    hosts: dict[str, Any] = {}
+    box = vagrant_platform(platform)
     for host in topology.hosts.values():
         if host.platform not in (None, platform):
             raise IkedlabError(
                 f"host '{host.name}' asks for platform '{host.platform}'; the Vagrantfile runs one box "
                 f"for all hosts ({platform})"
             )
+    return build_plan(topology, {name: box for name in topology.hosts})
+
+
+def render_summary(plan: Plan, out: Path) -> Path:
+    """Write OUT/lab.json describing the plan written under OUT (write_plan) for the Vagrantfile.
+
+    "files" lists every file under OUT/HOST (relative to it), so the Vagrantfile and its test never restate
+    them; the gateways' facts and "start_order" are the plan's, for the key exchange and iked's start.
+    """
+    topology = plan.topology
+    hosts: dict[str, Any] = {}
+    for host in topology.hosts.values():
+        dialect = plan.hosts[host.name].platform
         root = out / host.name
         entry: dict[str, Any] = {
             "dir": host.name,
             "provision": "provision.sh",
+            "phases": list(plan.hosts[host.name].steps),
             "files": sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()),
             "interfaces": [
                 {
@@ -79,26 +89,26 @@ def render_summary(topology_path: Path | None, platform: str, out: Path) -> Path
             "ipsec": None,
         }
         if host.ipsec:
-            peer = topology.peer_of(host)
-            assert peer.ipsec
             entry["ipsec"] = {
-                "peer": peer.name,
+                "peer": host.ipsec.peer,
                 "mode": host.ipsec.mode,
                 "srcid": host.ipsec.srcid,
                 "public_key": dialect.public_key,
                 # Where this gateway keeps its peer's public key: named after the peer's srcid.
-                "peer_pubkey_path": dialect.peer_pubkey_path(peer.ipsec.srcid),
+                "peer_pubkey_path": plan.peer_key_path(host.name),
                 "iked_conf": dialect.iked_conf,
                 "iked_check": dialect.iked_check_command(),
                 "iked_start": dialect.iked_start_command(),
                 "iked_stop": dialect.iked_stop_command(),
             }
         hosts[host.name] = entry
+    first = next(iter(plan.hosts.values())).platform
     summary = {
         "topology": str(topology.path),
-        "platform": platform,
-        "box": dialect.facts.vagrant_box,
-        "interface_offset": dialect.facts.interface_offset,
+        "platform": first.name,
+        "box": first.facts.vagrant_box,
+        "interface_offset": first.facts.interface_offset,
+        "start_order": plan.start_order(),
         "hosts": hosts,
         "links": {
             link.name: {
@@ -121,6 +131,7 @@ def render(topology_path: Path | None, platform: str, out: Path) -> Path:
     `vagrant up` uploads from `out` leaves the files under it alone. `out` is only ever replaced when it is
     empty or holds an earlier render (a lab.json): never a folder of someone else's.
     """
+    plan = vagrant_plan(topology_path, platform)  # every problem found before anything is written
     out = out.resolve()
     if out.exists() and any(out.iterdir()) and not (out / SUMMARY).is_file():
         raise IkedlabError(f"{out} exists and is not an ikedlab render (no {SUMMARY}); choose another --out")
@@ -128,9 +139,8 @@ def render(topology_path: Path | None, platform: str, out: Path) -> Path:
     fresh = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     fresh.chmod(0o755)  # mkdtemp makes it 0700; the render is nothing secret
     try:
-        vagrant_platform(platform)  # a platform without a box: one clear line before anything is written
-        render_lab(topology_path, platform, fresh, VAGRANT_NICS)
-        render_summary(topology_path, platform, fresh)
+        write_plan(plan, fresh)
+        render_summary(plan, fresh)
         # lab.json names the topology by path and so is compared too: a different file means a new render.
         if out.exists() and _same_tree(fresh, out):
             return out / SUMMARY

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from lab import render, topology
+from lab import plan, render, topology
 
 GUIDE_INIT = textwrap.dedent("""\
     init="192.0.2.1"
@@ -95,7 +95,7 @@ def test_a_mixed_lab_validates_and_both_sides_get_proposals_both_platforms_can_d
 
 def test_render_lab_writes_both_gateways_files_for_a_mixed_lab(tmp_path):
     mixed(tmp_path)
-    written = render.render_lab(tmp_path / "mixed.yaml", "linux", tmp_path / "out")
+    written = plan.render_lab(tmp_path / "mixed.yaml", "linux", tmp_path / "out")
     init_conf = tmp_path / "out" / "init" / "files" / "etc" / "iked.conf"
     resp_conf = tmp_path / "out" / "resp" / "files" / "etc" / "iked.conf"
     assert init_conf in written and resp_conf in written

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from lab.plan import render_lab
 from lab.platforms import get_platform, platform_names
 from lab.platforms import load_topology as load
-from lab.render import render_lab
 from lab.vagrant import SUMMARY, VAGRANT_NICS, render, vagrant_platform
 
 REPO = Path(__file__).resolve().parent.parent
@@ -413,7 +413,7 @@ def test_vagrantfile_defines_the_topologys_machines_networks_and_provisioning(pr
     assert top["driver"] == "kvm"
 
     reference = tmp_path / "reference"
-    render_lab(None, "openbsd", reference, VAGRANT_NICS)
+    render_lab(None, "openbsd", reference, leading_nics=VAGRANT_NICS)
     attached: dict[str, set[str]] = {}
     for name, host in topology.hosts.items():
         mine = [e for e in recorded if _machine(e) == name]

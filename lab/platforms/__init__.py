@@ -319,6 +319,15 @@ def load_topology(path: Path | str | None = None) -> Topology:
     return load(path, platform_names())
 
 
+def resolve_platforms(topology: Topology, default: str) -> dict[str, Platform]:
+    """Each host's platform object, resolved once: the topology's choice, else `default`."""
+    by_name: dict[str, Platform] = {}
+    for host in topology.hosts.values():
+        name = host.platform or default
+        by_name[name] = by_name.get(name) or get_platform(name)
+    return {host.name: by_name[host.platform or default] for host in topology.hosts.values()}
+
+
 def _load_all() -> None:
     # Every module beside this one that has a data file of its name is a platform.
     for data in sorted(resources.files("lab.platforms").iterdir(), key=lambda p: p.name):
@@ -337,4 +346,5 @@ __all__ = [
     "get_platform",
     "load_topology",
     "platform_names",
+    "resolve_platforms",
 ]

@@ -1,0 +1,110 @@
+"""A fake serial console for fast tests of host.py, provisioning and lab.py: no VMs.
+
+It answers what a guest's shell would, in the platform's own dialect (asked of the platform, so it speaks any
+registered one): files written over it land in a dict and their checksum comes back, `iked -n` says
+configuration OK, and readings (SAs, counters, captures) come from recorded output the test hands it.
+Every command and every file written is recorded, in order.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lab.console import Result
+from lab.errors import CommandError
+from lab.platforms import FileSpec, Platform
+
+_WRITE = re.compile(r"^mkdir -p \S+ && \(umask 077 && cat > (\S+)\) && chmod ([0-7]+) \S+ && ")
+FAKE_PEM = "-----BEGIN PUBLIC KEY-----\nFAKE{host}\n-----END PUBLIC KEY-----\n"
+
+
+@dataclass
+class FakeConsole:
+    host: str
+    platform: Platform
+    answers: dict[str, str] = field(default_factory=dict)  # exact command -> its output
+    files: dict[str, str] = field(default_factory=dict)
+    log: list[str | FileSpec] = field(default_factory=list)  # commands run and files written, in order
+    failing: set[str] = field(default_factory=set)  # commands that exit 1
+    attached: bool = False
+    closed: bool = False
+
+    def run(self, command: str, *, timeout: float = 0, stdin: str | None = None) -> Result:
+        if stdin is not None and (m := _WRITE.match(command)):
+            path = shlex.split(m.group(1))[0]
+            self.files[path] = stdin
+            self.log.append(FileSpec(path, stdin, int(m.group(2), 8)))
+            return Result(command, 0, f"{hashlib.sha256(stdin.encode()).hexdigest()}  {path}\n")
+        self.log.append(command)
+        if command in self.failing:
+            return Result(command, 1, "")
+        return Result(command, 0, self._answer(command))
+
+    def _answer(self, command: str) -> str:
+        p = self.platform
+        if command in self.answers:
+            return self.answers[command]
+        if command == p.iked_check_command():
+            return "configuration OK\n"
+        if command == f"cat {shlex.quote(p.public_key)}":
+            return FAKE_PEM.format(host=self.host)
+        if command.startswith("cat "):
+            return self.files.get(shlex.split(command)[1], "")
+        if command.startswith("openssl base64 -in"):
+            return base64.b64encode(b"fake pcap").decode() + "\n"
+        if " & echo $!" in command:
+            return "4242\n"
+        return ""
+
+    def check(self, command: str, *, timeout: float = 0, stdin: str | None = None) -> Result:
+        result = self.run(command, timeout=timeout, stdin=stdin)
+        if not result.ok:
+            raise CommandError(self.host, command, result.status, result.output, None)
+        return result
+
+    def attach(self, timeout: float = 0) -> None:
+        self.attached = True
+
+    def wait_for(self, pattern: str, timeout: float, what: str) -> str:
+        return ""
+
+    def close(self) -> None:
+        self.closed = True
+
+    def transcript_path(self) -> Path | None:
+        return None
+
+
+DATA = Path(__file__).parent / "data"
+
+#: Recorded output of each registered platform's readings, by what it shows. A new platform adds its own
+#: recordings here; the contract test (test_platform_contract.py) then holds it to the same rules.
+RECORDED: dict[str, dict[str, Path]] = {
+    "linux": {
+        "sa_established": DATA / "linux" / "ikectl-show-sa-init.txt",
+        "sa_none": DATA / "openbsd" / "ikectl_show_sa_empty.txt",  # ikectl is the same program on both
+        "counters_zero": DATA / "linux" / "counters-init-before.txt",
+        "counters_traffic": DATA / "linux" / "counters-init-after.txt",
+        "capture_decapsulated": DATA / "linux" / "tcpdump-nflog.txt",
+        "ping_ok": DATA / "linux" / "ping-busybox.txt",
+        "ping_lost": DATA / "linux" / "ping-busybox-no-reply.txt",
+    },
+    "openbsd": {
+        "sa_established": DATA / "openbsd" / "ikectl_show_sa_init.txt",
+        "sa_none": DATA / "openbsd" / "ikectl_show_sa_empty.txt",
+        "counters_zero": DATA / "openbsd" / "netstat_esp_ah_zero.txt",
+        "counters_traffic": DATA / "openbsd" / "netstat_esp_ah.txt",
+        "capture_decapsulated": DATA / "openbsd" / "tcpdump_enc0.txt",
+        "ping_ok": DATA / "openbsd" / "ping_openbsd_ok.txt",
+        "ping_lost": DATA / "openbsd" / "ping_openbsd_loss.txt",
+    },
+}
+
+
+def recorded(platform: str, what: str) -> str:
+    return RECORDED[platform][what].read_text()
