@@ -1,0 +1,143 @@
+"""lab.py without VMs: `up` on a fake hypervisor and fake consoles boots every host on its platform's media,
+runs the plan and saves its state; a failing `up` leaves nothing behind; `attach` resolves platforms again."""
+
+import json
+from pathlib import Path
+
+import pytest
+from fakes import FakeConsole, recorded
+
+from lab import lab as labmod
+from lab.errors import LabError, ProvisionError
+from lab.hypervisor import Accel
+from lab.lab import Lab
+from lab.platforms import BootMedia, Platform
+
+
+class FakeHypervisor:
+    def __init__(self):
+        self.specs = {}
+        self.running: set[str] = set()
+
+    def domains(self, lab=None):
+        return [
+            labmod.LabDomain(s.name, s.lab, s.host, s.platform, s.name in self.running, None)
+            for s in self.specs.values()
+            if lab in (None, s.lab)
+        ]
+
+    def create(self, spec, paused=False):
+        self.specs[spec.name] = spec
+
+    def resume(self, name):
+        self.running.add(name)
+
+    def console_argv(self, name):
+        return ["/bin/true", name]
+
+    def destroy_lab(self, lab):
+        removed = [n for n, s in self.specs.items() if s.lab == lab]
+        for n in removed:
+            del self.specs[n]
+            self.running.discard(n)
+        return removed
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def fake(monkeypatch, tmp_path):
+    """A Lab whose hypervisor and consoles are fakes; the consoles it made, by host."""
+    consoles: dict[str, FakeConsole] = {}
+    hv = FakeHypervisor()
+
+    def console(self, host, domain, platform):
+        c = consoles[host] = FakeConsole(
+            host, platform, {platform.sa_command(): recorded(platform.name, "sa_established")}
+        )
+        return c
+
+    monkeypatch.setattr(labmod, "detect_accel", lambda kernel, cache: Accel("qemu", "test"))
+    monkeypatch.setattr(labmod, "check_ports_free", lambda ports, lab: None)
+    monkeypatch.setattr(labmod, "run", lambda argv: None)  # qemu-img for disk overlays
+    monkeypatch.setattr(Lab, "_console", console)
+    media = BootMedia(
+        kernel=tmp_path / "vmlinuz",
+        initrd=tmp_path / "initrd",
+        cmdline="console=ttyS0",
+        disk=tmp_path / "golden.qcow2",
+    )
+    for cls in Platform._registry.values():
+        monkeypatch.setattr(cls, "boot_media", lambda self, release=None: media)
+    lab = Lab("t", run_dir=tmp_path / "run")
+    lab._hypervisor = hv  # type: ignore[assignment]
+    return lab, hv, consoles
+
+
+@pytest.mark.parametrize("platform", ["linux", "openbsd"])
+def test_up_boots_each_host_on_its_platform_and_runs_the_plan(fake, platform):
+    lab, hv, consoles = fake
+    lab.up(platform=platform)
+    specs = {s.host: s for s in hv.specs.values()}
+    assert set(specs) == set(consoles) == {"initlan", "init", "inet", "resp", "resplan"}
+    for host, spec in specs.items():
+        p = lab.platforms[host]
+        assert spec.platform == p.name and spec.memory_mib == p.memory_mib
+        if p.facts.boot == "kernel":
+            assert spec.kernel and spec.disk is None and spec.cmdline.startswith("console=ttyS0")
+        else:
+            assert spec.disk == lab.run_dir / "disks" / f"{host}.qcow2" and spec.kernel is None
+    assert all(c.attached for c in consoles.values())
+    state = json.loads(lab.state_file.read_text())
+    assert state["platforms"] == {h: platform for h in specs}
+    plan = lab.plan()
+    assert (lab.run_dir / "configs" / "init.iked.conf").read_text() == plan.hosts["init"].iked_conf.content
+    assert (
+        consoles["init"].files[plan.hosts["init"].platform.iked_conf] == plan.hosts["init"].iked_conf.content
+    )
+
+
+def test_a_failed_up_removes_what_it_created(fake, monkeypatch):
+    lab, hv, _ = fake
+    original = FakeConsole._answer
+
+    def iked_rejects(self, command):
+        if command == self.platform.iked_check_command():
+            return "/etc/iked.conf: 3: syntax error\n"
+        return original(self, command)
+
+    monkeypatch.setattr(FakeConsole, "_answer", iked_rejects)
+    with pytest.raises(ProvisionError, match="iked rejects"):
+        lab.up(platform="linux")
+    assert hv.specs == {} and not lab.state_file.exists()
+
+
+def test_a_lab_already_up_is_refused_before_anything_changes(fake):
+    lab, hv, _ = fake
+    lab.up(platform="linux")
+    created = dict(hv.specs)
+    with pytest.raises(LabError, match="lab 't' is already up"):
+        lab.up(platform="linux")
+    assert hv.specs == created
+
+
+def test_attach_resolves_each_hosts_platform_from_the_state(fake, tmp_path):
+    lab, hv, _ = fake
+    lab.up(platform="linux")
+    again = Lab("t", run_dir=lab.run_dir)
+    again._hypervisor = hv  # type: ignore[assignment]
+    hosts = again.attach(only=["init"])
+    assert list(hosts) == ["init"] and again.platforms["resp"].name == "linux"
+    assert again.plan().hosts["init"].iked_conf == lab.plan().hosts["init"].iked_conf
+
+
+def test_bad_names_and_missing_state_are_one_line(tmp_path):
+    with pytest.raises(LabError, match="lab name 'Bad_Name'"):
+        Lab("Bad_Name")
+    with pytest.raises(LabError, match="lab 'gone' is not up"):
+        Lab("gone", run_dir=tmp_path).state()
+    (tmp_path / "state.json").write_text("{")
+    with pytest.raises(LabError, match="unreadable state"):
+        Lab("gone", run_dir=tmp_path).state()
+    assert Path(tmp_path / "state.json").exists()
