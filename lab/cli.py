@@ -42,8 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--release", help="release to boot, for platforms with cached golden images (default: the newest)"
     )
+    up.add_argument("--force", action="store_true", help="go ahead even if another live process owns the lab")
 
-    sub.add_parser("down", help="remove the lab's guests (always safe, also after a failed up)")
+    down = sub.add_parser("down", help="remove the lab's guests (always safe, also after a failed up)")
+    down.add_argument("--force", action="store_true", help="also when another live process owns the lab")
     sub.add_parser("status", help="a table of hosts, addresses and tunnel state")
     sub.add_parser("list", help="the labs that exist")
 
@@ -125,6 +127,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             keep_on_failure=args.keep_on_failure,
             release=args.release,
             iked_conf_files=iked_conf_files,
+            force=args.force,
         )
         total = sum(seconds for _, seconds in progress.timings)
         progress.say(f"lab '{lab.name}' is up in {total:.1f}s; transcripts in {lab.run_dir / 'console'}")
@@ -136,8 +139,10 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_down(args: argparse.Namespace) -> int:
     lab = _lab(args)
-    lab.down()
-    lab.close()
+    try:
+        lab.down(force=args.force)
+    finally:
+        lab.close()
     return 0
 
 

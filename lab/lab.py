@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab import progress, settings
+from lab import ownership, progress, settings
 from lab import topology as topo
 from lab.command import run
 from lab.console import Console, Transcript
@@ -74,6 +74,25 @@ class Lab:
         self.transcript: Transcript | None = None
         self.options = Options()
         self.platforms: dict[str, Platform] = {}  # host -> its platform, resolved once by up or attach
+        self._claim: ownership.Claim | None = None
+
+    # --- ownership -----------------------------------------------------------------------------------------
+    def claim(self, force: bool = False, command: str | None = None) -> None:
+        """Own this lab for as long as this object lives (until close()); refuse if a live process owns it,
+        unless `force`. Taken again by the same Lab, it is a no-op."""
+        if self._claim is not None:
+            return
+        try:
+            self._claim = ownership.claim(self.name, self.run_dir, command)
+        except LabError as e:
+            if not force or "is in use by" not in e.message:
+                raise
+            progress.say(f"  --force: {e.message}; going ahead")
+
+    def release(self) -> None:
+        if self._claim is not None:
+            self._claim.release()
+            self._claim = None
 
     # --- state ---------------------------------------------------------------------------------------------
     @property
@@ -107,6 +126,7 @@ class Lab:
         keep_on_failure: bool = False,
         release: str | None = None,
         iked_conf_files: dict[str, Path] | None = None,
+        force: bool = False,
     ) -> None:
         """Boot the lab and provision it up to an established tunnel.
 
@@ -121,9 +141,13 @@ class Lab:
         options = with_user_confs(options, iked_conf_files or {}, topology)
         # Fails before anything is created when an image is missing.
         media = {name: p.boot_media(release) for name, p in _distinct(platforms).items()}
+        self.claim(force)  # validated: from here on this process changes the lab
         hv = self.hypervisor
         if hv.domains(self.name):
-            raise LabError(f"lab '{self.name}' is already up", "`ikedlab down` first, or pick another --name")
+            raise LabError(
+                f"lab '{self.name}' is already up",
+                f"`{ownership.ikedlab_for(self.name)} down` first, or pick another --name",
+            )
         wires = self._wires(topology)
         check_ports_free([p for ends in wires.values() for _, p in ends], self.name)
 
@@ -132,7 +156,10 @@ class Lab:
         progress.say(
             f"  accelerator: {'KVM' if accel.kind == 'kvm' else 'software emulation (TCG)'} — {accel.reason}"
         )
-        self._reset_run_dir()
+        try:
+            self._reset_run_dir()
+        except OSError as e:
+            raise ownership.state_error(self.name, e) from None
         names = {host: p.name for host, p in platforms.items()}
         options = dataclasses.replace(options, platforms=names)
         state = LabState(
@@ -146,7 +173,11 @@ class Lab:
         )
         self.options = options
         self.platforms = platforms
-        self.state_file.write_text(json.dumps(asdict(state), indent=2))
+        try:
+            self.state_file.write_text(json.dumps(asdict(state), indent=2))
+        except OSError as e:
+            self.state_file.unlink(missing_ok=True)
+            raise ownership.state_error(self.name, e) from None
         try:
             self._boot(topology, platforms, accel.kind, media, wires)
             self.topology = topology
@@ -329,6 +360,7 @@ class Lab:
                 self.restore()
 
     def close(self) -> None:
+        self.release()
         for host in self.hosts.values():
             host.console.close()
         self.hosts.clear()
@@ -342,8 +374,12 @@ class Lab:
     def domains(self) -> list[LabDomain]:
         return self.hypervisor.domains(self.name)
 
-    def down(self, quiet: bool = False) -> list[str]:
-        """Remove every domain of this lab and its disks; keep transcripts and captures for humans."""
+    def down(self, quiet: bool = False, force: bool = False) -> list[str]:
+        """Remove every domain of this lab and its disks; keep transcripts and captures for humans.
+
+        Refused while another live process owns the lab (unless `force`); a dead owner's lab is free."""
+        if self.run_dir.exists():  # no run directory: nobody ever owned the lab, nothing to claim
+            self.claim(force)
         for host in self.hosts.values():
             host.console.close()
         self.hosts.clear()

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from lab import settings
-from lab.errors import IkedlabError
+from lab import ownership, settings
+from lab.errors import IkedlabError, LabError
 from lab.lab import Lab
 from lab.platforms import get_platform, platform_names
 
@@ -65,9 +65,11 @@ def lab(request: pytest.FixtureRequest, record_testsuite_property) -> Iterator[L
         pytest.fail(str(e), pytrace=False)
     lab = Lab(_lab_name())
     try:
-        lab.down(quiet=True)  # a lab of the same name left by an interrupted run
+        _claim_for_this_run(lab)
+        lab.down(quiet=True)  # a lab of the same name left by a dead run of this checkout
         lab.up(Path(config.getoption("--topology")) if config.getoption("--topology") else None, platform)
     except IkedlabError as e:
+        lab.close()
         pytest.fail(f"the lab did not come up: {e}" + (f" ({e.hint})" if e.hint else ""), pytrace=False)
     yield lab
     if config.getoption("--keep-lab") and request.session.testsfailed:
@@ -80,6 +82,21 @@ def lab(request: pytest.FixtureRequest, record_testsuite_property) -> Iterator[L
         return
     lab.down(quiet=True)
     lab.close()
+
+
+def _claim_for_this_run(lab: Lab) -> None:
+    """Own the scenario lab for the whole session, so nothing else downs it under us and we down nothing we
+    did not make: a live owner (another run of this checkout) is refused, and a lab of this name left by a
+    dead run is removed only if that run was this checkout's."""
+    before = ownership.previous_owner(lab.run_dir)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    lab.claim(command=f"pytest scenarios{' (' + worker + ')' if worker else ''}")
+    if before and before.checkout != ownership.CHECKOUT:
+        lab.close()
+        raise LabError(
+            f"lab '{lab.name}' was last used by {before.describe()}, not by this checkout: not removing it",
+            f"remove it yourself with `ikedlab --name {lab.name} down` if it is yours to remove",
+        )
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,115 @@
+"""Who owns a lab: one lock file per lab in its run directory, held with flock(2) by the process that is
+bringing the lab up, taking it down, or running scenarios on it.
+
+The kernel drops a flock when its process dies, however it dies, so a dead owner's lab is free without any
+cleanup; the file's text (pid, checkout, command, start time) only names the live owner to whoever is refused.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from lab.errors import LabError
+
+LOCK_FILE = "owner.lock"
+CHECKOUT = str(Path(__file__).resolve().parent.parent)  # the ikedlab code this process runs
+
+
+@dataclass(frozen=True)
+class Owner:
+    pid: int
+    checkout: str
+    command: str
+    since: float  # time.time() when the lab was claimed
+
+    def describe(self) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since))
+        return f"pid {self.pid} ({self.command}, since {when}, checkout {self.checkout})"
+
+
+def this_process(command: str | None = None) -> Owner:
+    argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv and sys.argv[0] else ["python"]
+    text = command or shlex.join(argv)
+    return Owner(os.getpid(), CHECKOUT, text if len(text) <= 80 else text[:77] + "...", time.time())
+
+
+class Claim:
+    """This process's hold on one lab; release() (or the process's death) frees it."""
+
+    def __init__(self, path: Path, fd: int, owner: Owner) -> None:
+        self.path, self._fd, self.owner = path, fd, owner
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = -1
+
+
+def previous_owner(run_dir: Path) -> Owner | None:
+    """Who claimed the lab last (alive or not), as its lock file says; None when nobody ever did."""
+    try:
+        return Owner(**json.loads((run_dir / LOCK_FILE).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def claim(lab: str, run_dir: Path, command: str | None = None) -> Claim:
+    """Take the lab for this process, or refuse in one line naming the live owner.
+
+    A lab whose last owner died is free: its lock went with it.
+    """
+    path = run_dir / LOCK_FILE
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        _forget(run_dir, created)
+        raise state_error(lab, e) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        owner = previous_owner(run_dir)
+        who = owner.describe() if owner else "another process"
+        raise LabError(
+            f"lab '{lab}' is in use by {who}",
+            f"wait for it, or override with `{ikedlab_for(lab)} down --force`",
+        ) from None
+    me = this_process(command)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(asdict(me)).encode())
+    except OSError as e:
+        os.close(fd)
+        _forget(run_dir, created)
+        raise state_error(lab, e) from None
+    return Claim(path, fd, me)
+
+
+def _forget(run_dir: Path, created: bool) -> None:
+    """Leave nothing behind after a failed claim: the run directory goes if this claim made it."""
+    if created:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def state_error(lab: str, error: OSError) -> LabError:
+    """A lab's state cannot be written (a full or read-only state directory): one line naming the file."""
+    where = error.filename or "the state directory"
+    return LabError(
+        f"lab '{lab}': cannot write {where}: {error.strerror or error}",
+        "free space there or point IKEDLAB_STATE_DIR at a writable directory",
+    )
+
+
+def ikedlab_for(lab: str) -> str:
+    """The command line that acts on this lab, for hints: `--name` unless it is the default lab."""
+    return "ikedlab" if lab == "default" else f"ikedlab --name {lab}"
