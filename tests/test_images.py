@@ -358,6 +358,23 @@ def test_warm_call_asks_apt_nothing_and_rebuilds_only_on_change(
     assert [p.name for p in (cache / "linux").iterdir() if not p.name.startswith(".")].count("current") == 1
 
 
+def test_a_truncated_cached_initrd_is_rebuilt_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, recipe_dir: Path, tmp_path: Path
+) -> None:
+    apt = FakeApt(monkeypatch, recipe_dir)
+    said: list[str] = []
+    monkeypatch.setattr(linux_module, "say", said.append)
+    cache = tmp_path / "cache"
+    first = linux_image(cache)
+    first.initrd.write_bytes(b"ini")  # truncated: it would boot into a kernel panic
+    said.clear()
+    second = linux_image(cache)
+    assert apt.builds == 2 and second.initrd.read_bytes() == b"initrd"
+    assert said[:1] == [
+        f"The cached Linux image is damaged ({first.initrd} is 3 bytes, the build wrote 6): rebuilding it"
+    ]
+
+
 def test_a_failed_build_leaves_the_previous_image(
     monkeypatch: pytest.MonkeyPatch, recipe_dir: Path, tmp_path: Path
 ) -> None:

@@ -63,6 +63,10 @@ def linux_image(
         recipe = with_variant(recipe, variant)
     local = local_inputs(recipe)
     store = _Store(_linux_dir(cache_dir, variant))
+    damaged = store.current()
+    if damaged and (damage := damaged.damage()):
+        say(f"The cached Linux image is damaged ({damage}): rebuilding it")
+        rebuild = True
     if not rebuild:
         current = store.current()
         if current and current.matches(local) and current.apt_state == apt_state(recipe.suite):
@@ -115,7 +119,11 @@ def assemble(recipe: Recipe, resolved: Resolved, debs: Path, out: Path) -> dict[
         shutil.copyfile(vmlinuz, out / "vmlinuz")
         with open(out / "initrd.img", "wb") as initrd:
             unpacked = write_initramfs(root, initrd)
-    return {"initrd_bytes": (out / "initrd.img").stat().st_size, "unpacked_bytes": unpacked}
+    return {
+        "initrd_bytes": (out / "initrd.img").stat().st_size,
+        "kernel_bytes": (out / "vmlinuz").stat().st_size,
+        "unpacked_bytes": unpacked,
+    }
 
 
 @dataclass(frozen=True)
@@ -128,6 +136,15 @@ class _Entry:
 
     def matches(self, local: Mapping[str, Any]) -> bool:
         return all(self.image.manifest.get(k) == v for k, v in local.items())
+
+    def damage(self) -> str | None:
+        """What is wrong with the files on disk (a truncated initrd boots into a kernel panic); None if
+        they are the size the build wrote."""
+        info = json.loads((self.directory / "image.json").read_text())
+        for name, key in (("initrd.img", "initrd_bytes"), ("vmlinuz", "kernel_bytes")):
+            if key in info and (size := (self.directory / name).stat().st_size) != info[key]:
+                return f"{self.directory / name} is {size} bytes, the build wrote {info[key]}"
+        return None
 
 
 class _Store:
