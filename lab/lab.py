@@ -298,8 +298,10 @@ class Lab:
             if name not in topology.hosts:
                 raise LabError(f"no host '{name}' in lab '{self.name}' (hosts: {', '.join(topology.hosts)})")
             if name not in running:
+                again = ownership.ikedlab_for(self.name)
                 raise LabError(
-                    f"host '{name}' of lab '{self.name}' is not running", "`ikedlab status` shows the lab"
+                    f"host '{name}' of lab '{self.name}' is stopped",
+                    f"`{again} down` and `{again} up` to rebuild the lab",
                 )
         self.transcript = self.transcript or Transcript(self.run_dir / "console")
         for name in names:
@@ -359,11 +361,15 @@ class Lab:
             finally:
                 self.restore()
 
-    def close(self) -> None:
-        self.release()
+    def detach(self) -> None:
+        """Let go of the consoles (others may take them) but keep owning the lab."""
         for host in self.hosts.values():
             host.console.close()
         self.hosts.clear()
+
+    def close(self) -> None:
+        self.release()
+        self.detach()
         if self.transcript:
             self.transcript.close()
         if self._hypervisor:
