@@ -77,11 +77,20 @@ class Lab:
         self._claim: ownership.Claim | None = None
 
     # --- ownership -----------------------------------------------------------------------------------------
-    def claim(self, force: bool = False, command: str | None = None) -> None:
+    def claim(
+        self, force: bool = False, command: str | None = None, only_this_checkouts: bool = False
+    ) -> None:
         """Own this lab for as long as this object lives (until close()); refuse if a live process owns it,
-        unless `force`. Taken again by the same Lab, it is a no-op."""
+        unless `force`. Taken again by the same Lab, it is a no-op. `only_this_checkouts`: also refuse a lab
+        last owned by another checkout's ikedlab (a scenario run removes only what its own runs left)."""
         if self._claim is not None:
             return
+        before = ownership.previous_owner(self.run_dir)
+        if only_this_checkouts and before and before.checkout != ownership.CHECKOUT:
+            raise LabError(
+                f"lab '{self.name}' was last used by {before.describe()}: another checkout's lab",
+                f"remove it yourself with `{ownership.ikedlab_for(self.name)} down` if it is yours to remove",
+            )
         try:
             self._claim = ownership.claim(self.name, self.run_dir, command)
         except LabError as e:

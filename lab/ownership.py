@@ -8,6 +8,7 @@ cleanup; the file's text (pid, checkout, command, start time) only names the liv
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shlex
@@ -33,6 +34,11 @@ class Owner:
     def describe(self) -> str:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since))
         return f"pid {self.pid} ({self.command}, since {when}, checkout {self.checkout})"
+
+
+def checkout_tag(checkout: str = CHECKOUT) -> str:
+    """Six hex digits naming a checkout, for lab names: two checkouts' labs on one machine never share one."""
+    return hashlib.sha256(checkout.encode()).hexdigest()[:6]
 
 
 def this_process(command: str | None = None) -> Owner:
@@ -91,7 +97,7 @@ def claim(lab: str, run_dir: Path, command: str | None = None) -> Claim:
     except OSError as e:
         os.close(fd)
         _forget(run_dir, created)
-        raise state_error(lab, e) from None
+        raise state_error(lab, e, path) from None
     return Claim(path, fd, me)
 
 
@@ -101,9 +107,9 @@ def _forget(run_dir: Path, created: bool) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def state_error(lab: str, error: OSError) -> LabError:
+def state_error(lab: str, error: OSError, path: Path | None = None) -> LabError:
     """A lab's state cannot be written (a full or read-only state directory): one line naming the file."""
-    where = error.filename or "the state directory"
+    where = error.filename or path or "the state directory"
     return LabError(
         f"lab '{lab}': cannot write {where}: {error.strerror or error}",
         "free space there or point IKEDLAB_STATE_DIR at a writable directory",

@@ -7,7 +7,6 @@ captures and rendered configs; a failing scenario's report names that folder and
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from lab import ownership, settings
-from lab.errors import IkedlabError, LabError
+from lab.errors import IkedlabError
 from lab.lab import Lab
 from lab.platforms import get_platform, platform_names
 
@@ -44,7 +43,7 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 def _lab_name() -> str:
     """Unique to this checkout and xdist worker: two checkouts' suites on one machine never share a lab."""
-    checkout = hashlib.sha256(str(Path(__file__).resolve().parent.parent).encode()).hexdigest()[:6]
+    checkout = ownership.checkout_tag()
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     return f"scn-{checkout}-{worker}" if worker else f"scn-{checkout}"
 
@@ -65,7 +64,11 @@ def lab(request: pytest.FixtureRequest, record_testsuite_property) -> Iterator[L
         pytest.fail(str(e), pytrace=False)
     lab = Lab(_lab_name())
     try:
-        _claim_for_this_run(lab)
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+        # Ours for the session: a live run of this checkout is refused, another checkout's lab untouched.
+        lab.claim(
+            command=f"pytest scenarios{' (' + worker + ')' if worker else ''}", only_this_checkouts=True
+        )
         lab.down(quiet=True)  # a lab of the same name left by a dead run of this checkout
         lab.up(Path(config.getoption("--topology")) if config.getoption("--topology") else None, platform)
     except IkedlabError as e:
@@ -82,21 +85,6 @@ def lab(request: pytest.FixtureRequest, record_testsuite_property) -> Iterator[L
         return
     lab.down(quiet=True)
     lab.close()
-
-
-def _claim_for_this_run(lab: Lab) -> None:
-    """Own the scenario lab for the whole session, so nothing else downs it under us and we down nothing we
-    did not make: a live owner (another run of this checkout) is refused, and a lab of this name left by a
-    dead run is removed only if that run was this checkout's."""
-    before = ownership.previous_owner(lab.run_dir)
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    lab.claim(command=f"pytest scenarios{' (' + worker + ')' if worker else ''}")
-    if before and before.checkout != ownership.CHECKOUT:
-        lab.close()
-        raise LabError(
-            f"lab '{lab.name}' was last used by {before.describe()}, not by this checkout: not removing it",
-            f"remove it yourself with `ikedlab --name {lab.name} down` if it is yours to remove",
-        )
 
 
 @pytest.fixture(autouse=True)

@@ -95,3 +95,24 @@ def test_a_state_directory_that_cannot_be_written_is_one_line_and_leaves_nothing
     assert str(err.value) == f"lab 'x': cannot write {blocker / 'labs' / 'x'}: Not a directory"
     assert err.value.hint and "IKEDLAB_STATE_DIR" in err.value.hint
     assert blocker.read_text() == ""
+
+
+def test_two_checkouts_scenario_labs_at_once(tmp_path, monkeypatch):
+    """Two checkouts' scenario runs on one machine: their labs have different names and UDP ports, both are
+    owned at once, and neither run may remove a lab the other left behind."""
+    from lab.hypervisor import lab_ports
+
+    first, second = (f"scn-{ownership.checkout_tag(p)}" for p in ("/src/a/ikedlab", "/src/b/ikedlab"))
+    assert first != second
+    assert not set(lab_ports(first)) & set(lab_ports(second))
+    a, b = Lab(first, run_dir=tmp_path / first), Lab(second, run_dir=tmp_path / second)
+    a.claim(only_this_checkouts=True)
+    b.claim(only_this_checkouts=True)
+    a.close()
+    b.close()
+    monkeypatch.setattr(ownership, "CHECKOUT", "/src/b/ikedlab")  # now run as the other checkout
+    with pytest.raises(LabError) as err:
+        Lab(first, run_dir=tmp_path / first).claim(only_this_checkouts=True)
+    assert str(err.value).startswith(f"lab '{first}' was last used by pid ") and str(err.value).endswith(
+        ": another checkout's lab"
+    )
