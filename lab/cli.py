@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from lab import progress, settings
+from lab import cli_repro, progress, settings
 from lab.errors import IkedlabError
 
 EXIT_ERROR = 1
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--release", help="release to boot, for platforms with cached golden images (default: the newest)"
     )
     up.add_argument("--force", action="store_true", help="go ahead even if another live process owns the lab")
+    cli_repro.add_up_options(up)
 
     down = sub.add_parser("down", help="remove the lab's guests (always safe, also after a failed up)")
     down.add_argument("--force", action="store_true", help="also when another live process owns the lab")
@@ -63,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--iked-conf", action="append", default=[], metavar="HOST=FILE", help="a gateway's own iked.conf"
     )
     render.add_argument("--out", type=Path, required=True)
+
+    cli_repro.add_commands(sub)
 
     image = sub.add_parser("image", help="golden images")
     image_sub = image.add_subparsers(dest="image_command", required=True, metavar="ACTION")
@@ -105,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command in cli_repro.COMMANDS:
+        lab = _lab(args)
+        try:
+            return cli_repro.COMMANDS[args.command](lab, args)
+        finally:
+            lab.close()
     handler = globals()[f"cmd_{args.command}"]
     return int(handler(args) or 0)
 
@@ -120,15 +129,18 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     iked_conf_files = parse_options(args.iked_conf)
     lab = _lab(args)
+    inputs = cli_repro.up_inputs(lab, args, iked_conf_files)  # `--from BUNDLE`, `--expect-failure`
+    expect = inputs["expect_failure"]
     try:
-        lab.up(
-            args.topology,
-            args.platform,
-            keep_on_failure=args.keep_on_failure,
-            release=args.release,
-            iked_conf_files=iked_conf_files,
-            force=args.force,
-        )
+        try:
+            lab.up(keep_on_failure=args.keep_on_failure or bool(expect), force=args.force, **inputs)
+        except IkedlabError as e:
+            if cli_repro.failure_was_expected(e, expect):
+                progress.say(f"expected failure: {e.message}")
+                return 0
+            if expect and not args.keep_on_failure:
+                lab.down(quiet=True)
+            raise
         total = sum(seconds for _, seconds in progress.timings)
         progress.say(f"lab '{lab.name}' is up in {total:.1f}s; transcripts in {lab.run_dir / 'console'}")
         _print_status(lab)
@@ -165,25 +177,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _print_status(lab) -> None:  # noqa: ANN001
-    from rich.console import Console as RichConsole
-    from rich.table import Table
+    from lab.status import print_status
 
-    running = {d.host: d for d in lab.domains()}
-    table = Table(title=f"lab {lab.name}")
-    for column in ("host", "platform", "state", "addresses", "tunnel"):
-        table.add_column(column)
-    for name, host in lab.hosts.items():
-        tunnel = ""
-        if host.spec.ipsec:
-            sas = host.sas()
-            peer = lab.topology.peer_of(host.spec).name
-            tunnel = f"ESTABLISHED with {peer}" if sas.established else f"down (peer {peer})"
-        addresses = ", ".join(
-            f"{host.platform.interface_name(i.index)} {i.address}" for i in host.spec.interfaces
-        )
-        state = "running" if name in running and running[name].running else "stopped"
-        table.add_row(name, host.platform.name, state, addresses, tunnel)
-    RichConsole().print(table)
+    print_status(lab)
 
 
 def cmd_console(args: argparse.Namespace) -> int:

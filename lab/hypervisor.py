@@ -214,6 +214,27 @@ class Hypervisor:
             pass
         return None
 
+    def qmp(self, name: str, command: str, arguments: dict | None = None) -> dict:
+        """One QEMU monitor (QMP) command on a running domain: for what libvirt's XML cannot say (a
+        network dump filter added to a live NIC). libvirt marks the domain 'tainted'; that is all."""
+        import libvirt_qemu
+
+        message: dict = {"execute": command}
+        if arguments:
+            message["arguments"] = arguments
+        try:
+            reply = libvirt_qemu.qemuMonitorCommand(self.conn.lookupByName(name), json.dumps(message), 0)
+        except self._libvirt.libvirtError as e:
+            raise HypervisorError(
+                f"{name}: QEMU monitor command {command} failed: {e.get_error_message()}"
+            ) from None
+        answer = json.loads(reply)
+        if "error" in answer:
+            raise HypervisorError(
+                f"{name}: QEMU refused {command}: {answer['error'].get('desc', answer['error'])}"
+            )
+        return answer.get("return", {})
+
     # --- removing ------------------------------------------------------------------------------------------
     def destroy_lab(self, lab: str) -> list[str]:
         """Stop and remove every domain of this lab; nothing else. Returns the names removed."""

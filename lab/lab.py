@@ -20,6 +20,7 @@ from typing import Any
 
 from lab import ownership, progress, settings
 from lab import topology as topo
+from lab.bundle import record_media
 from lab.command import run
 from lab.console import Console, Transcript
 from lab.errors import HypervisorError, IkedlabError, LabError
@@ -59,6 +60,8 @@ class LabState:
     peer_any: list[str]
     created: float
     iked_conf: dict[str, str] = field(default_factory=dict)  # host -> the user's own iked.conf text
+    expect_failure: str | None = None  # `up --expect-failure`: the iked error this lab reproduces
+    release: str | None = None  # `up --release`
 
 
 class Lab:
@@ -120,6 +123,12 @@ class Lab:
                 f"{self.state_file}: unreadable state ({e})", "`ikedlab down` cleans it up"
             ) from None
 
+    def save_state(self, **changes: object) -> LabState:
+        """Record a change to a running lab (e.g. a gateway's iked.conf swapped) in its state file."""
+        state = dataclasses.replace(self.state(), **changes)  # type: ignore[arg-type]
+        self.state_file.write_text(json.dumps(asdict(state), indent=2))
+        return state
+
     def host(self, name: str) -> Host:
         if name not in self.hosts:
             known = ", ".join(self.hosts) or "none"
@@ -136,13 +145,16 @@ class Lab:
         release: str | None = None,
         iked_conf_files: dict[str, Path] | None = None,
         force: bool = False,
+        tunnel: Callable[[list[Host]], object] | None = None,
+        expect_failure: str | None = None,
     ) -> None:
         """Boot the lab and provision it up to an established tunnel.
 
         Everything that reaches a guest is checked first: the topology, the platforms, and each user's
         iked.conf (`iked_conf_files`, host -> file) by the host's iked; nothing is created before.
         `platform` is for hosts whose topology names none; `release` pins the release of platforms that
-        boot a cached golden image of one (OpenBSD), the newest cached when None.
+        boot a cached golden image of one (OpenBSD), the newest cached when None. `tunnel`, when given,
+        waits in place of the established tunnel (`up --expect-failure` waits for iked's error).
         """
         options = options or Options()
         topology = load_topology(topology_path)
@@ -169,6 +181,7 @@ class Lab:
             self._reset_run_dir()
         except OSError as e:
             raise ownership.state_error(self.name, e) from None
+        record_media(self.run_dir, media, release)  # what this lab boots, for evidence bundles
         names = {host: p.name for host, p in platforms.items()}
         options = dataclasses.replace(options, platforms=names)
         state = LabState(
@@ -179,6 +192,8 @@ class Lab:
             list(options.peer_any),
             time.time(),
             dict(options.iked_conf),
+            expect_failure=expect_failure,
+            release=release,
         )
         self.options = options
         self.platforms = platforms
@@ -192,7 +207,7 @@ class Lab:
             self.topology = topology
             plan = build_plan(topology, platforms, options)
             self._save_rendered_configs(plan)
-            provision(plan, self.hosts)
+            provision(plan, self.hosts, tunnel)
         except BaseException:
             if not keep_on_failure:
                 self.down(quiet=True)
@@ -207,8 +222,9 @@ class Lab:
         return wires
 
     def _reset_run_dir(self) -> None:
-        for sub in ("console", "serial", "disks", "configs"):
+        for sub in ("console", "serial", "disks", "configs", "captures", "artifacts"):
             shutil.rmtree(self.run_dir / sub, ignore_errors=True)
+        (self.run_dir / "impairments.json").unlink(missing_ok=True)  # a new lab's links are clean
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
     def _boot(

@@ -36,6 +36,7 @@ class Options:
     iked_conf_sources: dict[str, str] = field(default_factory=dict)  # host -> that file's path, for messages
     dpd_interval: int | None = None  # seconds between liveness checks (iked's default when None)
     platforms: dict[str, str] = field(default_factory=dict)  # host -> platform, as the lab resolved them
+    lifetimes: render.Lifetimes | None = None  # short SA lifetimes: iked rekeys during a scenario
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ def rendered_iked_conf(topology: Topology, host_name: str, options: Options) -> 
         proposals=options.proposals
         or (render.proposals_for(topology, options.platforms, host) if options.platforms else None),
         dpd_interval=options.dpd_interval,
+        lifetimes=options.lifetimes,
     )
 
 

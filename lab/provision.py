@@ -34,9 +34,12 @@ def in_parallel(hosts: Iterable[Host], action: Callable[[Host], object]) -> None
         raise ProvisionError(f"{host.name}: {type(error).__name__}: {error}") from error
 
 
-def provision(plan: Plan, hosts: dict[str, Host]) -> None:
+def provision(
+    plan: Plan, hosts: dict[str, Host], tunnel: Callable[[list[Host]], object] | None = None
+) -> None:
     """Run the plan on the booted guests: each phase on every host it concerns at once, then the steps that
-    cross between guests (public keys, iked started passive side first, the tunnel awaited)."""
+    cross between guests (public keys, iked started passive side first, the tunnel awaited — or, when given,
+    `tunnel(gateways)` waits instead, e.g. for an expected iked error)."""
     everyone = [hosts[name] for name in plan.hosts]
     gateways = [hosts[g.name] for g in plan.gateways]
 
@@ -54,6 +57,10 @@ def provision(plan: Plan, hosts: dict[str, Host]) -> None:
         in_parallel(gateways, lambda h: install_iked_conf(plan, h))
     with step("iked: started"):
         start_iked(gateways, plan)
+    if tunnel is not None:
+        with step("tunnel: waiting for what the run expects"):
+            tunnel(gateways)
+        return
     with step("tunnel: IKE SA ESTABLISHED with child SAs on both gateways"):
         wait_for_tunnel(gateways)
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 class PingResult:
     transmitted: int
     received: int
+    rtt_min_ms: float | None = None  # round trip, when any reply came
+    rtt_avg_ms: float | None = None
 
     @property
     def loss(self) -> int:
@@ -55,6 +57,7 @@ class IkeSa:
     peer_id: str = ""  # e.g. "FQDN/resp.example.com"
     initiator: bool = False
     natt: bool = False
+    spi: str = ""  # "ispi:rspi": a new pair after the IKE SA is rekeyed
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,16 @@ class Proposals:
 
 
 @dataclass(frozen=True)
+class Lifetimes:
+    """How long SAs live before iked rekeys them (iked.conf `ikelifetime`, `lifetime … bytes`): short ones
+    make rekeying happen during a scenario."""
+
+    ike_seconds: int = 0  # 0: the IKE SA is not rekeyed (iked's default)
+    child_seconds: int = 3600
+    child_bytes: str | None = None  # iked's spelling: 64K, 1M
+
+
+@dataclass(frozen=True)
 class _Side:
     name: str
     macro: str
@@ -73,6 +83,7 @@ def iked_conf(
     peer_any: bool = False,
     proposals: Proposals | None = None,
     dpd_interval: int | None = None,
+    lifetimes: Lifetimes | None = None,
 ) -> str:
     """The gateway's iked.conf: macros, then one policy with the guide's two flows, mirrored on the peer."""
     peer = topology.peer_of(host)
@@ -82,4 +93,5 @@ def iked_conf(
         peer_any=peer_any,
         proposals=proposals,
         dpd_interval=dpd_interval,
+        lifetimes=lifetimes,
     )

@@ -7,6 +7,7 @@ captures and rendered configs; a failing scenario's report names that folder and
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from lab import ownership, settings
+from lab.bundle import describe
 from lab.errors import IkedlabError
 from lab.lab import Lab
 from lab.platforms import get_platform, platform_names
@@ -74,6 +76,7 @@ def lab(request: pytest.FixtureRequest, record_testsuite_property) -> Iterator[L
     except IkedlabError as e:
         lab.close()
         pytest.fail(f"the lab did not come up: {e}" + (f" ({e.hint})" if e.hint else ""), pytrace=False)
+    _describe_for_the_report(lab, Path(config.getoption("--artifacts")))
     yield lab
     if config.getoption("--keep-lab") and request.session.testsfailed:
         lab.close()
@@ -85,6 +88,15 @@ def lab(request: pytest.FixtureRequest, record_testsuite_property) -> Iterator[L
         return
     lab.down(quiet=True)
     lab.close()
+
+
+def _describe_for_the_report(lab: Lab, artifacts: Path) -> None:
+    """lab.json beside the evidence folders: versions and topology for the HTML report (lab/report.py)."""
+    try:
+        artifacts.mkdir(parents=True, exist_ok=True)
+        (artifacts / "lab.json").write_text(json.dumps(describe(lab), indent=2))
+    except IkedlabError as e:
+        print(f"ikedlab: versions for the report could not be read: {e}")
 
 
 @pytest.fixture(autouse=True)

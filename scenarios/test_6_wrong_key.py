@@ -29,3 +29,23 @@ def test_wrong_public_key_means_no_tunnel(lab, wrong_key_on_resp):
     for gateway in (g.init, g.resp):
         assert not gateway.sas().established, f"{gateway.name} has a tunnel with a wrong key"
     assert g.initlan.ping(g.address(g.resplan), count=2, timeout_s=1).received == 0
+
+
+def test_bundle_of_the_failed_tunnel_holds_both_logs_and_no_private_key(lab, wrong_key_on_resp, tmp_path):
+    import tarfile
+
+    from lab.bundle import make_bundle
+
+    g = guide(lab)
+    stop_iked([g.init, g.resp])
+    start_iked([g.init, g.resp])
+    wait_for_log(g.resp, FAILURE, timeout=60)
+    archive = make_bundle(lab, tmp_path / "bundle.tar.gz")
+    with tarfile.open(archive) as tar:
+        texts = {m.name.split("/", 1)[1]: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    for gateway in ("init", "resp"):
+        assert f"hosts/{gateway}/iked.log" in texts, sorted(texts)
+    assert b"authentication failed" in texts["hosts/resp/iked.log"]
+    leaked = [name for name, data in texts.items() if b"PRIVATE KEY" in data]
+    assert not leaked, f"private key material in {leaked}"
+    assert "manifest.json" in texts and "README.md" in texts

@@ -188,11 +188,11 @@ def test_ipsecctl_garbage():
 @pytest.mark.parametrize(
     "name, result",
     [
-        ("ping_openbsd_ok.txt", PingResult(5, 5)),
-        ("ping_openbsd_loss.txt", PingResult(5, 2)),
-        ("ping_iputils.txt", PingResult(3, 3)),
+        ("ping_openbsd_ok.txt", PingResult(5, 5, 1.108, 1.254)),
+        ("ping_openbsd_loss.txt", PingResult(5, 2, 1.199, 1.25)),
+        ("ping_iputils.txt", PingResult(3, 3, 1.31, 1.41)),
         ("ping_iputils_errors.txt", PingResult(3, 0)),
-        ("ping_busybox.txt", PingResult(2, 2)),
+        ("ping_busybox.txt", PingResult(2, 2, 1.221, 1.375)),
     ],
 )
 def test_ping_summaries(name, result):

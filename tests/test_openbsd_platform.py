@@ -115,7 +115,7 @@ def test_checksum(obsd):
 def test_ping(obsd):
     assert obsd.ping_command("10.0.2.2", 5, 2) == "ping -n -c 5 -i 0.2 -w 2 10.0.2.2"
     assert obsd.ping_command("10.0.2.2", 1, 0) == "ping -n -c 1 -i 0.2 -w 1 10.0.2.2"
-    assert obsd.parse_ping((DATA / "ping_openbsd_ok.txt").read_text()) == PingResult(5, 5)
+    assert obsd.parse_ping((DATA / "ping_openbsd_ok.txt").read_text()) == PingResult(5, 5, 1.108, 1.254)
 
 
 def test_sa_and_counters(obsd, guide):

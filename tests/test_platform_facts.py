@@ -57,7 +57,8 @@ interfaces: {prefix: em, offset: 0}
 memory_mib: 64
 boot: kernel
 login: {ready: 'ready'}
-capabilities: [liveness_probes, esp_aes_gcm, esp_hmac_sha2_256, enc0, decapsulated_capture, pf, masquerade]
+capabilities: [liveness_probes, esp_aes_gcm, esp_hmac_sha2_256, enc0, decapsulated_capture, pf, masquerade,
+  link_impairment]
 lacks:
   syslog: no syslog here
 """
@@ -80,8 +81,8 @@ def test_a_good_data_file_loads(tmp_path):
         (("memory_mib: 64", "memory_mib: lots"), r"x.yaml: memory_mib: expected a int"),
         (("boot: kernel", "boot: floppy"), r"x.yaml: boot: expected kernel or disk"),
         (("  syslog: no syslog here", ""), r"not stated: syslog"),
-        (("pf, masquerade]", "pf, masquerade, syslog]"), r"in both: syslog"),
-        (("pf, masquerade]", "pf, masquerade, teleport]"), r"'teleport' is not a known capability"),
+        (("link_impairment]", "link_impairment, syslog]"), r"in both: syslog"),
+        (("link_impairment]", "link_impairment, teleport]"), r"'teleport' is not a known capability"),
         (("{prefix: em, offset: 0}", "{prefix: em}"), r"interfaces.offset: expected a int"),
     ],
 )

@@ -36,6 +36,7 @@ CAPABILITIES = {
     "pf": "pf(4) as the packet filter",
     "masquerade": "source NAT on a router (a home router in front of a gateway)",
     "syslog": "iked logs through syslog",
+    "link_impairment": "netem on a router: loss, delay, jitter, rate and MTU of a link (ikedlab impair)",
 }
 
 
@@ -234,8 +235,8 @@ class Platform:
             f"test -s {self.public_key} || openssl ec -in {self.private_key} -pubout -out {self.public_key}"
         )
 
-    def iked_check_command(self) -> str:
-        return f"iked -n -f {self.iked_conf}"
+    def iked_check_command(self, path: str | None = None) -> str:
+        return f"iked -n -f {path or self.iked_conf}"
 
     def iked_start_command(self) -> str:
         """Start iked; the command's exit status is the judge (0: iked runs)."""
@@ -262,11 +263,31 @@ class Platform:
     def parse_checksum(self, output: str) -> str:
         return output.split()[0].lower() if output.split() else ""
 
-    def ping_command(self, address: str, count: int, timeout_s: int) -> str:
-        """Ping `count` times, 0.2 s apart (root may), waiting up to `timeout_s` seconds for each reply."""
+    def ping_command(
+        self, address: str, count: int, timeout_s: int, interval: float = 0.2, size: int | None = None
+    ) -> str:
+        """Ping `count` times, `interval` s apart (root may go below 1 s), waiting up to `timeout_s` seconds
+        for each reply; `size` bytes of payload (the ping's default when None). Quiet: the summary only
+        when the count is large."""
         raise NotImplementedError
 
     def parse_ping(self, output: str) -> PingResult:
+        raise NotImplementedError
+
+    def versions_command(self) -> str:
+        """Print what the guest runs as `key=value` lines: kernel, os, iked (read by parse_versions)."""
+        raise NotImplementedError
+
+    def parse_versions(self, output: str) -> dict[str, str]:
+        found = {}
+        for line in output.splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key.strip() and value.strip():
+                found[key.strip()] = value.strip()
+        return found
+
+    def kernel_ipsec_command(self) -> str:
+        """Print the kernel's IPsec SAs and policies in the platform's own words (for evidence bundles)."""
         raise NotImplementedError
 
     def sa_command(self) -> str:

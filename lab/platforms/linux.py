@@ -114,6 +114,16 @@ class Linux(Platform, name="linux"):
             "sleep 0.1; done; ! pidof iked >/dev/null"
         )
 
+    def versions_command(self) -> str:
+        # The appliance has no os-release: its packages' versions are in the image's manifest.
+        return (
+            'echo "kernel=$(uname -srvm)"; echo "os=ikedlab Linux appliance (Debian packages)"; '
+            f'echo "iked=$({IKED} -V 2>&1 | head -1)"'
+        )
+
+    def kernel_ipsec_command(self) -> str:
+        return f"echo '# ip -s xfrm state'; {IP} -s xfrm state; echo '# ip xfrm policy'; {IP} xfrm policy"
+
     def iked_log_command(self) -> str:
         return f"cat {IKED_LOG} 2>/dev/null"
 
@@ -130,8 +140,11 @@ class Linux(Platform, name="linux"):
     def checksum_command(self, path: str) -> str:
         return f"sha256sum {shlex.quote(path)}"
 
-    def ping_command(self, address: str, count: int, timeout_s: int) -> str:
-        return f"ping -c {count} -i 0.2 -W {timeout_s} {shlex.quote(address)}"
+    def ping_command(
+        self, address: str, count: int, timeout_s: int, interval: float = 0.2, size: int | None = None
+    ) -> str:
+        extra = (f" -s {size}" if size is not None else "") + (" -q" if count > 20 else "")
+        return f"ping -c {count} -i {interval:g} -W {timeout_s}{extra} {shlex.quote(address)}"
 
     def parse_ping(self, output: str) -> PingResult:
         return parse_ping_summary(output)

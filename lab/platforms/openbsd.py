@@ -103,6 +103,16 @@ class OpenBSD(Platform, name="openbsd"):
     def iked_stop_command(self) -> str:
         return "rcctl stop iked"
 
+    def versions_command(self) -> str:
+        # iked is part of the base system: its version is the release's.
+        return (
+            'echo "kernel=$(uname -srvm)"; echo "os=$(sysctl -n kern.version | head -1)"; '
+            'echo "iked=OpenBSD $(uname -r) base system"'
+        )
+
+    def kernel_ipsec_command(self) -> str:
+        return "echo '# ipsecctl -sa'; ipsecctl -sa"  # without -k: no keys
+
     def iked_log_command(self) -> str:
         # iked logs through syslog's daemon facility: /var/log/daemon.
         return "grep -e 'iked\\[' -e 'iked:' /var/log/daemon || true"
@@ -119,10 +129,13 @@ class OpenBSD(Platform, name="openbsd"):
     def checksum_command(self, path: str) -> str:
         return f"sha256 -q {shlex.quote(path)}"
 
-    def ping_command(self, address: str, count: int, timeout_s: int) -> str:
+    def ping_command(
+        self, address: str, count: int, timeout_s: int, interval: float = 0.2, size: int | None = None
+    ) -> str:
         # timeout_s is how long to wait for a reply (Linux's -W); OpenBSD's -w is how long to wait for
-        # replies after the last request. Requests go out 0.2 s apart, which root may ask for.
-        return f"ping -n -c {count} -i 0.2 -w {max(1, timeout_s)} {shlex.quote(address)}"
+        # replies after the last request. Requests below 1 s apart are root's privilege.
+        extra = (f" -s {size}" if size is not None else "") + (" -q" if count > 20 else "")
+        return f"ping -n -c {count} -i {interval:g} -w {max(1, timeout_s)}{extra} {shlex.quote(address)}"
 
     def parse_ping(self, output: str) -> PingResult:
         return parse_ping_summary(output)

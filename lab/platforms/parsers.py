@@ -104,6 +104,7 @@ def parse_ikectl_show_sa(text: str, loaded_only: bool = True) -> SaState:
                     peer_id=m["id"],
                     initiator=m["role"] == "i",
                     natt=bool({"natt", "udpencap", "udpecap"} & set(flags)),
+                    spi=f"{m['ispi']}:{m['rspi']}",
                 ),
             )
         elif m := _CHILD_SA_RE.match(line):
@@ -163,7 +164,14 @@ def parse_ping_summary(text: str) -> PingResult:
     if not matches:
         raise ParseError(f"ping printed no summary: {_last_line(text)}")
     transmitted, received = matches[-1]
-    return PingResult(transmitted=int(transmitted), received=int(received))
+    rtt = _PING_RTT_RE.findall(text)
+    low, average = (float(rtt[-1][0]), float(rtt[-1][1])) if rtt else (None, None)
+    return PingResult(int(transmitted), int(received), rtt_min_ms=low, rtt_avg_ms=average)
+
+
+# "round-trip min/avg/max = 1.2/3.4/5.6 ms" (busybox), ".../max/std-dev = ..." (OpenBSD), "rtt min/avg/..."
+# (iputils): the first two numbers are the minimum and the average.
+_PING_RTT_RE = re.compile(r"(?:round-trip|rtt) min/avg/\S* = ([\d.]+)/([\d.]+)/")
 
 
 # --- tcpdump ------------------------------------------------------------------------------------------

@@ -1,0 +1,366 @@
+"""Evidence bundles: one archive with everything a maintainer needs to understand a lab, and to replay it.
+
+`ikedlab bundle` packs the topology, the rendered and the user's files, each gateway's iked log, `ikectl
+show sa` and the kernel's SAs and policies (in the platform's own spelling), ESP/AH counters, versions (guest
+kernels and OS, iked, the boot images' digests, ikedlab's version and git commit), console transcripts,
+serial logs, recent pcaps and the status table, with a README saying how to replay it. `ikedlab up --from
+BUNDLE` reads manifest.json back and boots the same lab, after saying exactly what differs here.
+
+Secrets: private keys never leave their guests (the bundle reads no key file), and every text that goes in
+is scrubbed anyway: a PEM private key block becomes a marker, and long hex strings (the SA keys that
+`ip xfrm state` prints) become `0x[redacted]`. A user's iked.conf goes in as written, pre-shared key
+included: it is needed to replay the lab, and it is the lab's own test secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import subprocess
+import tarfile
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lab.errors import IkedlabError, LabError
+
+if TYPE_CHECKING:
+    from lab.host import Host
+    from lab.lab import Lab
+
+FORMAT = 1
+RECENT_PCAPS = 8
+HASH_LIMIT = 256 * 1024 * 1024  # bigger boot files (a golden disk) are fingerprinted by size and time
+MEDIA_FILE = "media.json"
+
+_PEM_PRIVATE = re.compile(r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----", re.DOTALL)
+_LONG_HEX = re.compile(r"0x[0-9a-fA-F]{32,}")
+
+
+def scrub(text: str) -> str:
+    """A text with private keys and SA key material removed."""
+    text = _PEM_PRIVATE.sub("[a private key was here; ikedlab bundles never carry one]", text)
+    return _LONG_HEX.sub("0x[redacted]", text)
+
+
+# --- versions ----------------------------------------------------------------------------------------
+def file_digest(path: Path) -> str:
+    try:
+        stat = path.stat()
+    except OSError:
+        return "missing"
+    if stat.st_size > HASH_LIMIT:
+        return f"size:{stat.st_size}:mtime:{int(stat.st_mtime)}"
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def media_digests(media: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """platform -> {kernel|initrd|disk: digest} of what the lab boots (BootMedia per platform)."""
+    found: dict[str, dict[str, str]] = {}
+    for platform, boot in media.items():
+        found[platform] = {
+            part: file_digest(Path(getattr(boot, part)))
+            for part in ("kernel", "initrd", "disk")
+            if getattr(boot, part, None)
+        }
+    return found
+
+
+def record_media(run_dir: Path, media: dict[str, Any], release: str | None) -> None:
+    """Called by `up`: the digests of the images this lab boots, for bundles made later."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / MEDIA_FILE).write_text(
+        json.dumps({"release": release, "images": media_digests(media)}, indent=2)
+    )
+
+
+def ikedlab_version() -> dict[str, str]:
+    try:
+        version = metadata.version("ikedlab")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    root = Path(__file__).resolve().parent.parent
+    commit = _git(root, "rev-parse", "HEAD")
+    dirty = bool(_git(root, "status", "--porcelain", "--untracked-files=no"))
+    return {"version": version, "commit": (commit or "unknown") + (" (modified)" if dirty else "")}
+
+
+def guest_versions(host: Host) -> dict[str, str]:
+    return host.platform.parse_versions(host.run(host.platform.versions_command()).output)
+
+
+def describe(lab: Lab) -> dict[str, Any]:
+    """What a running lab is, for reports: topology, platforms, versions of ikedlab, images and guests."""
+    state = lab.state()
+    media = _read_json(lab.run_dir / MEDIA_FILE)
+    return {
+        "lab": lab.name,
+        "topology": state.topology,
+        "platform": ", ".join(sorted(set(state.platforms.values()))),
+        "ikedlab": ikedlab_version(),
+        "release": media.get("release"),
+        "images": media.get("images", {}),
+        "guests": {name: guest_versions(host) for name, host in lab.hosts.items()},
+    }
+
+
+def _git(root: Path, *args: str) -> str:
+    try:
+        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+# --- making a bundle ---------------------------------------------------------------------------------
+@dataclass
+class _Archive:
+    """Members of the tar.gz being built, all under one top directory."""
+
+    top: str
+    tar: tarfile.TarFile
+    names: list[str] = field(default_factory=list)
+
+    def text(self, name: str, content: str) -> None:
+        self.data(name, scrub(content).encode())
+
+    def data(self, name: str, content: bytes) -> None:
+        info = tarfile.TarInfo(f"{self.top}/{name}")
+        info.size = len(content)
+        info.mtime = int(time.time())
+        info.mode = 0o644
+        self.tar.addfile(info, io.BytesIO(content))
+        self.names.append(name)
+
+    def file(self, name: str, path: Path, binary: bool = False) -> None:
+        if binary:
+            self.data(name, path.read_bytes())
+        else:
+            self.text(name, path.read_text(errors="replace"))
+
+
+def make_bundle(lab: Lab, out: Path | None, status_text: str = "") -> Path:
+    """Pack a running lab's evidence into `out` (default: the lab's run directory); return the path."""
+    state = lab.state()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    top = f"ikedlab-{lab.name}-{stamp}"
+    out = out or lab.run_dir / "bundles" / f"{top}.tar.gz"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    problems: list[str] = []
+    media = _read_json(lab.run_dir / MEDIA_FILE)
+    with tarfile.open(out, "w:gz") as tar:
+        archive = _Archive(top, tar)
+        topology_path = Path(state.topology)
+        archive.file("topology.yaml", topology_path)
+        for host, text in sorted(state.iked_conf.items()):
+            archive.text(f"user/{host}.iked.conf", text)
+        for path in sorted((lab.run_dir / "configs").glob("*")):
+            archive.file(f"configs/{path.name}", path)
+        for path in sorted(lab.run_dir.glob("*.json")):
+            archive.file(path.name, path)
+        guests = _guest_evidence(lab, archive, problems)
+        for sub in ("console", "serial"):
+            for path in sorted((lab.run_dir / sub).glob("*.log")):
+                archive.file(f"{sub}/{path.name}", path)
+        for path in _recent_pcaps(lab.run_dir):
+            archive.file(f"pcaps/{path.name}", path, binary=True)
+        if status_text:
+            archive.text("status.txt", status_text)
+        manifest = {
+            "format": FORMAT,
+            "lab": lab.name,
+            "created": stamp,
+            "topology": "topology.yaml",
+            "topology_name": topology_path.name,
+            "platforms": state.platforms,
+            "iked_conf": {host: f"user/{host}.iked.conf" for host in sorted(state.iked_conf)},
+            "expect_failure": getattr(state, "expect_failure", None),
+            "release": media.get("release"),
+            "images": media.get("images", {}),
+            "ikedlab": ikedlab_version(),
+            "guests": guests,
+            "problems": problems,
+        }
+        archive.text("manifest.json", json.dumps(manifest, indent=2))
+        archive.text("README.md", _readme(manifest, archive.names, out.name))
+    if problems:
+        from lab import progress
+
+        progress.say("bundle: some evidence could not be read: " + "; ".join(problems))
+    return out
+
+
+def _guest_evidence(lab: Lab, archive: _Archive, problems: list[str]) -> dict[str, dict[str, str]]:
+    """Per host: what it runs; per gateway: iked's log, SAs, the kernel's SAs and policies, counters."""
+    versions: dict[str, dict[str, str]] = {}
+    try:
+        if not lab.hosts:
+            lab.attach()
+    except IkedlabError as e:
+        problems.append(f"the guests could not be reached ({e.message})")
+        return versions
+    gateways = {h.name for h in lab.gateways()}
+    for name, host in lab.hosts.items():
+        commands = {"versions.txt": host.platform.versions_command()}
+        if name in gateways:
+            commands |= {
+                "iked.log": host.platform.iked_log_command(),
+                "ikectl-show-sa.txt": host.platform.sa_command(),
+                "kernel-ipsec.txt": host.platform.kernel_ipsec_command(),
+                "counters.txt": host.platform.counters_command(host.spec),
+            }
+        for filename, command in commands.items():
+            try:
+                result = host.run(command)
+            except IkedlabError as e:
+                problems.append(f"{name}: {filename}: {e.message}")
+                continue
+            archive.text(f"hosts/{name}/{filename}", result.output)
+            if filename == "versions.txt":
+                versions[name] = host.platform.parse_versions(result.output)
+    return versions
+
+
+def _recent_pcaps(run_dir: Path) -> list[Path]:
+    pcaps = [p for sub in ("captures", "artifacts") for p in (run_dir / sub).glob("*.pcap")]
+    return sorted(pcaps, key=lambda p: p.stat().st_mtime)[-RECENT_PCAPS:]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _readme(manifest: dict[str, Any], names: list[str], archive: str) -> str:
+    expect = manifest.get("expect_failure")
+    replay = f"ikedlab --name replay up --from {archive}"
+    lines = [
+        f"# ikedlab evidence bundle: lab '{manifest['lab']}', {manifest['created']}",
+        "",
+        f"Made by ikedlab {manifest['ikedlab']['version']} (commit {manifest['ikedlab']['commit']}).",
+        f"Platforms: {', '.join(f'{h}={p}' for h, p in sorted(manifest['platforms'].items()))}.",
+        "",
+        "## Replay",
+        "",
+        "With ikedlab installed (https://… your checkout; `make setup`):",
+        "",
+        "```sh",
+        replay,
+        "```",
+        "",
+        "boots the same topology on the same platforms with the same iked.conf files, and says first what",
+        "differs on your machine (image digests, ikedlab version).",
+    ]
+    if expect:
+        lines += [
+            "",
+            f"This lab reproduces an iked failure: `up --from` expects iked to say /{expect}/ and exits 0",
+            "when it does (as `ikedlab up --expect-failure` would).",
+        ]
+    lines += [
+        "",
+        "## What is inside",
+        "",
+        "- `manifest.json`: platforms, user files, versions and image digests (read by `up --from`)",
+        "- `topology.yaml`, `user/HOST.iked.conf` (the user's own files), `configs/` (what was installed)",
+        "- `hosts/HOST/`: `versions.txt`; on gateways `iked.log`, `ikectl-show-sa.txt`, "
+        "`kernel-ipsec.txt` (the kernel's SAs and policies, keys redacted), `counters.txt` (ESP/AH)",
+        "- `console/` (command transcripts), `serial/` (raw serial logs), `pcaps/` (recent captures)",
+        "- `status.txt`: the status table when the bundle was made",
+        "",
+        "No private key is ever included; SA keys are redacted. A pre-shared key in a user's iked.conf stays",
+        "(it is needed to replay the lab).",
+        "",
+        "Files: " + ", ".join(sorted(names)),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# --- replaying a bundle ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Replay:
+    """What `up --from` needs, unpacked into the lab's run directory (it outlives the command)."""
+
+    topology: Path
+    platforms: dict[str, str]
+    iked_conf_files: dict[str, Path]
+    expect_failure: str | None
+    release: str | None
+    manifest: dict[str, Any]
+
+
+def open_bundle(archive: Path, into: Path) -> Replay:
+    """Unpack a bundle's replay inputs (manifest, topology, user files) into `into`."""
+    try:
+        tar = tarfile.open(archive, "r:gz")
+    except (OSError, tarfile.TarError) as e:
+        raise LabError(f"{archive}: not an ikedlab bundle ({e})") from None
+    with tar:
+        members = {m.name.split("/", 1)[-1]: m for m in tar.getmembers() if m.isfile()}
+        if "manifest.json" not in members:
+            raise LabError(f"{archive}: not an ikedlab bundle (no manifest.json)")
+
+        def read(name: str) -> bytes:
+            if name not in members:
+                raise LabError(f"{archive}: the manifest names {name}, which the bundle lacks")
+            f = tar.extractfile(members[name])
+            assert f is not None
+            return f.read()
+
+        manifest = json.loads(read("manifest.json"))
+        if manifest.get("format") != FORMAT:
+            raise LabError(f"{archive}: bundle format {manifest.get('format')}, this ikedlab reads {FORMAT}")
+        into.mkdir(parents=True, exist_ok=True)
+        topology = into / manifest.get("topology_name", "topology.yaml")
+        topology.write_bytes(read(manifest["topology"]))
+        files: dict[str, Path] = {}
+        for host, name in manifest.get("iked_conf", {}).items():
+            files[host] = into / f"{host}.iked.conf"
+            files[host].write_bytes(read(name))
+            files[host].chmod(0o600)
+    return Replay(
+        topology,
+        dict(manifest["platforms"]),
+        files,
+        manifest.get("expect_failure"),
+        manifest.get("release"),
+        manifest,
+    )
+
+
+def differences(replay: Replay, media: dict[str, Any]) -> list[str]:
+    """What differs between the bundle's lab and the one about to boot here, one line each."""
+    found = []
+    here = media_digests(media)
+    for platform, parts in replay.manifest.get("images", {}).items():
+        for part, digest in parts.items():
+            now = here.get(platform, {}).get(part)
+            if now != digest:
+                found.append(f"{platform} image {part}: bundle {_short(digest)}, here {_short(now)}")
+    then, now_version = replay.manifest.get("ikedlab", {}), ikedlab_version()
+    for key in ("version", "commit"):
+        if then.get(key) != now_version[key]:
+            found.append(f"ikedlab {key}: bundle {then.get(key)}, here {now_version[key]}")
+    return found
+
+
+def default_platform(platforms: dict[str, str]) -> str:
+    """The platform `up` gives hosts whose topology names none: the bundle's most common one."""
+    names = list(platforms.values())
+    return max(sorted(set(names)), key=names.count)
+
+
+def _short(digest: str | None) -> str:
+    if not digest:
+        return "none"
+    return digest.split(":", 1)[0] + ":" + digest.split(":", 1)[1][:12] if ":" in digest else digest[:12]

@@ -1,0 +1,242 @@
+"""An HTML report of a test run that a person reads at a glance: the verdict of every test with its time,
+the lab's picture, the versions it ran on, and links to each scenario's evidence folder.
+
+It is made from what `make test` leaves in the artifacts directory: the JUnit files, the per-scenario
+evidence folders and `scenarios/lab.json` (versions, written by the scenario session). The picture is the
+topology drawn by `lab.graph` when that module provides `topology_svg(topology)`, else a plain chain of
+the hosts and links drawn here. `python -m lab.report ARTIFACTS` writes ARTIFACTS/report.html.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib
+import json
+import sys
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from lab.topology import Topology
+
+SUITES = (("junit-scenarios.xml", "Scenarios", "scenarios"), ("junit-fast.xml", "Fast tests", None))
+LAB_INFO = "lab.json"
+MESSAGE_CHARS = 600
+
+
+@dataclass
+class Case:
+    name: str
+    outcome: str  # passed, failed, error, skipped, xfailed
+    seconds: float
+    message: str = ""
+    evidence: list[tuple[str, str]] = field(default_factory=list)  # (label, href relative to the report)
+
+
+@dataclass
+class Suite:
+    title: str
+    file: str
+    cases: list[Case]
+
+
+def read_junit(path: Path) -> list[Case]:
+    cases = []
+    for element in ET.parse(path).iter("testcase"):
+        outcome, message = "passed", ""
+        for child in element:
+            if child.tag in ("failure", "error"):
+                outcome = "failed" if child.tag == "failure" else "error"
+                message = child.get("message") or (child.text or "")
+            elif child.tag == "skipped":
+                xfail = (child.get("type") or "") == "pytest.xfail"
+                outcome = "xfailed" if xfail else "skipped"
+                message = child.get("message") or ""
+        name = element.get("name", "?")
+        classname = element.get("classname", "")
+        shown = f"{classname.rsplit('.', 1)[-1]}::{name}" if classname else name
+        cases.append(Case(shown, outcome, float(element.get("time") or 0), message.strip()[:MESSAGE_CHARS]))
+        cases[-1].evidence = []
+        cases[-1].__dict__["node"] = name
+    return cases
+
+
+def evidence_links(case: Case, folder: Path, base: Path) -> list[tuple[str, str]]:
+    """Links to the interesting files of a scenario's evidence folder, relative to the report."""
+    if not folder.is_dir():
+        return []
+    wanted = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and (p.suffix in (".pcap", ".log", ".conf") or p.name.endswith(".iked.log"))
+    )
+    links = [("folder", folder.relative_to(base).as_posix() + "/")]
+    links += [(p.relative_to(folder).as_posix(), p.relative_to(base).as_posix()) for p in wanted]
+    return links
+
+
+def picture(topology: Topology | None) -> str:
+    """The lab as SVG: lab.graph's drawing when it exists, else a chain of hosts and links."""
+    if topology is None:
+        return "<p>(no topology recorded)</p>"
+    try:
+        graph = importlib.import_module("lab.graph")
+        draw = getattr(graph, "topology_svg", None)
+        if draw is not None:
+            return str(draw(topology))
+    except ImportError:
+        pass
+    return chain_svg(topology)
+
+
+def chain_svg(topology: Topology) -> str:
+    """Hosts in link order, left to right, gateways marked, each link labelled with its subnet."""
+    order = _walk(topology)
+    box_w, box_h, gap = 150, 64, 70
+    width = len(order) * box_w + (len(order) - 1) * gap + 20
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="150" font-family="sans-serif">'
+    ]
+    x_of = {name: 10 + i * (box_w + gap) for i, name in enumerate(order)}
+    for link in topology.links.values():
+        a, b = sorted(link.ends, key=order.index)
+        x1, x2 = x_of[a] + box_w, x_of[b]
+        parts.append(f'<line x1="{x1}" y1="60" x2="{x2}" y2="60" stroke="#555" stroke-width="2"/>')
+        parts.append(
+            f'<text x="{(x1 + x2) / 2}" y="50" font-size="11" text-anchor="middle">'
+            f"{html.escape(link.name)}</text>"
+        )
+        parts.append(
+            f'<text x="{(x1 + x2) / 2}" y="78" font-size="9" text-anchor="middle" fill="#666">'
+            f"{link.subnet}</text>"
+        )
+    for name in order:
+        host = topology.hosts[name]
+        fill = "#dcebff" if host.ipsec else "#f4f4f4"
+        x = x_of[name]
+        parts.append(
+            f'<rect x="{x}" y="28" width="{box_w}" height="{box_h}" rx="8" fill="{fill}" stroke="#336"/>'
+        )
+        parts.append(
+            f'<text x="{x + box_w / 2}" y="54" font-size="14" font-weight="600" text-anchor="middle">'
+            f"{html.escape(name)}</text>"
+        )
+        role = (
+            f"IPsec gateway ({host.ipsec.mode})" if host.ipsec else ("router" if host.forwarding else "host")
+        )
+        parts.append(
+            f'<text x="{x + box_w / 2}" y="72" font-size="10" text-anchor="middle" fill="#444">{role}</text>'
+        )
+        addresses = ", ".join(str(i.address.ip) for i in host.interfaces)
+        parts.append(
+            f'<text x="{x + box_w / 2}" y="112" font-size="9" text-anchor="middle" fill="#333">'
+            f"{addresses}</text>"
+        )
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def _walk(topology: Topology) -> list[str]:
+    """Hosts in the order a walk along the links meets them, starting at an end of the chain."""
+    degree = {name: 0 for name in topology.hosts}
+    for link in topology.links.values():
+        for end in link.ends:
+            degree[end] += 1
+    start = min(topology.hosts, key=lambda n: (degree[n], list(topology.hosts).index(n)))
+    order, todo = [], [start]
+    while todo:
+        name = todo.pop(0)
+        if name in order:
+            continue
+        order.append(name)
+        todo += [lk.other_end(name) for lk in topology.links.values() if name in lk.ends]
+    return order + [n for n in topology.hosts if n not in order]
+
+
+def _versions(info: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = []
+    if info.get("platform"):
+        rows.append(("platform", str(info["platform"])))
+    ikedlab = info.get("ikedlab") or {}
+    if ikedlab:
+        rows.append(("ikedlab", f"{ikedlab.get('version')} (commit {ikedlab.get('commit')})"))
+    for platform, parts in sorted((info.get("images") or {}).items()):
+        for part, digest in sorted(parts.items()):
+            rows.append((f"{platform} image {part}", str(digest)))
+    for host, values in sorted((info.get("guests") or {}).items()):
+        rows.append((host, "; ".join(f"{k} {v}" for k, v in sorted(values.items()))))
+    return rows or [("versions", "not recorded (no scenario session ran)")]
+
+
+def write_report(artifacts: Path) -> Path:
+    """Read the run's JUnit files and evidence under `artifacts`; write artifacts/report.html."""
+    suites = []
+    for filename, title, evidence_dir in SUITES:
+        path = artifacts / filename
+        if not path.exists():
+            continue
+        cases = read_junit(path)
+        if evidence_dir:
+            for case in cases:
+                node = case.__dict__.get("node", case.name)
+                case.evidence = evidence_links(
+                    case, artifacts / evidence_dir / node.replace("/", "_"), artifacts
+                )
+        suites.append(Suite(title, filename, cases))
+    info = _read_json(artifacts / "scenarios" / LAB_INFO)
+    topology = _topology(info)
+    every = [c for s in suites for c in s.cases]
+    totals = {
+        "passed": sum(c.outcome == "passed" for c in every),
+        "failed": sum(c.outcome in ("failed", "error") for c in every),
+        "skipped": sum(c.outcome in ("skipped", "xfailed") for c in every),
+        "seconds": sum(c.seconds for c in every),
+    }
+    verdict = "failed" if totals["failed"] else ("passed" if every else "skipped")
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("lab", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"], default=True),
+        undefined=jinja2.StrictUndefined,
+    )
+    page = env.get_template("report.html.j2").render(
+        verdict=verdict,
+        totals=totals,
+        suites=suites,
+        picture=picture(topology),
+        versions=_versions(info),
+        generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    )
+    out = artifacts / "report.html"
+    out.write_text(page)
+    return out
+
+
+def _topology(info: dict[str, Any]) -> Topology | None:
+    from lab.platforms import load_topology
+
+    try:
+        return load_topology(info.get("topology"))
+    except Exception:  # noqa: BLE001 - a report without a picture is still a report
+        return None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argv if argv is not None else sys.argv[1:]
+    artifacts = Path(args[0] if args else "artifacts")
+    print(write_report(artifacts))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""The status table of a lab: hosts, platforms, state, addresses and tunnel; printed by `ikedlab status` and
+`up`, and kept as text in evidence bundles."""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING
+
+from rich.console import Console as RichConsole
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from lab.lab import Lab
+
+
+def status_table(lab: Lab) -> Table:
+    assert lab.topology, "the lab is neither up nor attached"
+    running = {d.host: d for d in lab.domains()}
+    table = Table(title=f"lab {lab.name}")
+    for column in ("host", "platform", "state", "addresses", "tunnel"):
+        table.add_column(column)
+    for name, host in lab.hosts.items():
+        tunnel = ""
+        if host.spec.ipsec:
+            sas = host.sas()
+            peer = lab.topology.peer_of(host.spec).name
+            tunnel = f"ESTABLISHED with {peer}" if sas.established else f"down (peer {peer})"
+        addresses = ", ".join(
+            f"{host.platform.interface_name(i.index)} {i.address}" for i in host.spec.interfaces
+        )
+        state = "running" if name in running and running[name].running else "stopped"
+        table.add_row(name, host.platform.name, state, addresses, tunnel)
+    return table
+
+
+def print_status(lab: Lab) -> None:
+    RichConsole().print(status_table(lab))
+
+
+def status_text(lab: Lab) -> str:
+    console = RichConsole(file=io.StringIO(), width=140, color_system=None)
+    console.print(status_table(lab))
+    return console.file.getvalue()  # type: ignore[attr-defined]

@@ -1,0 +1,227 @@
+"""Fast tests of the bug reproducers' tools: impairment commands, capture streaming, bundles (secrets never
+inside, replay inputs), iked's error lines, traffic sizes, and the command line that drives them."""
+
+import json
+import struct
+import tarfile
+import threading
+import time
+from io import BytesIO
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from lab import bundle, capture, failure, traffic
+from lab.cli import build_parser
+from lab.errors import LabError
+from lab.impair import Impairment, clear_command, impair_command
+from lab.platforms import BootMedia
+from lab.platforms import load_topology as load
+
+# --- impairment ---------------------------------------------------------------------------------------------
+
+
+def test_delay_shapes_both_directions_through_ifb():
+    command = impair_command("eth0", Impairment(delay_ms=100, jitter_ms=10, loss=1.5, rate="1mbit"))
+    assert "tc qdisc add dev eth0 root netem delay 100ms 10ms loss 1.5% rate 1mbit" in command
+    assert "tc qdisc add dev ifb-eth0 root netem delay 100ms 10ms loss 1.5% rate 1mbit" in command
+    assert "matchall action mirred egress redirect dev ifb-eth0" in command
+    assert command.endswith("link set eth0 mtu 1500")
+
+
+def test_mtu_alone_needs_no_netem():
+    command = impair_command("eth1", Impairment(mtu=1280))
+    assert "root netem" not in command and command.endswith("/bin/ip link set eth1 mtu 1280")
+
+
+def test_clear_is_quiet_about_what_is_not_there():
+    assert clear_command("eth0").startswith("{ { /usr/sbin/tc qdisc del dev eth0 root;")
+    assert "2>/dev/null" in clear_command("eth0")
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"loss": 120}, "--loss 120: a percentage"),
+        ({"jitter_ms": 5}, "--jitter needs a --delay"),
+        ({"rate": "fast"}, "--rate fast"),
+        ({"mtu": 100}, "--mtu 100: from 576"),
+    ],
+)
+def test_bad_impairments_are_one_line(settings, message):
+    with pytest.raises(LabError, match=message):
+        Impairment(**settings)
+
+
+# --- capture ------------------------------------------------------------------------------------------------
+
+
+def test_the_router_end_of_a_link_is_dumped_by_default():
+    topology = load()
+    assert capture.link_end(topology, "wan1") == capture.LinkEnd("wan1", "inet", 0)
+    assert capture.link_end(topology, "wan2") == capture.LinkEnd("wan2", "inet", 1)
+    assert capture.link_end(topology, "lan1") == capture.LinkEnd("lan1", "initlan", 0)
+    assert capture.link_end(topology, "wan1", at="init").nic == 0
+    with pytest.raises(LabError, match="no link 'wan9'"):
+        capture.link_end(topology, "wan9")
+    with pytest.raises(LabError, match="joins init and inet, not resp"):
+        capture.link_end(topology, "wan1", at="resp")
+
+
+def test_follow_streams_a_growing_pcap_to_the_end(tmp_path):
+    pcap = tmp_path / "x.pcap"
+    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65536, 1)
+    pcap.write_bytes(header)
+    out = BytesIO()
+    finished = threading.Event()
+
+    def writer() -> None:
+        for i in range(5):
+            with pcap.open("ab") as f:
+                f.write(struct.pack("<IIII", i, 0, 4, 4) + b"abcd")
+            time.sleep(0.02)
+        finished.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    copied = capture.follow(pcap, out, finished.is_set)
+    thread.join()
+    assert copied == len(header) + 5 * 20 == len(out.getvalue())
+    assert out.getvalue() == pcap.read_bytes()
+
+
+# --- bundles ------------------------------------------------------------------------------------------------
+
+PEM = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIB\n-----END EC PRIVATE KEY-----\n"
+
+
+def test_scrub_removes_private_keys_and_sa_keys_but_keeps_spis():
+    text = f"before\n{PEM}after\n\tenc cbc(aes) 0x{'ab' * 32}\nspi 0x229bfa8c ispi 0xe0f1a5b6180a86f6\n"
+    clean = bundle.scrub(text)
+    assert "PRIVATE KEY" not in clean and "ab" * 32 not in clean
+    assert "0x229bfa8c" in clean and "0xe0f1a5b6180a86f6" in clean and "before" in clean
+
+
+class _FakeHost:
+    def __init__(self, name, gateway):
+        self.name = name
+        self.spec = SimpleNamespace(ipsec=gateway)
+        self.platform = SimpleNamespace(
+            versions_command=lambda: "versions",
+            parse_versions=lambda out: {"iked": "OpenIKED 7.2"},
+            iked_log_command=lambda: "log",
+            sa_command=lambda: "sa",
+            kernel_ipsec_command=lambda: "xfrm",
+            counters_command=lambda spec: "counters",
+        )
+
+    def run(self, command):
+        outputs = {
+            "log": f"authentication failed for FQDN/init.example.com\n{PEM}",
+            "xfrm": f"enc cbc(aes) 0x{'12' * 32}\n",
+        }
+        return SimpleNamespace(output=outputs.get(command, f"{command} of {self.name}\n"))
+
+
+class _FakeLab:
+    def __init__(self, run_dir: Path):
+        self.name = "t"
+        self.run_dir = run_dir
+        self.hosts = {n: _FakeHost(n, n in ("init", "resp")) for n in ("initlan", "init", "resp")}
+        run_dir.mkdir(parents=True)
+        self.topology_file = run_dir / "guide.yaml"
+        self.topology_file.write_text(load().path.read_text())
+        for sub in ("console", "configs", "captures"):
+            (run_dir / sub).mkdir(parents=True)
+        (run_dir / "console" / "init.log").write_text(f"init# cat key\n{PEM}")
+        (run_dir / "configs" / "resp.iked.conf").write_text("ikev2 'resp' passive esp\n")
+        (run_dir / "captures" / "wan1.pcap").write_bytes(b"\xd4\xc3\xb2\xa1pcap")
+
+    def state(self):
+        return SimpleNamespace(
+            topology=str(self.topology_file),
+            iked_conf={"resp": "ikev2 'resp' passive esp psk 'lab'\n"},
+            platforms={"init": "linux", "resp": "linux", "initlan": "linux"},
+            expect_failure="authentication failed",
+        )
+
+    def gateways(self):
+        return [self.hosts["init"], self.hosts["resp"]]
+
+
+def test_a_bundle_holds_the_evidence_and_never_a_private_key(tmp_path):
+    lab = _FakeLab(tmp_path / "run")
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(b"kernel")
+    bundle.record_media(lab.run_dir, {"linux": BootMedia(kernel=kernel)}, None)
+    archive = bundle.make_bundle(lab, tmp_path / "b.tar.gz", "status table")  # type: ignore[arg-type]
+    with tarfile.open(archive) as tar:
+        members = {m.name.split("/", 1)[1]: tar.extractfile(m).read() for m in tar.getmembers()}
+    assert not [name for name, data in members.items() if b"PRIVATE KEY" in data]
+    assert b"authentication failed" in members["hosts/resp/iked.log"]
+    assert b"0x[redacted]" in members["hosts/init/kernel-ipsec.txt"]
+    assert "hosts/initlan/iked.log" not in members and "hosts/initlan/versions.txt" in members
+    assert members["pcaps/wan1.pcap"] == b"\xd4\xc3\xb2\xa1pcap"
+    assert b"up --from b.tar.gz" in members["README.md"]
+    manifest = json.loads(members["manifest.json"])
+    assert manifest["guests"]["init"] == {"iked": "OpenIKED 7.2"}
+    assert manifest["images"]["linux"]["kernel"].startswith("sha256:")
+    assert manifest["expect_failure"] == "authentication failed"
+
+    replay = bundle.open_bundle(archive, tmp_path / "replay")
+    assert replay.platforms["init"] == "linux" and replay.expect_failure == "authentication failed"
+    assert replay.iked_conf_files["resp"].read_text() == "ikev2 'resp' passive esp psk 'lab'\n"
+    assert load(replay.topology).hosts.keys() == load().hosts.keys()
+    assert bundle.differences(replay, {"linux": BootMedia(kernel=kernel)}) == [] or all(
+        line.startswith("ikedlab") for line in bundle.differences(replay, {"linux": BootMedia(kernel=kernel)})
+    )
+    kernel.write_bytes(b"another kernel")
+    changed = bundle.differences(replay, {"linux": BootMedia(kernel=kernel)})
+    assert any(line.startswith("linux image kernel: bundle sha256:") for line in changed)
+
+
+def test_something_that_is_no_bundle_is_one_line(tmp_path):
+    junk = tmp_path / "junk.tar.gz"
+    junk.write_bytes(b"not a tarball")
+    with pytest.raises(LabError, match="junk.tar.gz: not an ikedlab bundle"):
+        bundle.open_bundle(junk, tmp_path / "x")
+
+
+# --- iked's failures, traffic -------------------------------------------------------------------------------
+
+
+def test_the_last_failure_line_of_a_log_is_the_one_reported():
+    log = (
+        "spi=0x1: recv IKE_AUTH req 1\n"
+        "spi=0x1: ikev2_msg_authverify: authentication failed for FQDN/init.example.com\n"
+        "spi=0x1: sa_free: authentication failed\n"
+    )
+    assert failure.error_line(log) == "spi=0x1: sa_free: authentication failed"
+    assert failure.error_line("spi=0x1: established peer\n") is None
+
+
+def test_traffic_sizes():
+    assert traffic.packets_for(nbytes=10280, seconds=None, size=1000, interval=0.02) == 10
+    assert traffic.packets_for(nbytes=None, seconds=2, size=1000, interval=0.02) == 100
+    with pytest.raises(LabError, match="either --bytes or --seconds"):
+        traffic.packets_for(nbytes=None, seconds=None, size=1000, interval=0.02)
+    with pytest.raises(LabError, match="at least 10s"):
+        traffic.short_lifetimes(5)
+
+
+# --- the command line ---------------------------------------------------------------------------------------
+
+
+def test_the_new_commands_parse():
+    parser = build_parser()
+    args = parser.parse_args(["impair", "wan1", "--delay", "100", "--jitter", "5"])
+    assert (args.link, args.delay, args.jitter, args.clear) == ("wan1", 100, 5, False)
+    assert parser.parse_args(["impair", "--clear"]).clear
+    assert parser.parse_args(["capture", "wan1", "-w", "-"]).write == "-"
+    assert parser.parse_args(["up", "--expect-failure"]).expect_failure == ""
+    assert parser.parse_args(["up", "--expect-failure", "auth"]).expect_failure == "auth"
+    assert parser.parse_args(["up", "--from", "b.tar.gz"]).from_bundle == Path("b.tar.gz")
+    assert parser.parse_args(["traffic", "initlan", "resplan", "--bytes", "1000"]).nbytes == 1000
+    with pytest.raises(SystemExit):
+        parser.parse_args(["traffic", "initlan", "resplan"])
