@@ -99,7 +99,8 @@ def chain_svg(topology: Topology) -> str:
     box_w, box_h, gap = 150, 64, 70
     width = len(order) * box_w + (len(order) - 1) * gap + 20
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="150" font-family="sans-serif">'
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} 130" width="100%" '
+        'font-family="sans-serif">'
     ]
     x_of = {name: 10 + i * (box_w + gap) for i, name in enumerate(order)}
     for link in topology.links.values():

@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console as RichConsole
 from rich.table import Table
+
+from lab.impair import Impairment, current
 
 if TYPE_CHECKING:
     from lab.lab import Lab
@@ -30,7 +33,19 @@ def status_table(lab: Lab) -> Table:
         )
         state = "running" if name in running and running[name].running else "stopped"
         table.add_row(name, host.platform.name, state, addresses, tunnel)
+    impaired = impairments(lab.run_dir)
+    if impaired:
+        table.caption = "impaired: " + "; ".join(f"{link} {how}" for link, how in impaired.items())
     return table
+
+
+def impairments(run_dir: Path) -> dict[str, str]:
+    """The links `ikedlab impair` changed, each with netem's words (and the MTU)."""
+    described = {}
+    for link, settings in current(run_dir).items():
+        imp = Impairment(**settings)
+        described[link] = ", ".join(filter(None, [imp.netem, f"mtu {imp.mtu}" if imp.mtu else ""]))
+    return described
 
 
 def print_status(lab: Lab) -> None:

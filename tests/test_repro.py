@@ -225,3 +225,39 @@ def test_the_new_commands_parse():
     assert parser.parse_args(["traffic", "initlan", "resplan", "--bytes", "1000"]).nbytes == 1000
     with pytest.raises(SystemExit):
         parser.parse_args(["traffic", "initlan", "resplan"])
+
+
+# --- the HTML report ----------------------------------------------------------------------------------------
+
+JUNIT = """<?xml version="1.0" encoding="utf-8"?>
+<testsuites><testsuite name="pytest" tests="4">
+<testcase classname="test_2_ping" name="test_lans_ping" time="2.5"/>
+<testcase classname="test_6_wrong_key" name="test_no_tunnel" time="14.8">
+  <failure message="AssertionError: resp has a tunnel">trace</failure></testcase>
+<testcase classname="test_7_restart" name="test_restart" time="121.0">
+  <skipped type="pytest.xfail" message="liveness"/></testcase>
+<testcase classname="test_8_nat" name="test_nat" time="0.1"><skipped message="no masquerade"/></testcase>
+</testsuite></testsuites>
+"""
+
+
+def test_the_report_shows_verdicts_picture_versions_and_evidence(tmp_path):
+    from lab.report import write_report
+
+    (tmp_path / "junit-scenarios.xml").write_text(JUNIT)
+    evidence = tmp_path / "scenarios" / "test_no_tunnel"
+    evidence.mkdir(parents=True)
+    (evidence / "resp.iked.log").write_text("authentication failed\n")
+    (evidence / "wan1.pcap").write_bytes(b"pcap")
+    (tmp_path / "scenarios" / "lab.json").write_text(
+        json.dumps(
+            {"platform": "linux", "topology": str(load().path), "guests": {"init": {"iked": "OpenIKED 7.2"}}}
+        )
+    )
+    page = write_report(tmp_path).read_text()
+    assert "<title>ikedlab report: failed</title>" in page
+    assert "1 passed" in page and "1 failed" in page and "2 skipped or expected to fail" in page
+    assert 'class="badge xfailed">xfailed' in page and "AssertionError: resp has a tunnel" in page
+    assert 'href="scenarios/test_no_tunnel/resp.iked.log"' in page
+    assert 'href="scenarios/test_no_tunnel/wan1.pcap"' in page
+    assert "<svg" in page and ">resplan</text>" in page and "OpenIKED 7.2" in page
