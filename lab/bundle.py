@@ -66,11 +66,19 @@ def media_digests(media: dict[str, Any]) -> dict[str, dict[str, str]]:
     """platform -> {kernel|initrd|disk: digest} of what the lab boots (BootMedia per platform)."""
     found: dict[str, dict[str, str]] = {}
     for platform, boot in media.items():
-        found[platform] = {
-            part: file_digest(Path(getattr(boot, part)))
+        paths = {
+            part: Path(getattr(boot, part))
             for part in ("kernel", "initrd", "disk")
             if getattr(boot, part, None)
         }
+        found[platform] = {part: file_digest(path) for part, path in paths.items()}
+        # A cached image says what it was built from (the Linux appliance: its manifest's hash, which covers
+        # every package version): worth more to a maintainer than a file's digest.
+        for path in paths.values():
+            key = _read_json(path.resolve().parent / "image.json").get("key")
+            if key:
+                found[platform]["manifest"] = f"key:{key}"
+                break
     return found
 
 
