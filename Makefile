@@ -57,12 +57,15 @@ nightly: setup
 	$(MAKE) --no-print-directory interop || { s=$$?; [ $$rc -ne 0 ] || rc=$$s; }; \
 	$(MAKE) --no-print-directory report; exit $$rc
 
-# The interop matrix (iked against other IKE daemons and iked versions): a placeholder until it exists.
-interop: setup
-	@echo "interop: no interop matrix in this checkout yet; nothing to run"
-
+BENCH ?=
 bench: setup
-	$(PY) -m lab.bench
+	$(PY) -m lab.bench $(BENCH)
+
+# Scenarios 1-5 over the interop matrix (lab/interop.yaml): iked 7.2 <-> 7.4, iked <-> strongSwan, ...
+# One lab per cell, one cell at a time; reports in $(ARTIFACTS)/interop/<cell>/. Long: not part of `make test`.
+INTEROP_ARGS ?=
+interop: setup
+	$(PY) -m lab.interop --out $(ARTIFACTS)/interop $(INTEROP_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check lab tests scenarios

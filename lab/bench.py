@@ -7,6 +7,7 @@ time and the wall time of `pytest -n 1` against `-n 2`.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import statistics
@@ -126,9 +127,36 @@ def bench_scenarios() -> list[str]:
     return lines
 
 
+INTEROP_SUMMARY = PROJECT_ROOT / "artifacts" / "interop" / "summary.json"
+
+
+def bench_interop() -> list[str]:
+    """The interop matrix's wall time. Long (one lab per cell), so it runs only when asked
+    (`make bench BENCH=interop` or BENCH_INTEROP=1); otherwise the last `make interop`'s numbers."""
+    if os.environ.get("BENCH_INTEROP") == "1" or "interop" in sys.argv[1:]:
+        subprocess.run([sys.executable, "-m", "lab.interop"], cwd=PROJECT_ROOT, check=False)
+    try:
+        summary = json.loads(INTEROP_SUMMARY.read_text())
+    except (OSError, ValueError):
+        return ["not measured: run `make interop` (or `make bench BENCH=interop`)"]
+    lines = [f"matrix wall time {summary['wall_seconds']:6.0f} s   (last run {summary['finished']})"]
+    for cell, info in summary["cells"].items():
+        counts: dict[str, int] = defaultdict(int)
+        for outcome in info["results"].values():
+            counts[outcome] += 1
+        shown = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or info["note"]
+        lines.append(f"    {cell:<28} {info['wall_seconds']:6.0f} s   {shown}")
+    return lines
+
+
 def main() -> int:
     progress.set_quiet(True)
-    sections = [("Linux appliance image", bench_image), ("Lab up", bench_up), ("Scenarios", bench_scenarios)]
+    sections = [
+        ("Linux appliance image", bench_image),
+        ("Lab up", bench_up),
+        ("Scenarios", bench_scenarios),
+        ("Interop matrix (optional: BENCH=interop runs it)", bench_interop),
+    ]
     only = sys.argv[1:]
     for title, function in sections:
         if only and title.split()[0].lower() not in only:

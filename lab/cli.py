@@ -38,6 +38,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST=FILE",
         help="use your own iked.conf on a gateway (repeatable)",
     )
+    up.add_argument(
+        "--iked-version",
+        action="append",
+        default=[],
+        metavar="HOST=VERSION",
+        help="run another packaged iked on a gateway, e.g. init=7.4 (repeatable; like the topology's iked:)",
+    )
+    up.add_argument(
+        "--iked-source",
+        metavar="[HOST=]PATH",
+        help="build OpenIKED portable from a source tree and run it on the Linux gateways (or only on HOST)",
+    )
     up.add_argument("--keep-on-failure", action="store_true", help="leave the lab running if `up` fails")
     up.add_argument(
         "--release", help="release to boot, for platforms with cached golden images (default: the newest)"
@@ -56,12 +68,6 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("exec", help="run a command on a host; its exit status is passed through")
     ex.add_argument("host")
     ex.add_argument("cmd", nargs=argparse.REMAINDER, help="the command, after --")
-
-    iked = sub.add_parser(
-        "iked", help="start, stop or restart iked on a gateway, or watch it negotiate (debug: iked -dv)"
-    )
-    iked.add_argument("host")
-    iked.add_argument("action", choices=("start", "stop", "restart", "debug"))
 
     render = sub.add_parser("render", help="write the files ikedlab provisions, per host, into a folder")
     render.add_argument("--topology", type=Path)
@@ -134,12 +140,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     from lab.ikedconf import parse_options
 
     iked_conf_files = parse_options(args.iked_conf)
+    iked = iked_choices(args.iked_version, args.iked_source, args.topology)
     lab = _lab(args)
     inputs = cli_repro.up_inputs(lab, args, iked_conf_files)  # `--from BUNDLE`, `--expect-failure`
     expect = inputs["expect_failure"]
     try:
         try:
-            lab.up(keep_on_failure=args.keep_on_failure or bool(expect), force=args.force, **inputs)
+            lab.up(
+                keep_on_failure=args.keep_on_failure or bool(expect), force=args.force, iked=iked, **inputs
+            )
         except IkedlabError as e:
             if cli_repro.failure_was_expected(e, expect):
                 progress.say(f"expected failure: {e.message}")
@@ -153,6 +162,29 @@ def cmd_up(args: argparse.Namespace) -> int:
     finally:
         lab.close()
     return 0
+
+
+def iked_choices(versions: list[str], source: str | None, topology: Path | None) -> dict:
+    """--iked-version HOST=VERSION and --iked-source [HOST=]PATH -> host -> IkedChoice."""
+    from lab.platforms import IkedChoice, load_topology
+
+    choices: dict[str, IkedChoice] = {}
+    for item in versions:
+        host, _, version = item.partition("=")
+        if not host or not version:
+            raise IkedlabError(f"--iked-version {item}: expected HOST=VERSION, e.g. init=7.4")
+        choices[host] = IkedChoice(version=version)
+    if source:
+        host, sep, path = source.partition("=")
+        if not sep:
+            host, path = "", source
+        tree = Path(path).expanduser()
+        if not tree.is_dir():
+            raise IkedlabError(f"--iked-source {source}: {tree} is not a directory")
+        gateways = [host] if host else [g.name for g in load_topology(topology).gateways]
+        for name in gateways:
+            choices[name] = IkedChoice(choices.get(name, IkedChoice()).version, tree)
+    return choices
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -197,20 +229,9 @@ def cmd_console(args: argparse.Namespace) -> int:
             f"no host '{args.host}' in lab '{lab.name}' (hosts: {', '.join(domains) or 'none'})"
         )
     argv = lab.hypervisor.console_argv(domains[args.host].name)
-    print(_banner(lab, args.host), end="", file=sys.stderr)
     print(f"Connected to {args.host}'s serial console; leave with Ctrl-]", file=sys.stderr)
     os.execv(argv[0], argv)
     return 0  # not reached
-
-
-def _banner(lab, host: str) -> str:  # noqa: ANN001
-    """The host's login banner (/etc/motd in the guest), shown as the learner connects."""
-    from lab.banner import motd
-    from lab.platforms import get_platform, load_topology
-
-    state = lab.state()
-    spec = load_topology(state.topology)
-    return motd(spec, spec.host(host), get_platform(state.platforms[host]))
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
@@ -228,17 +249,6 @@ def cmd_exec(args: argparse.Namespace) -> int:
         lab.close()
     sys.stdout.write(result.output)
     return result.status
-
-
-def cmd_iked(args: argparse.Namespace) -> int:
-    from lab.service import control
-
-    lab = _lab(args)
-    try:
-        host = lab.attach(only=[args.host])[args.host]
-        return control(host, args.action)
-    finally:
-        lab.close()
 
 
 def cmd_render(args: argparse.Namespace) -> int:

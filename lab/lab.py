@@ -37,7 +37,7 @@ from lab.hypervisor import (
 )
 from lab.images import default_cache_dir
 from lab.plan import Options, Plan, build_plan, with_user_confs
-from lab.platforms import BootMedia, Platform, get_platform, load_topology, resolve_platforms
+from lab.platforms import BootMedia, IkedChoice, Platform, get_platform, load_topology, resolve_platforms
 from lab.progress import step
 from lab.provision import exchange_keys, in_parallel, install_iked_conf, provision, restart_tunnel
 
@@ -62,6 +62,7 @@ class LabState:
     iked_conf: dict[str, str] = field(default_factory=dict)  # host -> the user's own iked.conf text
     expect_failure: str | None = None  # `up --expect-failure`: the iked error this lab reproduces
     release: str | None = None  # `up --release`
+    daemons: dict[str, str] = field(default_factory=dict)  # gateway -> its IKE daemon ("iked 7.4-1")
 
 
 class Lab:
@@ -147,6 +148,7 @@ class Lab:
         force: bool = False,
         tunnel: Callable[[list[Host]], object] | None = None,
         expect_failure: str | None = None,
+        iked: dict[str, IkedChoice] | None = None,
     ) -> None:
         """Boot the lab and provision it up to an established tunnel.
 
@@ -154,14 +156,16 @@ class Lab:
         iked.conf (`iked_conf_files`, host -> file) by the host's iked; nothing is created before.
         `platform` is for hosts whose topology names none; `release` pins the release of platforms that
         boot a cached golden image of one (OpenBSD), the newest cached when None. `tunnel`, when given,
-        waits in place of the established tunnel (`up --expect-failure` waits for iked's error).
+        waits in place of the established tunnel (`up --expect-failure` waits for iked's error). `iked`
+        (host -> choice) picks a gateway's iked over the topology's `iked:` version: another packaged version
+        or a local build.
         """
         options = options or Options()
         topology = load_topology(topology_path)
         platforms = resolve_platforms(topology, platform)
         options = with_user_confs(options, iked_conf_files or {}, topology)
         # Fails before anything is created when an image is missing.
-        media = {name: p.boot_media(release) for name, p in _distinct(platforms).items()}
+        media = host_media(topology, platforms, release, iked or {})
         self.claim(force)  # validated: from here on this process changes the lab
         hv = self.hypervisor
         if hv.domains(self.name):
@@ -181,7 +185,7 @@ class Lab:
             self._reset_run_dir()
         except OSError as e:
             raise ownership.state_error(self.name, e) from None
-        record_media(self.run_dir, media, release)  # what this lab boots, for evidence bundles
+        record_media(self.run_dir, {platforms[h].name: m for h, m in media.items()}, release)  # for bundles
         names = {host: p.name for host, p in platforms.items()}
         options = dataclasses.replace(options, platforms=names)
         state = LabState(
@@ -194,6 +198,7 @@ class Lab:
             dict(options.iked_conf),
             expect_failure=expect_failure,
             release=release,
+            daemons={g.name: media[g.name].daemon for g in topology.gateways if media[g.name].daemon},
         )
         self.options = options
         self.platforms = platforms
@@ -246,7 +251,7 @@ class Lab:
                     remote = next(p for h, p in ends if h != host.name)
                     nics.append(Nic(mac_address(self.name, host.name, iface.index), local, remote))
                 platform = platforms[host.name]
-                spec = self._domain_spec(host.name, platform, accel, media[platform.name], tuple(nics))
+                spec = self._domain_spec(host.name, platform, accel, media[host.name], tuple(nics))
                 hv.create(spec, paused=True)
                 specs.append(spec)
             self.transcript = Transcript(self.run_dir / "console")
@@ -424,8 +429,29 @@ class Lab:
         return removed
 
 
-def _distinct(platforms: dict[str, Platform]) -> dict[str, Platform]:
-    return {p.name: p for p in platforms.values()}
+def host_media(
+    topology: topo.Topology, platforms: dict[str, Platform], release: str | None, iked: dict[str, IkedChoice]
+) -> dict[str, BootMedia]:
+    """Each host's boot media: its platform's, with the iked its gateway runs (the topology's `iked:`
+    version unless `iked` overrides it). Each distinct image is found or built once."""
+    for name in iked:
+        if name not in topology.hosts or not topology.hosts[name].ipsec:
+            gateways = ", ".join(g.name for g in topology.gateways)
+            raise LabError(f"iked for '{name}': not a gateway of {topology.path.name} (gateways: {gateways})")
+    built: dict[tuple[str, IkedChoice], BootMedia] = {}
+    media = {}
+    for host in topology.hosts.values():
+        platform = platforms[host.name]
+        choice = iked.get(host.name, IkedChoice())
+        if choice.version is None and host.iked:
+            choice = dataclasses.replace(choice, version=host.iked)
+        if choice != IkedChoice():
+            platform.check_iked_choice(host.name, choice)
+        key = (platform.name, choice)
+        if key not in built:
+            built[key] = platform.boot_media(release, choice)
+        media[host.name] = built[key]
+    return media
 
 
 def lab_names() -> list[str]:

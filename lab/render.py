@@ -21,11 +21,6 @@ _env = jinja2.Environment(
 )
 
 
-def template(name: str) -> jinja2.Template:
-    """One of lab/templates/, for modules that render a guest file of their own (lab/banner.py)."""
-    return _env.get_template(name)
-
-
 @dataclass(frozen=True)
 class Proposals:
     """Explicit IKE and child SA transforms, for labs whose two platforms must agree on something.
@@ -74,14 +69,6 @@ def _side(topology: Topology, host: Host) -> _Side:
     )
 
 
-def sysctl_conf(host: Host, note: str = "") -> str:
-    """/etc/sysctl.conf as the guide has it: forwarding where the host routes, ESP and AH on."""
-    lines = [f"# {line}" for line in note.splitlines()]
-    lines += ["net.inet.ip.forwarding=1"] if host.forwarding else []
-    lines += ["net.inet.esp.enable=1", "net.inet.ah.enable=1"]
-    return "\n".join(lines) + "\n"
-
-
 def proposals_for(topology: Topology, platforms: dict[str, str], host: Host) -> Proposals | None:
     """Explicit proposals when a gateway and its peer run different platforms (a mixed lab); else None,
     and each iked keeps its own defaults as the guide does."""
@@ -97,25 +84,56 @@ def iked_conf(
     proposals: Proposals | None = None,
     dpd_interval: int | None = None,
     lifetimes: Lifetimes | None = None,
-    note: str = "",
 ) -> str:
-    """The gateway's iked.conf: macros, then one policy with the guide's two flows, mirrored on the peer.
-
-    Both gateways define the same macros in the same order, as the guide does: the gateways, then their
-    networks, each in the topology's order. `note` (the platform's word on how it differs from the guide)
-    becomes comment lines under the header.
-    """
+    """The gateway's iked.conf: macros, then one policy with the guide's two flows, mirrored on the peer."""
     peer = topology.peer_of(host)
-    me, other = _side(topology, host), _side(topology, peer)
-    order = list(topology.hosts)
-    sides = sorted((me, other), key=lambda side: order.index(side.name))
     return _env.get_template("iked.conf.j2").render(
-        me=me,
-        peer=other,
-        sides=sides,
+        me=_side(topology, host),
+        peer=_side(topology, peer),
         peer_any=peer_any,
         proposals=proposals,
         dpd_interval=dpd_interval,
         lifetimes=lifetimes,
-        note=note.splitlines(),
     )
+
+
+#: iked.conf's transform names -> strongSwan's proposal keywords.
+_SWAN = {
+    "aes-128": "aes128",
+    "aes-256": "aes256",
+    "hmac-sha2-256": "sha256",
+    "hmac-sha2-384": "sha384",
+    "hmac-sha2-512": "sha512",
+    "hmac-sha1": "sha1",
+    "ecp256": "ecp256",
+    "ecp384": "ecp384",
+    "curve25519": "curve25519",
+    "modp2048": "modp2048",
+}
+
+
+def swanctl_conf(
+    topology: Topology,
+    host: Host,
+    *,
+    peer_any: bool = False,
+    proposals: Proposals | None = None,
+    dpd_interval: int | None = None,
+    lifetimes: Lifetimes | None = None,
+) -> str:
+    """The gateway's swanctl.conf: iked.conf's policy for strongSwan, with explicit proposals always (an
+    interop lab must name what both sides accept)."""
+    p = proposals or Proposals()
+    ike = f"{_SWAN[p.ike_enc]}-{_SWAN[p.ike_auth]}-prf{_SWAN[p.ike_prf]}-{_SWAN[p.group]}"
+    return _env.get_template("swanctl.conf.j2").render(
+        me=_side(topology, host),
+        peer=_side(topology, topology.peer_of(host)),
+        peer_any=peer_any,
+        ike=ike,
+        esp=f"{_SWAN[p.child_enc]}-{_SWAN[p.child_auth]}",
+        dpd_interval=dpd_interval,
+    )
+
+
+#: Each IKE daemon's configuration, by the platform's `config_kind`.
+RENDERERS = {"iked": iked_conf, "swanctl": swanctl_conf}

@@ -20,7 +20,8 @@ def status_table(lab: Lab) -> Table:
     assert lab.topology, "the lab is neither up nor attached"
     running = {d.host: d for d in lab.domains()}
     table = Table(title=f"lab {lab.name}")
-    for column in ("host", "platform", "state", "addresses", "tunnel"):
+    daemons = lab.state().daemons if lab.state_file.exists() else {}  # "iked 7.4-1", "iked (local build …)"
+    for column in ("host", "platform", "ike daemon", "state", "addresses", "tunnel"):
         table.add_column(column)
     for name, host in lab.hosts.items():
         tunnel = ""
@@ -32,7 +33,7 @@ def status_table(lab: Lab) -> Table:
             f"{host.platform.interface_name(i.index)} {i.address}" for i in host.spec.interfaces
         )
         state = "running" if name in running and running[name].running else "stopped"
-        table.add_row(name, host.platform.name, state, addresses, tunnel)
+        table.add_row(name, host.platform.name, daemons.get(name, ""), state, addresses, tunnel)
     impaired = impairments(lab.run_dir)
     if impaired:
         table.caption = "impaired: " + "; ".join(f"{link} {how}" for link, how in impaired.items())

@@ -55,6 +55,7 @@ class Host:
     forwarding: bool = False
     ipsec: Ipsec | None = None
     platform: str | None = None  # None: the lab's default platform
+    iked: str | None = None  # iked version on a gateway (e.g. "7.4"); None: the platform's default
 
     def interface_on(self, link: str) -> Interface:
         return next(i for i in self.interfaces if i.link == link)
@@ -214,10 +215,10 @@ class _Validator:
         where = f"hosts.{name}"
         raw = self.mapping(raw, where) if raw is not None else {}
         for key in raw:
-            if key not in ("interfaces", "gateway", "forwarding", "ipsec", "platform"):
+            if key not in ("interfaces", "gateway", "forwarding", "ipsec", "platform", "iked"):
                 self.problem(
                     f"{where}.{key}",
-                    "unknown field (expected interfaces, gateway, forwarding, ipsec, platform)",
+                    "unknown field (expected interfaces, gateway, forwarding, ipsec, platform, iked)",
                 )
         on = [ln for ln, link in links.items() if name in link.ends]
         wanted = raw.get("interfaces", on)
@@ -268,7 +269,14 @@ class _Validator:
             forwarding = False
 
         ipsec = self.ipsec(f"{where}.ipsec", raw["ipsec"], interfaces) if "ipsec" in raw else None
-        return Host(name, tuple(interfaces), gateway, forwarding, ipsec, platform)
+        iked = raw.get("iked")
+        if iked is not None:
+            if not isinstance(iked, str) or not re.fullmatch(r"\d+\.\d+", iked):
+                self.problem(f"{where}.iked", f'{iked!r}: expected a quoted version such as "7.4"')
+                iked = None
+            elif not ipsec:
+                self.problem(f"{where}.iked", "only a gateway (a host with an ipsec section) runs iked")
+        return Host(name, tuple(interfaces), gateway, forwarding, ipsec, platform, iked)
 
     def ipsec(self, where: str, raw: Any, interfaces: list[Interface]) -> Ipsec | None:
         raw = self.mapping(raw, where)

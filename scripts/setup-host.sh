@@ -8,6 +8,8 @@ PACKAGES=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config
   python3-venv python3-dev gcc
   busybox-static kmod cpio openiked tcpdump nftables signify-openbsd
+  debian-archive-keyring                       # image variants from other Debian suites (trixie)
+  cmake make bison libevent-dev libssl-dev      # `up --iked-source`: OpenIKED portable built on the host
 )
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }

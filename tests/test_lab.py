@@ -69,7 +69,7 @@ def fake(monkeypatch, tmp_path):
         disk=tmp_path / "golden.qcow2",
     )
     for cls in Platform._registry.values():
-        monkeypatch.setattr(cls, "boot_media", lambda self, release=None: media)
+        monkeypatch.setattr(cls, "boot_media", lambda self, release=None, iked=None: media)
     lab = Lab("t", run_dir=tmp_path / "run")
     lab._hypervisor = hv  # type: ignore[assignment]
     return lab, hv, consoles

@@ -11,6 +11,7 @@ It knows nothing of libvirt or of the topology's shape beyond one host.
 from __future__ import annotations
 
 import importlib
+import re
 import shlex
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -71,6 +72,16 @@ class BootMedia:
     initrd: Path | None = None
     cmdline: str = ""
     disk: Path | None = None
+    daemon: str = ""  # the IKE daemon it carries, for the status table ("iked 7.4-1", "strongSwan 6.0.1")
+
+
+@dataclass(frozen=True)
+class IkedChoice:
+    """Which iked a gateway runs: a packaged version (the platform's `iked_versions`), or a local build
+    from an OpenIKED portable source tree. Both None: the platform's default."""
+
+    version: str | None = None
+    source: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -87,14 +98,12 @@ class PlatformFacts:
     capabilities: frozenset[str]
     lacks: dict[str, str] = field(default_factory=dict)  # capability -> why not
     vagrant_box: str | None = None  # the public Vagrant box the Vagrantfile boots (None: no box)
-    iked_log: str = ""  # where iked's messages go (login banner, README)
-    iked_conf_note: str = (
-        ""  # comment lines for iked.conf: where this platform's tunnel differs from the guide
-    )
-    guide_spellings: bool = False  # the guide's OpenBSD commands also work here (the appliance's stand-ins)
-    #: The login banner's commands per kind of host (gateway, lan, router): (command in this platform's
-    #: spelling, what it shows); format fields: far, uplink, peer, gateway1 (lab/banner.py).
-    banner: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    # iked version -> the Linux image variant that carries it (None: the recipe as is); the first is the
+    # default. Empty: the platform's iked cannot be chosen.
+    iked_versions: dict[str, str | None] = field(default_factory=dict)
+    image_variant: str | None = None  # the Linux image variant a kernel-boot platform boots by default
+    # What the IKE daemon logs when a peer's signature does not verify; {id} is the peer's id (escaped).
+    auth_failure: str = r"authentication failed for FQDN/{id}"
 
 
 def load_facts(path: Path) -> PlatformFacts:
@@ -142,28 +151,10 @@ def load_facts(path: Path) -> PlatformFacts:
         capabilities=frozenset(has),
         lacks=lacks,
         vagrant_box=data.get("vagrant_box"),
-        iked_log=str(data.get("iked_log") or ""),
-        iked_conf_note=str(data.get("iked_conf_note") or "").strip(),
-        guide_spellings=bool(data.get("guide_spellings")),
-        banner=_banner(path, data.get("banner") or {}),
+        iked_versions={str(k): v for k, v in (data.get("iked_versions") or {}).items()},
+        image_variant=data.get("image_variant"),
+        auth_failure=data.get("auth_failure") or PlatformFacts.auth_failure,
     )
-
-
-def _banner(path: Path, data: Any) -> dict[str, tuple[tuple[str, str], ...]]:
-    """The `banner:` section: for each kind of host, a list of [command, what it shows]."""
-    from lab.errors import PlatformError
-
-    kinds = ("gateway", "lan", "router")
-    if not isinstance(data, dict) or set(data) - set(kinds):
-        raise PlatformError(f"{path}: banner: expected a mapping of {', '.join(kinds)}")
-    banner = {}
-    for kind, rows in data.items():
-        if not isinstance(rows, list) or not all(
-            isinstance(r, list) and len(r) == 2 and all(isinstance(x, str) for x in r) for r in rows
-        ):
-            raise PlatformError(f"{path}: banner.{kind}: expected a list of [command, what it shows]")
-        banner[kind] = tuple((r[0], r[1]) for r in rows)
-    return banner
 
 
 def _data_file(name: str) -> Path:
@@ -219,14 +210,30 @@ class Platform:
             raise KeyError(f"unknown capability '{capability}' (known: {', '.join(CAPABILITIES)})")
         return capability in self.facts.capabilities
 
+    def auth_failure_pattern(self, peer_id: str) -> str:
+        """A regex for the log line of a failed authentication of `peer_id`, in this daemon's words."""
+        return self.facts.auth_failure.replace("{id}", re.escape(peer_id))
+
     def why_not(self, capability: str) -> str:
         """The data file's reason this platform lacks `capability` ("" when it has it)."""
         return "" if self.can(capability) else f"{self.name}: {self.facts.lacks[capability]}"
 
     # --- boot -----------------------------------------------------------------------------------------
-    def boot_media(self, release: str | None = None) -> BootMedia:
-        """The golden image guests of this platform boot (built or found in the cache); ImageError if none."""
+    def boot_media(self, release: str | None = None, iked: IkedChoice | None = None) -> BootMedia:
+        """The golden image guests of this platform boot (built or found in the cache); ImageError if none.
+        `iked` picks the gateway's iked where the platform allows a choice (`iked_versions`)."""
         raise NotImplementedError
+
+    def check_iked_choice(self, host: str, iked: IkedChoice) -> None:
+        """PlatformError naming the host when this platform cannot run that iked."""
+        from lab.errors import PlatformError
+
+        versions = self.facts.iked_versions
+        if not versions:
+            raise PlatformError(f"{host}: platform {self.name} has no iked version to choose")
+        if iked.version is not None and iked.version not in versions:
+            known = ", ".join(versions)
+            raise PlatformError(f"{host}: iked {iked.version} is not on {self.name} (versions: {known})")
 
     def media_available(self, release: str | None = None) -> bool:
         """Whether boot_media() can succeed on this machine without the internet."""
@@ -264,6 +271,9 @@ class Platform:
             f"test -s {self.public_key} || openssl ec -in {self.private_key} -pubout -out {self.public_key}"
         )
 
+    #: The IKE daemon's configuration lab.render writes at `iked_conf`: "iked" (iked.conf), "swanctl".
+    config_kind: ClassVar[str] = "iked"
+
     def iked_check_command(self, path: str | None = None) -> str:
         return f"iked -n -f {path or self.iked_conf}"
 
@@ -273,10 +283,6 @@ class Platform:
 
     def iked_stop_command(self) -> str:
         raise NotImplementedError
-
-    def iked_debug_command(self) -> str:
-        """iked in the foreground, verbose, logging to the terminal: the guide's first step (`iked -dv`)."""
-        return f"iked -dv -f {self.iked_conf}"
 
     def iked_log_command(self) -> str:
         """Print iked's log so far."""
@@ -394,6 +400,7 @@ __all__ = [
     "Action",
     "BootMedia",
     "FileSpec",
+    "IkedChoice",
     "LoginFacts",
     "Platform",
     "PlatformFacts",

@@ -8,12 +8,12 @@ decapsulation, `rt ipsec exists` before encapsulation) to an nflog group that tc
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shlex
 from typing import TYPE_CHECKING, Any
 
-from lab import render
-from lab.platforms import Action, BootMedia, FileSpec, Platform
+from lab.platforms import Action, BootMedia, FileSpec, IkedChoice, Platform
 from lab.platforms.parsers import parse_ikectl_show_sa, parse_ping_summary, parse_tcpdump_lines
 from lab.readings import Capture, IpsecCounters, PingResult, SaState
 
@@ -26,10 +26,9 @@ NFT = "/usr/sbin/nft"
 IKED = "/usr/sbin/iked"
 MODPROBE = "/sbin/modprobe"
 TCPDUMP = "/usr/bin/tcpdump"
-RCCTL = "/usr/local/sbin/rcctl"  # the appliance's stand-in for OpenBSD's rcctl
 
-NFLOG_GROUP = 5  # also in the appliance's tcpdump (-i enc0 → nflog:5); a fast test holds them together
-IKED_LOG = "/var/log/iked.log"  # also in the appliance's rcctl
+NFLOG_GROUP = 5
+IKED_LOG = "/var/log/iked.log"
 NFT_RULES = "/etc/ikedlab.nft"
 
 # Counters and the enc0 stand-in, loaded on every IPsec gateway before iked starts. queue-threshold 1:
@@ -66,11 +65,30 @@ table inet ikedlab {{
 
 class Linux(Platform, name="linux"):
     # --- boot ---------------------------------------------------------------------------------------
-    def boot_media(self, release: str | None = None) -> BootMedia:
+    def boot_media(self, release: str | None = None, iked: IkedChoice | None = None) -> BootMedia:
         from lab.images import linux_image
 
-        image = linux_image()  # built from the host's apt when the cache has none: no release to pick
-        return BootMedia(kernel=image.kernel, initrd=image.initrd, cmdline=image.cmdline)
+        iked = iked or IkedChoice()
+        versions = self.facts.iked_versions
+        variant = (
+            versions.get(iked.version, self.facts.image_variant) if iked.version else self.facts.image_variant
+        )
+        # built from the host's apt when the cache has none: no release to pick
+        image = linux_image(variant=variant)
+        media = BootMedia(image.kernel, image.initrd, image.cmdline, daemon=self.daemon_label(image.manifest))
+        if iked.source is None:
+            return media
+        from lab.images.iked_build import build_iked, initrd_with_build
+
+        build = build_iked(iked.source)
+        return dataclasses.replace(
+            media, initrd=initrd_with_build(image.initrd, image.key, build), daemon=build.label
+        )
+
+    def daemon_label(self, manifest: dict) -> str:
+        """What the image runs as its IKE daemon, from its package versions."""
+        version = manifest.get("packages", {}).get("openiked", "?")
+        return f"iked {version}"
 
     def kernel_cmdline(self, media: BootMedia, host: str) -> str:
         return f"{media.cmdline} ikedlab.hostname={host}"  # the appliance's init names itself from this
@@ -91,26 +109,33 @@ class Linux(Platform, name="linux"):
         if host.gateway:
             actions.append(f"{IP} route replace default via {host.gateway}")
         actions.append(f"echo {int(host.forwarding)} > /proc/sys/net/ipv4/ip_forward")
-        actions.append(FileSpec("/etc/sysctl.conf", render.sysctl_conf(host, _SYSCTL_NOTE)))
         return actions
 
     def ipsec_prepare_actions(self, host: Host) -> list[Action]:
         return [
-            # OpenIKED portable speaks PF_KEY; ESP and AH ready, as the guide's sysctl.conf asks.
-            f"{MODPROBE} -a af_key esp4 ah4",
-            FileSpec(NFT_RULES, _NFT_RULESET, 0o644),
-            f"{NFT} -f {NFT_RULES}",
+            # OpenIKED portable speaks PF_KEY; the ESP transforms autoload from there.
+            f"{MODPROBE} af_key",
+            *self.kernel_readings_actions(),
             f"mkdir -p {self.pubkeys_dir} /etc/iked/private && chmod 700 /etc/iked/private",
         ]
 
+    def kernel_readings_actions(self) -> list[Action]:
+        """The counters and the enc0 stand-in in the kernel, whatever IKE daemon runs above it."""
+        return [FileSpec(NFT_RULES, _NFT_RULESET, 0o644), f"{NFT} -f {NFT_RULES}"]
+
     def iked_start_command(self) -> str:
-        # The appliance's own rcctl (images/linux/rootfs/usr/local/sbin/rcctl) is the one definition of how
-        # iked runs here, for provisioning and for a learner alike: in the foreground (-d -v) in its own
-        # session, logging to IKED_LOG; it exits non-zero with "iked(failed)" when iked does not come up.
-        return f"{RCCTL} start iked"
+        # Its own session, so it outlives this shell; in the foreground (-d) so its log is a plain file.
+        return (
+            f"mkdir -p /var/log; setsid {IKED} -d -v -f {self.iked_conf} >>{IKED_LOG} 2>&1 </dev/null & "
+            f"n=0; until pidof iked >/dev/null; do n=$((n+1)); [ $n -gt 100 ] && break; sleep 0.1; done; "
+            "pidof iked >/dev/null"
+        )
 
     def iked_stop_command(self) -> str:
-        return f"{RCCTL} stop iked"
+        return (
+            "killall iked 2>/dev/null; n=0; while pidof iked >/dev/null && [ $n -lt 100 ]; do n=$((n+1)); "
+            "sleep 0.1; done; ! pidof iked >/dev/null"
+        )
 
     def versions_command(self) -> str:
         # The appliance has no os-release: its packages' versions are in the image's manifest.
@@ -171,11 +196,6 @@ class Linux(Platform, name="linux"):
     def parse_capture(self, output: str, kind: str) -> Capture:
         return Capture(parse_tcpdump_lines(output), output)
 
-
-_SYSCTL_NOTE = """\
-The guide's settings, in OpenBSD's names. Linux spells them differently, and the appliance's `sysctl`
-understands both: net.inet.ip.forwarding is net.ipv4.ip_forward (set by ikedlab from the topology);
-ESP and AH have no switch on Linux and work while the esp4 and ah4 modules are loaded."""
 
 _SA_HEADER = re.compile(r"^src (\S+) dst (\S+)")
 _PROTO = re.compile(r"^\s+proto (esp|ah) spi (0x[0-9a-f]+)")

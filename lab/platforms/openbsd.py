@@ -12,9 +12,8 @@ from __future__ import annotations
 import shlex
 from typing import TYPE_CHECKING, Any
 
-from lab import render
 from lab.errors import IkedlabError, ImageError
-from lab.platforms import Action, BootMedia, FileSpec, Platform
+from lab.platforms import Action, BootMedia, FileSpec, IkedChoice, Platform
 from lab.platforms.parsers import (
     parse_ikectl_show_sa,
     parse_netstat_esp_ah,
@@ -38,7 +37,7 @@ def parse_iked_started(output: str) -> bool:
 
 class OpenBSD(Platform, name="openbsd"):
     # --- boot ---------------------------------------------------------------------------------------
-    def boot_media(self, release: str | None = None) -> BootMedia:
+    def boot_media(self, release: str | None = None, iked: IkedChoice | None = None) -> BootMedia:
         """The cached golden image of `release` (the newest cached release when None)."""
         from lab.images import cached_openbsd_image
 
@@ -87,7 +86,9 @@ class OpenBSD(Platform, name="openbsd"):
 
     @staticmethod
     def sysctl_conf(host: Host) -> str:
-        return render.sysctl_conf(host)
+        lines = ["net.inet.ip.forwarding=1"] if host.forwarding else []
+        lines += ["net.inet.esp.enable=1", "net.inet.ah.enable=1"]
+        return "\n".join(lines) + "\n"
 
     def ipsec_prepare_actions(self, host: Host) -> list[Action]:
         # /etc/rc made the key pair at boot (the image ships none); provisioning still runs keygen_command,
