@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("host")
     ex.add_argument("cmd", nargs=argparse.REMAINDER, help="the command, after --")
 
+    iked = sub.add_parser(
+        "iked", help="start, stop or restart iked on a gateway, or watch it negotiate (debug: iked -dv)"
+    )
+    iked.add_argument("host")
+    iked.add_argument("action", choices=("start", "stop", "restart", "debug"))
+
     render = sub.add_parser("render", help="write the files ikedlab provisions, per host, into a folder")
     render.add_argument("--topology", type=Path)
     render.add_argument("--platform", default=settings.platform())
@@ -229,9 +235,20 @@ def cmd_console(args: argparse.Namespace) -> int:
             f"no host '{args.host}' in lab '{lab.name}' (hosts: {', '.join(domains) or 'none'})"
         )
     argv = lab.hypervisor.console_argv(domains[args.host].name)
+    print(_banner(lab, args.host), end="", file=sys.stderr)
     print(f"Connected to {args.host}'s serial console; leave with Ctrl-]", file=sys.stderr)
     os.execv(argv[0], argv)
     return 0  # not reached
+
+
+def _banner(lab, host: str) -> str:  # noqa: ANN001
+    """The host's login banner (/etc/motd in the guest), shown as the learner connects."""
+    from lab.banner import motd
+    from lab.platforms import get_platform, load_topology
+
+    state = lab.state()
+    spec = load_topology(state.topology)
+    return motd(spec, spec.host(host), get_platform(state.platforms[host]))
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
@@ -249,6 +266,17 @@ def cmd_exec(args: argparse.Namespace) -> int:
         lab.close()
     sys.stdout.write(result.output)
     return result.status
+
+
+def cmd_iked(args: argparse.Namespace) -> int:
+    from lab.service import control
+
+    lab = _lab(args)
+    try:
+        host = lab.attach(only=[args.host])[args.host]
+        return control(host, args.action)
+    finally:
+        lab.close()
 
 
 def cmd_render(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -156,20 +157,7 @@ class Console:
     # --- commands --------------------------------------------------------------------------------------
     def run(self, command: str, *, timeout: float = COMMAND, stdin: str | None = None) -> Result:
         """Run one shell command; return its exit status and output (stdout and stderr together)."""
-        self._serial += 1
-        tag = f"{secrets.token_hex(3)}{self._serial}"
-        begin, end = f"@@IKLB{tag}@@", f"@@IKLE{tag}"
-        start = f"printf '%s%s\\n' '@@IKL' 'B{tag}@@'; {{ {command}\n}}"
-        finish = f"printf '@@IKLE%s %d@@\\n' '{tag}' $?"
-        if stdin is None:
-            line = f"{start} </dev/null 2>&1; {finish}"
-        else:
-            # The heredoc's body starts on the line after the one that opens it, and ends the whole line.
-            eof = f"IKEDLAB_EOF_{tag}"
-            if any(line == eof for line in stdin.splitlines()):
-                raise ConsoleError(f"{self.host}: input contains the heredoc delimiter")
-            text = stdin if stdin.endswith("\n") or not stdin else stdin + "\n"
-            line = f"{start} 2>&1 <<'{eof}'; {finish}\n{text}{eof}"
+        line, begin, end = self._framed(command, stdin)
         self._child.send(line.replace("\n", "\r") + "\r")
         self.wait_for(re.escape(begin) + r"\r*\n", timeout, f"start of `{_short(command)}`")
         try:
@@ -190,12 +178,72 @@ class Console:
             self.transcript.record(self.host, command, output, status)
         return Result(command, status, output)
 
+    def _framed(self, command: str, stdin: str | None = None) -> tuple[str, str, str]:
+        """The line that runs `command` between a begin marker and an end marker carrying its exit status;
+        returns (line, begin, end)."""
+        self._serial += 1
+        tag = f"{secrets.token_hex(3)}{self._serial}"
+        begin, end = f"@@IKLB{tag}@@", f"@@IKLE{tag}"
+        start = f"printf '%s%s\\n' '@@IKL' 'B{tag}@@'; {{ {command}\n}}"
+        finish = f"printf '@@IKLE%s %d@@\\n' '{tag}' $?"
+        if stdin is None:
+            return f"{start} </dev/null 2>&1; {finish}", begin, end
+        # The heredoc's body starts on the line after the one that opens it, and ends the whole line.
+        eof = f"IKEDLAB_EOF_{tag}"
+        if any(line == eof for line in stdin.splitlines()):
+            raise ConsoleError(f"{self.host}: input contains the heredoc delimiter")
+        text = stdin if stdin.endswith("\n") or not stdin else stdin + "\n"
+        return f"{start} 2>&1 <<'{eof}'; {finish}\n{text}{eof}", begin, end
+
     def check(self, command: str, *, timeout: float = COMMAND, stdin: str | None = None) -> Result:
         """Run a command that must succeed."""
         result = self.run(command, timeout=timeout, stdin=stdin)
         if not result.ok:
             raise CommandError(self.host, command, result.status, result.output, self.transcript_path())
         return result
+
+    def stream(self, command: str, out: Callable[[str], object]) -> Result:
+        """Run a command that goes on until stopped (a daemon in the foreground), handing its output to `out`
+        as it arrives. Ctrl-C here (KeyboardInterrupt) interrupts it in the guest; the call returns once it
+        has ended there, with its exit status (130 when the shell dropped the rest of the line)."""
+        line, begin, end = self._framed(command)
+        self._child.send(line.replace("\n", "\r") + "\r")
+        self.wait_for(re.escape(begin) + r"\r*\n", COMMAND, f"start of `{_short(command)}`")
+        finished = re.compile(re.escape(end) + r" (\d+)@@")
+        # What came with the begin marker is in pexpect's buffer, which read_nonblocking() does not look at:
+        # take it, and empty that buffer (and pexpect's copy of it for the next `before`).
+        pending, seen = self._text(self._child.buffer), ""
+        self._child.buffer = self._child.string_type()
+        self._child._before = self._child.buffer_type()
+        keep = len(end) + 8  # the start of an end marker may be in the last bytes read
+        status: int | None = None
+        while status is None:
+            try:
+                try:
+                    pending += self._text(self._child.read_nonblocking(4096, timeout=0.5))
+                except pexpect.TIMEOUT:
+                    pass
+                if match := finished.search(pending):
+                    pending, status = pending[: match.start()], int(match.group(1))
+                elif len(pending) > keep:
+                    chunk, pending = pending[:-keep], pending[-keep:]
+                    seen += chunk
+                    out(chunk)
+            except KeyboardInterrupt:
+                # An interactive shell may drop the rest of the line (the end marker) with the command:
+                # resynchronise, and take the end marker if it came.
+                self._child.sendintr()
+                self._known_state(COMMAND)
+                pending += self._text(self._child.before)
+                match = finished.search(pending)
+                pending, status = (pending[: match.start()], int(match.group(1))) if match else (pending, 130)
+            except pexpect.EOF:
+                raise ConsoleError(f"{self.host}: the console closed during `{_short(command)}`") from None
+        out(pending)
+        seen += pending
+        if self.transcript:
+            self.transcript.record(self.host, command, seen, status)
+        return Result(command, status, seen)
 
     def send_line(self, line: str) -> None:
         """Type a line as a person would, unframed (e.g. `exit`); follow with wait_for() or attach()."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab import render
+from lab.banner import motd_file
 from lab.ikedconf import read_user_confs
 from lab.platforms import Action, FileSpec, Platform, get_platform, load_topology, resolve_platforms
 from lab.topology import Host, Topology
@@ -103,9 +104,8 @@ def rendered_iked_conf(topology: Topology, host_name: str, options: Options) -> 
     if host_name in options.iked_conf:
         return options.iked_conf[host_name]
     host = topology.host(host_name)
-    kind = (
-        get_platform(options.platforms[host_name]).config_kind if host_name in options.platforms else "iked"
-    )
+    platform = options.platforms.get(host_name)
+    kind = get_platform(platform).config_kind if platform else "iked"
     return render.RENDERERS[kind](  # the gateway's own daemon's configuration: iked.conf, swanctl.conf
         topology,
         host,
@@ -114,6 +114,7 @@ def rendered_iked_conf(topology: Topology, host_name: str, options: Options) -> 
         or (render.proposals_for(topology, options.platforms, host) if options.platforms else None),
         dpd_interval=options.dpd_interval,
         lifetimes=options.lifetimes,
+        note=get_platform(platform).facts.iked_conf_note if platform else "",
     )
 
 
@@ -124,7 +125,9 @@ def build_plan(topology: Topology, platforms: Mapping[str, Platform], options: O
     hosts: dict[str, HostPlan] = {}
     for host in topology.hosts.values():
         platform = platforms[host.name]
-        steps: dict[str, tuple[Action, ...]] = {NETWORK: tuple(platform.network_actions(host))}
+        # The login banner rides with the network phase: who the host is in the guide, its commands.
+        network = (*platform.network_actions(host), motd_file(topology, host, platform))
+        steps: dict[str, tuple[Action, ...]] = {NETWORK: network}
         if host.ipsec:
             steps[KEYS] = (*platform.ipsec_prepare_actions(host), platform.keygen_command())
             # Root only: iked refuses a group- or world-readable iked.conf.

@@ -21,6 +21,11 @@ _env = jinja2.Environment(
 )
 
 
+def template(name: str) -> jinja2.Template:
+    """One of lab/templates/, for modules that render a guest file of their own (lab/banner.py)."""
+    return _env.get_template(name)
+
+
 @dataclass(frozen=True)
 class Proposals:
     """Explicit IKE and child SA transforms, for labs whose two platforms must agree on something.
@@ -69,6 +74,14 @@ def _side(topology: Topology, host: Host) -> _Side:
     )
 
 
+def sysctl_conf(host: Host, note: str = "") -> str:
+    """/etc/sysctl.conf as the guide has it: forwarding where the host routes, ESP and AH on."""
+    lines = [f"# {line}" for line in note.splitlines()]
+    lines += ["net.inet.ip.forwarding=1"] if host.forwarding else []
+    lines += ["net.inet.esp.enable=1", "net.inet.ah.enable=1"]
+    return "\n".join(lines) + "\n"
+
+
 def proposals_for(topology: Topology, platforms: dict[str, str], host: Host) -> Proposals | None:
     """Explicit proposals when a gateway and its peer run different platforms (a mixed lab); else None,
     and each iked keeps its own defaults as the guide does."""
@@ -84,16 +97,27 @@ def iked_conf(
     proposals: Proposals | None = None,
     dpd_interval: int | None = None,
     lifetimes: Lifetimes | None = None,
+    note: str = "",
 ) -> str:
-    """The gateway's iked.conf: macros, then one policy with the guide's two flows, mirrored on the peer."""
+    """The gateway's iked.conf: macros, then one policy with the guide's two flows, mirrored on the peer.
+
+    Both gateways define the same macros in the same order, as the guide does: the gateways, then their
+    networks, each in the topology's order. `note` (the platform's word on how it differs from the guide)
+    becomes comment lines under the header.
+    """
     peer = topology.peer_of(host)
+    me, other = _side(topology, host), _side(topology, peer)
+    order = list(topology.hosts)
+    sides = sorted((me, other), key=lambda side: order.index(side.name))
     return _env.get_template("iked.conf.j2").render(
-        me=_side(topology, host),
-        peer=_side(topology, peer),
+        me=me,
+        peer=other,
+        sides=sides,
         peer_any=peer_any,
         proposals=proposals,
         dpd_interval=dpd_interval,
         lifetimes=lifetimes,
+        note=note.splitlines(),
     )
 
 
@@ -120,6 +144,7 @@ def swanctl_conf(
     proposals: Proposals | None = None,
     dpd_interval: int | None = None,
     lifetimes: Lifetimes | None = None,
+    note: str = "",
 ) -> str:
     """The gateway's swanctl.conf: iked.conf's policy for strongSwan, with explicit proposals always (an
     interop lab must name what both sides accept)."""

@@ -68,3 +68,25 @@ def test_transcript_records_command_and_output(console, tmp_path):
     log = (tmp_path / "console" / "local.log").read_text()
     assert "local# echo recorded\nrecorded\n" in log
     assert "[local +" in (tmp_path / "console" / "all.log").read_text()
+
+
+def test_stream_hands_output_over_as_it_comes_and_ends_on_ctrl_c(console):
+    seen: list[str] = []
+    pressed: list[bool] = []
+
+    def out(text: str) -> None:
+        seen.append(text)
+        if "tick 3" in "".join(seen) and not pressed:
+            pressed.append(True)
+            raise KeyboardInterrupt  # the learner presses Ctrl-C, once
+
+    r = console.stream("i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.1; done", out)
+    assert r.status != 0 and "tick 1\ntick 2\ntick 3\n" in r.output
+    assert "@@IKL" not in "".join(seen)
+    assert console.run("echo after").output == "after\n"  # the shell is in step again
+
+
+def test_stream_of_a_command_that_ends_by_itself(console):
+    seen: list[str] = []
+    r = console.stream("echo one; echo two; exit_with() { return $1; }; exit_with 3", seen.append)
+    assert (r.status, "".join(seen)) == (3, "one\ntwo\n")

@@ -1,39 +1,18 @@
 """iked.conf rendered for the guide's topology is the guide's file, for init and mirrored for resp."""
 
+import difflib
 import os
 import shutil
 import subprocess
-import textwrap
+from pathlib import Path
 
 import pytest
 
 from lab import plan, render, topology
 
-GUIDE_INIT = textwrap.dedent("""\
-    init="192.0.2.1"
-    resp="198.51.100.1"
-    initlan="10.0.1.0/24"
-    resplan="10.0.2.0/24"
-
-    ikev2 'init' active esp \\
-    \tfrom $initlan to $resplan \\
-    \tfrom $initlan to $resp \\
-    \tlocal $init peer $resp \\
-    \tsrcid init.example.com
-""")
-
-GUIDE_RESP = textwrap.dedent("""\
-    resp="198.51.100.1"
-    init="192.0.2.1"
-    resplan="10.0.2.0/24"
-    initlan="10.0.1.0/24"
-
-    ikev2 'resp' passive esp \\
-    \tfrom $resplan to $initlan \\
-    \tfrom $resplan to $init \\
-    \tlocal $resp peer $init \\
-    \tsrcid resp.example.com
-""")
+GUIDE = Path(__file__).parent / "data" / "guide"  # the guide's own files
+GUIDE_INIT = (GUIDE / "iked.conf.init").read_text()
+GUIDE_RESP = (GUIDE / "iked.conf.resp").read_text()
 
 
 def body(conf: str) -> str:
@@ -125,3 +104,40 @@ def test_iked_itself_accepts_every_rendered_variant(tmp_path, variant):
         conf.chmod(0o600)
         done = subprocess.run([IKED, "-n", "-f", str(conf)], capture_output=True, text=True)
         assert "configuration OK" in done.stdout + done.stderr, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("name", ["init", "resp"])
+@pytest.mark.parametrize("platform", ["linux", "openbsd"])
+def test_provisioned_iked_conf_is_the_guides_on_every_platform(name: str, platform: str) -> None:
+    """What provisioning writes is the guide's text (diffed); only comment lines may add to it."""
+    from lab.provision import Options, rendered_iked_conf
+
+    t = guide()
+    conf = rendered_iked_conf(t, name, Options(platforms={h: platform for h in t.hosts}))
+    want = (GUIDE / f"iked.conf.{name}").read_text()
+    diff = "".join(
+        difflib.unified_diff(want.splitlines(True), body(conf).splitlines(True), "guide", "rendered")
+    )
+    assert not diff, diff
+
+
+def test_linux_iked_conf_says_why_its_sas_differ() -> None:
+    from lab.provision import Options, rendered_iked_conf
+
+    t = guide()
+    linux = rendered_iked_conf(t, "init", Options(platforms={h: "linux" for h in t.hosts}))
+    openbsd = rendered_iked_conf(t, "init", Options(platforms={h: "openbsd" for h in t.hosts}))
+    assert "# Linux: OpenIKED portable installs SAs through PF_KEY, which cannot do AES-GCM" in linux
+    assert "hmac-sha2-384" in linux and "PF_KEY" not in openbsd
+
+
+@pytest.mark.parametrize("platform", ["linux", "openbsd"])
+@pytest.mark.parametrize("name", ["init", "resp"])
+def test_gateway_sysctl_conf_has_the_guides_three_lines(platform: str, name: str) -> None:
+    from lab.platforms import FileSpec, get_platform
+
+    actions = get_platform(platform).network_actions(guide().host(name))
+    written = {a.path: a.content for a in actions if isinstance(a, FileSpec)}
+    assert body(written["/etc/sysctl.conf"]) == (GUIDE / "sysctl.conf.gateway").read_text()
+    if platform == "linux":
+        assert "net.ipv4.ip_forward" in written["/etc/sysctl.conf"]  # says how Linux spells it

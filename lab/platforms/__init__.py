@@ -98,6 +98,14 @@ class PlatformFacts:
     capabilities: frozenset[str]
     lacks: dict[str, str] = field(default_factory=dict)  # capability -> why not
     vagrant_box: str | None = None  # the public Vagrant box the Vagrantfile boots (None: no box)
+    iked_log: str = ""  # where iked's messages go (login banner, README)
+    iked_conf_note: str = (
+        ""  # comment lines for iked.conf: where this platform's tunnel differs from the guide
+    )
+    guide_spellings: bool = False  # the guide's OpenBSD commands also work here (the appliance's stand-ins)
+    #: The login banner's commands per kind of host (gateway, lan, router): (command in this platform's
+    #: spelling, what it shows); format fields: far, uplink, peer, gateway1 (lab/banner.py).
+    banner: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
     # iked version -> the Linux image variant that carries it (None: the recipe as is); the first is the
     # default. Empty: the platform's iked cannot be chosen.
     iked_versions: dict[str, str | None] = field(default_factory=dict)
@@ -151,10 +159,31 @@ def load_facts(path: Path) -> PlatformFacts:
         capabilities=frozenset(has),
         lacks=lacks,
         vagrant_box=data.get("vagrant_box"),
+        iked_log=str(data.get("iked_log") or ""),
+        iked_conf_note=str(data.get("iked_conf_note") or "").strip(),
+        guide_spellings=bool(data.get("guide_spellings")),
+        banner=_banner(path, data.get("banner") or {}),
         iked_versions={str(k): v for k, v in (data.get("iked_versions") or {}).items()},
         image_variant=data.get("image_variant"),
         auth_failure=data.get("auth_failure") or PlatformFacts.auth_failure,
     )
+
+
+def _banner(path: Path, data: Any) -> dict[str, tuple[tuple[str, str], ...]]:
+    """The `banner:` section: for each kind of host, a list of [command, what it shows]."""
+    from lab.errors import PlatformError
+
+    kinds = ("gateway", "lan", "router")
+    if not isinstance(data, dict) or set(data) - set(kinds):
+        raise PlatformError(f"{path}: banner: expected a mapping of {', '.join(kinds)}")
+    banner = {}
+    for kind, rows in data.items():
+        if not isinstance(rows, list) or not all(
+            isinstance(r, list) and len(r) == 2 and all(isinstance(x, str) for x in r) for r in rows
+        ):
+            raise PlatformError(f"{path}: banner.{kind}: expected a list of [command, what it shows]")
+        banner[kind] = tuple((r[0], r[1]) for r in rows)
+    return banner
 
 
 def _data_file(name: str) -> Path:
@@ -283,6 +312,10 @@ class Platform:
 
     def iked_stop_command(self) -> str:
         raise NotImplementedError
+
+    def iked_debug_command(self) -> str:
+        """iked in the foreground, verbose, logging to the terminal: the guide's first step (`iked -dv`)."""
+        return f"iked -dv -f {self.iked_conf}"
 
     def iked_log_command(self) -> str:
         """Print iked's log so far."""

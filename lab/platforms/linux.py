@@ -13,6 +13,7 @@ import re
 import shlex
 from typing import TYPE_CHECKING, Any
 
+from lab import render
 from lab.platforms import Action, BootMedia, FileSpec, IkedChoice, Platform
 from lab.platforms.parsers import parse_ikectl_show_sa, parse_ping_summary, parse_tcpdump_lines
 from lab.readings import Capture, IpsecCounters, PingResult, SaState
@@ -26,9 +27,10 @@ NFT = "/usr/sbin/nft"
 IKED = "/usr/sbin/iked"
 MODPROBE = "/sbin/modprobe"
 TCPDUMP = "/usr/bin/tcpdump"
+RCCTL = "/usr/local/sbin/rcctl"  # the appliance's stand-in for OpenBSD's rcctl
 
-NFLOG_GROUP = 5
-IKED_LOG = "/var/log/iked.log"
+NFLOG_GROUP = 5  # also in the appliance's tcpdump (-i enc0 → nflog:5); a fast test holds them together
+IKED_LOG = "/var/log/iked.log"  # also in the appliance's rcctl
 NFT_RULES = "/etc/ikedlab.nft"
 
 # Counters and the enc0 stand-in, loaded on every IPsec gateway before iked starts. queue-threshold 1:
@@ -109,12 +111,13 @@ class Linux(Platform, name="linux"):
         if host.gateway:
             actions.append(f"{IP} route replace default via {host.gateway}")
         actions.append(f"echo {int(host.forwarding)} > /proc/sys/net/ipv4/ip_forward")
+        actions.append(FileSpec("/etc/sysctl.conf", render.sysctl_conf(host, _SYSCTL_NOTE)))
         return actions
 
     def ipsec_prepare_actions(self, host: Host) -> list[Action]:
         return [
-            # OpenIKED portable speaks PF_KEY; the ESP transforms autoload from there.
-            f"{MODPROBE} af_key",
+            # OpenIKED portable speaks PF_KEY; ESP and AH ready, as the guide's sysctl.conf asks.
+            f"{MODPROBE} -a af_key esp4 ah4",
             *self.kernel_readings_actions(),
             f"mkdir -p {self.pubkeys_dir} /etc/iked/private && chmod 700 /etc/iked/private",
         ]
@@ -124,18 +127,13 @@ class Linux(Platform, name="linux"):
         return [FileSpec(NFT_RULES, _NFT_RULESET, 0o644), f"{NFT} -f {NFT_RULES}"]
 
     def iked_start_command(self) -> str:
-        # Its own session, so it outlives this shell; in the foreground (-d) so its log is a plain file.
-        return (
-            f"mkdir -p /var/log; setsid {IKED} -d -v -f {self.iked_conf} >>{IKED_LOG} 2>&1 </dev/null & "
-            f"n=0; until pidof iked >/dev/null; do n=$((n+1)); [ $n -gt 100 ] && break; sleep 0.1; done; "
-            "pidof iked >/dev/null"
-        )
+        # The appliance's own rcctl (images/linux/rootfs/usr/local/sbin/rcctl) is the one definition of how
+        # iked runs here, for provisioning and for a learner alike: in the foreground (-d -v) in its own
+        # session, logging to IKED_LOG; it exits non-zero with "iked(failed)" when iked does not come up.
+        return f"{RCCTL} start iked"
 
     def iked_stop_command(self) -> str:
-        return (
-            "killall iked 2>/dev/null; n=0; while pidof iked >/dev/null && [ $n -lt 100 ]; do n=$((n+1)); "
-            "sleep 0.1; done; ! pidof iked >/dev/null"
-        )
+        return f"{RCCTL} stop iked"
 
     def versions_command(self) -> str:
         # The appliance has no os-release: its packages' versions are in the image's manifest.
@@ -196,6 +194,11 @@ class Linux(Platform, name="linux"):
     def parse_capture(self, output: str, kind: str) -> Capture:
         return Capture(parse_tcpdump_lines(output), output)
 
+
+_SYSCTL_NOTE = """\
+The guide's settings, in OpenBSD's names. Linux spells them differently, and the appliance's `sysctl`
+understands both: net.inet.ip.forwarding is net.ipv4.ip_forward (set by ikedlab from the topology);
+ESP and AH have no switch on Linux and work while the esp4 and ah4 modules are loaded."""
 
 _SA_HEADER = re.compile(r"^src (\S+) dst (\S+)")
 _PROTO = re.compile(r"^\s+proto (esp|ah) spi (0x[0-9a-f]+)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import shlex
 from typing import TYPE_CHECKING, Any
 
+from lab import render
 from lab.errors import IkedlabError, ImageError
 from lab.platforms import Action, BootMedia, FileSpec, IkedChoice, Platform
 from lab.platforms.parsers import (
@@ -86,9 +87,7 @@ class OpenBSD(Platform, name="openbsd"):
 
     @staticmethod
     def sysctl_conf(host: Host) -> str:
-        lines = ["net.inet.ip.forwarding=1"] if host.forwarding else []
-        lines += ["net.inet.esp.enable=1", "net.inet.ah.enable=1"]
-        return "\n".join(lines) + "\n"
+        return render.sysctl_conf(host)
 
     def ipsec_prepare_actions(self, host: Host) -> list[Action]:
         # /etc/rc made the key pair at boot (the image ships none); provisioning still runs keygen_command,
