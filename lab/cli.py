@@ -75,6 +75,18 @@ def build_parser() -> argparse.ArgumentParser:
     iked.add_argument("host")
     iked.add_argument("action", choices=("start", "stop", "restart", "debug"))
 
+    graph = sub.add_parser(
+        "graph",
+        help="the lab as a picture: hosts, links, addresses, the tunnel and its state (text; SVG/PNG)",
+    )
+    graph.add_argument("-o", "--output", type=Path, help="also draw it into FILE.svg, FILE.png or FILE.dot")
+    graph.add_argument(
+        "--topology", type=Path, help="when no lab is up: a topology file (default: the guide's)"
+    )
+    graph.add_argument(
+        "--platform", default=settings.platform(), help="when no lab is up: the hosts' platform"
+    )
+
     render = sub.add_parser("render", help="write the files ikedlab provisions, per host, into a folder")
     render.add_argument("--topology", type=Path)
     render.add_argument("--platform", default=settings.platform())
@@ -277,6 +289,35 @@ def cmd_iked(args: argparse.Namespace) -> int:
         return control(host, args.action)
     finally:
         lab.close()
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from lab import graph
+    from lab.errors import LabError
+    from lab.platforms import get_platform, load_topology
+
+    lab = _lab(args)
+    try:
+        state = lab.state()
+    except LabError:
+        state = None  # no lab: the topology as it would be, its tunnels not running
+    states = None
+    if state:
+        topology, platforms = load_topology(state.topology), state.platforms
+        try:
+            gateways = lab.attach(only=[g.name for g in topology.gateways])
+            states = {n: "ESTABLISHED" if h.sas().established else "down" for n, h in gateways.items()}
+        finally:
+            lab.close()
+    else:
+        topology = load_topology(args.topology)
+        platforms = {h.name: h.platform or args.platform for h in topology.hosts.values()}
+    prefixes = {h: get_platform(p).facts.interface_prefix for h, p in platforms.items()}
+    print(graph.text(topology, lab.name, platforms, prefixes, states), end="")
+    if args.output:
+        graph.write(graph.dot_source(topology, lab.name, platforms, prefixes, states), args.output)
+        print(f"drawn: {args.output}")
+    return 0
 
 
 def cmd_render(args: argparse.Namespace) -> int:

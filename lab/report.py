@@ -142,20 +142,9 @@ def chain_svg(topology: Topology) -> str:
 
 
 def _walk(topology: Topology) -> list[str]:
-    """Hosts in the order a walk along the links meets them, starting at an end of the chain."""
-    degree = {name: 0 for name in topology.hosts}
-    for link in topology.links.values():
-        for end in link.ends:
-            degree[end] += 1
-    start = min(topology.hosts, key=lambda n: (degree[n], list(topology.hosts).index(n)))
-    order, todo = [], [start]
-    while todo:
-        name = todo.pop(0)
-        if name in order:
-            continue
-        order.append(name)
-        todo += [lk.other_end(name) for lk in topology.links.values() if name in lk.ends]
-    return order + [n for n in topology.hosts if n not in order]
+    from lab.graph import chain_order
+
+    return chain_order(topology)
 
 
 def _versions(info: dict[str, Any]) -> list[tuple[str, str]]:

@@ -10,6 +10,7 @@ PACKAGES=(
   busybox-static kmod cpio openiked tcpdump nftables signify-openbsd
   debian-archive-keyring                       # image variants from other Debian suites (trixie)
   cmake make bison libevent-dev libssl-dev      # `up --iked-source`: OpenIKED portable built on the host
+  graphviz  # ikedlab graph: the lab as SVG/PNG
 )
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
