@@ -313,9 +313,10 @@ def cmd_graph(args: argparse.Namespace) -> int:
         topology = load_topology(args.topology)
         platforms = {h.name: h.platform or args.platform for h in topology.hosts.values()}
     prefixes = {h: get_platform(p).facts.interface_prefix for h, p in platforms.items()}
-    print(graph.text(topology, lab.name, platforms, prefixes, states), end="")
+    view = graph.LabView(topology, lab.name, platforms, prefixes, states)
+    print(graph.text(view), end="")
     if args.output:
-        graph.write(graph.dot_source(topology, lab.name, platforms, prefixes, states), args.output)
+        graph.write(graph.dot_source(view), args.output)
         print(f"drawn: {args.output}")
     return 0
 

@@ -8,7 +8,7 @@ is the topology with its tunnels "not running". lab.report draws its run's lab w
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.command import run
@@ -58,6 +58,21 @@ def tunnels(topology: Topology, states: dict[str, str] | None = None) -> list[Tu
     return found
 
 
+@dataclass(frozen=True)
+class LabView:
+    """What a picture shows: the topology, the lab's name, each host's platform and interface prefix
+    (eth, vio), and each gateway's tunnel reading (None: the lab is not running)."""
+
+    topology: Topology
+    name: str = "ikedlab"
+    platforms: dict[str, str] = field(default_factory=dict)
+    interface_prefixes: dict[str, str] = field(default_factory=dict)
+    states: dict[str, str] | None = None
+
+    def parts(self) -> tuple[Topology, str, dict[str, str], dict[str, str], dict[str, str] | None]:
+        return self.topology, self.name, self.platforms, self.interface_prefixes, self.states
+
+
 def chain_order(topology: Topology) -> list[str]:
     """Hosts in the order a walk along the links meets them, starting at an end of the chain."""
     degree = {name: 0 for name in topology.hosts}
@@ -86,16 +101,9 @@ def _interface(host: Host, link: str, prefixes: dict[str, str]) -> str:
     return f"{prefixes.get(host.name, 'if')}{iface.index}"
 
 
-def dot_source(
-    topology: Topology,
-    name: str = "ikedlab",
-    platforms: dict[str, str] | None = None,
-    interface_prefixes: dict[str, str] | None = None,
-    states: dict[str, str] | None = None,
-) -> str:
-    """The lab in graphviz's DOT language. `interface_prefixes` (host -> eth/vio) names the interfaces."""
-    platforms = platforms or {}
-    prefixes = interface_prefixes or {}
+def dot_source(lab: LabView) -> str:
+    """The lab in graphviz's DOT language."""
+    topology, name, platforms, prefixes, states = lab.parts()
     order = chain_order(topology)
     hosts = [
         {
@@ -152,20 +160,13 @@ def write(dot: str, out: Path) -> Path:
 
 def topology_svg(topology: Topology) -> str:
     """The topology as an SVG document (no state): lab.report's picture of a run's lab."""
-    return draw(dot_source(topology), "svg").decode()
+    return draw(dot_source(LabView(topology)), "svg").decode()
 
 
-def text(
-    topology: Topology,
-    name: str = "ikedlab",
-    platforms: dict[str, str] | None = None,
-    interface_prefixes: dict[str, str] | None = None,
-    states: dict[str, str] | None = None,
-) -> str:
+def text(lab: LabView) -> str:
     """The same picture for a terminal: hosts top to bottom in link order, each link with the addresses at
     its two ends, each gateway with its tunnel and the tunnel's state."""
-    platforms = platforms or {}
-    prefixes = interface_prefixes or {}
+    topology, name, platforms, prefixes, states = lab.parts()
     order = chain_order(topology)
     found = tunnels(topology, states)
     lines = [f"lab {name}"]

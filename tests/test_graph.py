@@ -17,7 +17,9 @@ def guide():
 
 def test_dot_has_every_host_link_address_and_the_tunnel():
     t = guide()
-    dot = graph.dot_source(t, "demo", {h: "linux" for h in t.hosts}, {h: "eth" for h in t.hosts}, UP)
+    dot = graph.dot_source(
+        graph.LabView(t, "demo", {h: "linux" for h in t.hosts}, {h: "eth" for h in t.hosts}, UP)
+    )
     for host in t.hosts.values():
         assert f'"{host.name}" [' in dot
         for iface in host.interfaces:
@@ -33,11 +35,13 @@ def test_dot_has_every_host_link_address_and_the_tunnel():
 )
 def test_tunnel_state_is_both_gateways_reading(states, shown):
     assert [t.state for t in graph.tunnels(guide(), states)] == [shown]
-    assert f"10.0.1.0/24 <=> 10.0.2.0/24, {shown}" in graph.text(guide(), states=states)
+    assert f"10.0.1.0/24 <=> 10.0.2.0/24, {shown}" in graph.text(graph.LabView(guide(), states=states))
 
 
 def test_text_walks_the_chain_with_both_ends_of_each_link():
-    text = graph.text(guide(), "demo", interface_prefixes={"init": "vio", "inet": "vio"}, states=UP)
+    text = graph.text(
+        graph.LabView(guide(), "demo", interface_prefixes={"init": "vio", "inet": "vio"}, states=UP)
+    )
     lines = text.splitlines()
     assert [line.split()[0].rstrip(":") for line in lines if not line.startswith((" ", "lab", "tunnel"))] == [
         "initlan",
@@ -52,7 +56,7 @@ def test_text_walks_the_chain_with_both_ends_of_each_link():
 
 @pytest.mark.skipif(not shutil.which("dot"), reason="graphviz is not installed (apt-get install graphviz)")
 def test_svg_and_png_are_drawn(tmp_path):
-    dot = graph.dot_source(guide(), states=UP)
+    dot = graph.dot_source(graph.LabView(guide(), states=UP))
     assert graph.write(dot, tmp_path / "lab.svg").read_text().lstrip().startswith("<?xml")
     assert graph.write(dot, tmp_path / "lab.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "<svg" in picture(guide())  # the HTML report draws its lab with it
