@@ -246,7 +246,7 @@ def cmd_console(args: argparse.Namespace) -> int:
         raise IkedlabError(
             f"no host '{args.host}' in lab '{lab.name}' (hosts: {', '.join(domains) or 'none'})"
         )
-    argv = lab.hypervisor.console_argv(domains[args.host].name)
+    argv = lab.hypervisor.console_argv(domains[args.host].name, learner=True)
     print(_banner(lab, args.host), end="", file=sys.stderr)
     print(f"Connected to {args.host}'s serial console; leave with Ctrl-]", file=sys.stderr)
     os.execv(argv[0], argv)
@@ -269,14 +269,18 @@ def cmd_exec(args: argparse.Namespace) -> int:
         raise IkedlabError("exec: no command given", "ikedlab exec HOST -- COMMAND")
     import shlex
 
+    def show(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
     lab = _lab(args)
     try:
         host = lab.attach(only=[args.host])[args.host]
         line = " ".join(shlex.quote(c) if len(command) > 1 else c for c in command)
-        result = host.run(line, timeout=settings.EXEC)
+        # Output as it comes; Ctrl-C interrupts the command in the guest too (Console.run).
+        result = host.console.run(line, timeout=settings.EXEC, on_output=show)
     finally:
         lab.close()
-    sys.stdout.write(result.output)
     return result.status
 
 

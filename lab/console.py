@@ -8,8 +8,14 @@ the end marker from a printf format), so an echoed command line can never look l
 
 from __future__ import annotations
 
+import codecs
+import fcntl
+import json
+import math
+import os
 import re
 import secrets
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +25,7 @@ from typing import IO
 
 import pexpect
 
-from lab.errors import CommandError, ConsoleError, ConsoleTimeout
+from lab.errors import CommandError, ConsoleBusy, ConsoleError, ConsoleTimeout
 from lab.settings import COMMAND, LOGIN
 
 _PROMPT = r"[#$] ?$|[#$] "
@@ -73,6 +79,83 @@ class Transcript:
             self._files.clear()
 
 
+class ChannelLock:
+    """One ikedlab process at a time on a guest's control channel.
+
+    A second `exec` (or a `status`) waits for the first instead of taking the line over with
+    `virsh console --force`, which killed the other's command. The lock file also says who holds it and
+    which guest command runs, so a waiter can name them, and a process killed mid-command leaves a note of
+    what may still run in the guest.
+    """
+
+    def __init__(self, path: Path, host: str) -> None:
+        self.path = path
+        self.host = host
+        self._file: IO[str] | None = None
+        self.left_running: str | None = None  # a command whose end the previous holder never saw
+
+    def acquire(self, timeout: float | None = None, on_wait: Callable[[str], None] | None = None) -> None:
+        """Take the lock; wait for it (for ever when `timeout` is None), saying once whom we wait for."""
+        if self._file:
+            return  # ours already (a console opened again on a new pty)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = self.path.open("a+", encoding="utf-8")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        told = False
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = self.holder()
+                if deadline is not None and time.monotonic() >= deadline:
+                    f.close()
+                    raise ConsoleBusy(self.host, holder) from None
+                if not told and on_wait:
+                    on_wait(f"{self.host}: waiting for the control console, in use by {holder}")
+                    told = True
+                time.sleep(0.1)  # the pace of polling a lock held by another process
+        self._file = f
+        previous = self._record()
+        self.left_running = previous.get("running") if previous else None
+        self._write(None)
+
+    def holder(self) -> str:
+        record = self._record()
+        if not record:
+            return "another ikedlab process"
+        running = f", running `{record['running']}`" if record.get("running") else ""
+        return f"pid {record.get('pid')} ({record.get('program', '?')}{running})"
+
+    def running(self, command: str | None) -> None:
+        """Note the guest command in flight (None: none)."""
+        if self._file:
+            self._write(command)
+
+    def release(self) -> None:
+        if self._file:
+            self._write(None)
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+    def _record(self) -> dict | None:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8") or "null")
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _write(self, running: str | None) -> None:
+        assert self._file
+        program = " ".join(["ikedlab", *sys.argv[1:]]) if sys.argv[0].endswith("ikedlab") else sys.argv[0]
+        record = {"pid": os.getpid(), "program": _short(program), "running": running and _short(running)}
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(json.dumps(record))
+        self._file.flush()
+
+
 class Console:
     """A shell on a guest's serial console. Wraps pexpect.spawn (the process that carries the console)."""
 
@@ -86,10 +169,17 @@ class Console:
         user: str | None = None,
         password: str | None = None,
         password_prompt: str = r"[Pp]assword:",
+        lock: ChannelLock | None = None,
+        lock_timeout: float | None = None,
+        on_wait: Callable[[str], None] | None = None,
     ) -> None:
         self.host = host
         self.transcript = transcript
         self.user, self.password, self.password_prompt = user, password, password_prompt
+        self.lock = lock
+        if lock:
+            lock.acquire(lock_timeout, on_wait)  # before the line is taken: never from under another
+        self.on_wait = on_wait
         self._raw = raw_log.open("ab") if raw_log else None
         self._child = pexpect.spawn(argv[0], argv[1:], timeout=COMMAND, maxread=65536, echo=False)
         self._child.delaybeforesend = None  # we frame commands; no need to pace them
@@ -115,11 +205,18 @@ class Console:
         """From whatever state the console is in (login prompt, shell) to a shell in a known state."""
         deadline = time.monotonic() + timeout
         patterns = [r"[Ll]ogin: ?$|[Ll]ogin: ", self.password_prompt, _PROMPT]
+        interrupted = False
         while True:
             self._child.send("\r")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise ConsoleTimeout(self.host, "shell prompt", timeout, self._tail(), self.transcript_path())
+                raise ConsoleTimeout(
+                    self.host,
+                    f"shell prompt ({self._busy_with()})",
+                    timeout,
+                    self._tail(),
+                    self.transcript_path(),
+                )
             try:
                 which = self._child.expect(patterns, timeout=min(2.0, remaining))
             except pexpect.TIMEOUT:
@@ -128,6 +225,16 @@ class Console:
                     self._known_state(min(3.0, max(0.5, deadline - time.monotonic())))
                     return
                 except ConsoleTimeout:
+                    if not interrupted:
+                        # Something holds the line (a command left by a killed ikedlab): say so at
+                        # once, then interrupt it: the control channel is ours alone.
+                        interrupted = True
+                        if self.on_wait:
+                            self.on_wait(
+                                f"{self.host}: the control console has no prompt ({self._busy_with()}); "
+                                "interrupting it"
+                            )
+                        self._child.sendintr()
                     continue
             except pexpect.EOF:
                 raise ConsoleError(
@@ -155,25 +262,35 @@ class Console:
         self._in_known_state = True
 
     # --- commands --------------------------------------------------------------------------------------
-    def run(self, command: str, *, timeout: float = COMMAND, stdin: str | None = None) -> Result:
-        """Run one shell command; return its exit status and output (stdout and stderr together)."""
+    def run(
+        self,
+        command: str,
+        *,
+        timeout: float = COMMAND,
+        stdin: str | None = None,
+        on_output: Callable[[str], object] | None = None,
+    ) -> Result:
+        """Run one shell command; return its exit status and output (stdout and stderr together).
+
+        `on_output` gets the output as it comes (for `exec`). Ctrl-C here interrupts the guest's command
+        too, and the shell is resynchronised before KeyboardInterrupt goes on.
+        """
         line, begin, end = self._framed(command, stdin)
-        self._child.send(line.replace("\n", "\r") + "\r")
-        self.wait_for(re.escape(begin) + r"\r*\n", timeout, f"start of `{_short(command)}`")
+        if self.lock:
+            self.lock.running(command)
         try:
-            self._child.expect(re.escape(end) + r" (\d+)@@", timeout=timeout)
-        except pexpect.TIMEOUT:
-            tail = self._text(self._child.before)
-            if self.transcript:
-                self.transcript.record(self.host, command, tail + "\n(timed out)\n", None)
+            self._child.send(line.replace("\n", "\r") + "\r")
+            started = min(timeout, COMMAND)  # a stream runs for ever, but must start in time
+            self.wait_for(re.escape(begin) + r"\r*\n", started, f"start of `{_short(command)}`")
+            output, status = self._read_until_end(end, timeout, command, on_output)
+        except KeyboardInterrupt:
             self._recover()
-            raise ConsoleTimeout(
-                self.host, f"end of `{_short(command)}`", timeout, tail, self.transcript_path()
-            ) from None
-        except pexpect.EOF:
-            raise ConsoleError(f"{self.host}: the console closed during `{_short(command)}`") from None
-        output = self._text(self._child.before)
-        status = int(self._child.match.group(1))
+            if self.transcript:
+                self.transcript.record(self.host, command, "(interrupted)\n", None)
+            raise
+        finally:
+            if self.lock:
+                self.lock.running(None)
         if self.transcript:
             self.transcript.record(self.host, command, output, status)
         return Result(command, status, output)
@@ -195,6 +312,46 @@ class Console:
         text = stdin if stdin.endswith("\n") or not stdin else stdin + "\n"
         return f"{start} 2>&1 <<'{eof}'; {finish}\n{text}{eof}", begin, end
 
+    def _read_until_end(
+        self, end: str, timeout: float, command: str, on_output: Callable[[str], object] | None
+    ) -> tuple[str, int]:
+        """Read a command's output up to its end marker; hand it to `on_output` as it arrives."""
+        end_re = re.compile(re.escape(end.encode()) + rb" (\d+)@@\r*\n?")
+        pending = bytes(self._child.buffer)
+        self._child.buffer = b""
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        chunks: list[str] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            if m := end_re.search(pending):
+                self._child.buffer = pending[m.end() :]
+                text = self._text(decoder.decode(pending[: m.start()], final=True))
+                chunks.append(text)
+                if on_output and text:
+                    on_output(text)
+                return "".join(chunks), int(m.group(1))
+            if (safe := _before_partial(pending, end.encode())) > 0:
+                text = self._text(decoder.decode(pending[:safe]))
+                pending = pending[safe:]
+                chunks.append(text)
+                if on_output and text:
+                    on_output(text)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                tail = "".join(chunks) + self._text(pending)
+                if self.transcript:
+                    self.transcript.record(self.host, command, tail + "\n(timed out)\n", None)
+                self._recover()
+                raise ConsoleTimeout(
+                    self.host, f"end of `{_short(command)}`", timeout, tail, self.transcript_path()
+                )
+            try:
+                pending += self._child.read_nonblocking(65536, timeout=min(0.5, remaining))
+            except pexpect.TIMEOUT:
+                continue
+            except pexpect.EOF:
+                raise ConsoleError(f"{self.host}: the console closed during `{_short(command)}`") from None
+
     def check(self, command: str, *, timeout: float = COMMAND, stdin: str | None = None) -> Result:
         """Run a command that must succeed."""
         result = self.run(command, timeout=timeout, stdin=stdin)
@@ -204,46 +361,18 @@ class Console:
 
     def stream(self, command: str, out: Callable[[str], object]) -> Result:
         """Run a command that goes on until stopped (a daemon in the foreground), handing its output to `out`
-        as it arrives. Ctrl-C here (KeyboardInterrupt) interrupts it in the guest; the call returns once it
-        has ended there, with its exit status (130 when the shell dropped the rest of the line)."""
-        line, begin, end = self._framed(command)
-        self._child.send(line.replace("\n", "\r") + "\r")
-        self.wait_for(re.escape(begin) + r"\r*\n", COMMAND, f"start of `{_short(command)}`")
-        finished = re.compile(re.escape(end) + r" (\d+)@@")
-        # What came with the begin marker is in pexpect's buffer, which read_nonblocking() does not look at:
-        # take it, and empty that buffer (and pexpect's copy of it for the next `before`).
-        pending, seen = self._text(self._child.buffer), ""
-        self._child.buffer = self._child.string_type()
-        self._child._before = self._child.buffer_type()
-        keep = len(end) + 8  # the start of an end marker may be in the last bytes read
-        status: int | None = None
-        while status is None:
-            try:
-                try:
-                    pending += self._text(self._child.read_nonblocking(4096, timeout=0.5))
-                except pexpect.TIMEOUT:
-                    pass
-                if match := finished.search(pending):
-                    pending, status = pending[: match.start()], int(match.group(1))
-                elif len(pending) > keep:
-                    chunk, pending = pending[:-keep], pending[-keep:]
-                    seen += chunk
-                    out(chunk)
-            except KeyboardInterrupt:
-                # An interactive shell may drop the rest of the line (the end marker) with the command:
-                # resynchronise, and take the end marker if it came.
-                self._child.sendintr()
-                self._known_state(COMMAND)
-                pending += self._text(self._child.before)
-                match = finished.search(pending)
-                pending, status = (pending[: match.start()], int(match.group(1))) if match else (pending, 130)
-            except pexpect.EOF:
-                raise ConsoleError(f"{self.host}: the console closed during `{_short(command)}`") from None
-        out(pending)
-        seen += pending
-        if self.transcript:
-            self.transcript.record(self.host, command, seen, status)
-        return Result(command, status, seen)
+        as it arrives. Ctrl-C here (KeyboardInterrupt) interrupts it in the guest; the call returns once the
+        shell is in step again, with what was seen and status 130."""
+        seen: list[str] = []
+
+        def collect(text: str) -> None:
+            seen.append(text)
+            out(text)
+
+        try:
+            return self.run(command, timeout=math.inf, on_output=collect)
+        except KeyboardInterrupt:
+            return Result(command, 130, "".join(seen))
 
     def send_line(self, line: str) -> None:
         """Type a line as a person would, unframed (e.g. `exit`); follow with wait_for() or attach()."""
@@ -272,6 +401,8 @@ class Console:
         if self._raw:
             self._raw.close()
             self._raw = None
+        if self.lock:
+            self.lock.release()
 
     # --- helpers ---------------------------------------------------------------------------------------
     def _text(self, data: object) -> str:
@@ -282,8 +413,23 @@ class Console:
         buffered = self._child.before if isinstance(self._child.before, bytes) else b""
         return self._text(buffered + (self._child.buffer or b""))[-400:]
 
+    def _busy_with(self) -> str:
+        if self.lock and self.lock.left_running:
+            return f"`{self.lock.left_running}` may still run there, left by a process that was stopped"
+        return "a command may still run there"
+
     def transcript_path(self) -> Path | None:
         return self.transcript.path(self.host) if self.transcript else None
+
+
+def _before_partial(data: bytes, marker: bytes) -> int:
+    """How much of `data` is surely output: all but a started end marker or a CR that may precede LF."""
+    if (at := data.find(marker)) >= 0:
+        return at
+    for k in range(min(len(marker) - 1, len(data)), 0, -1):
+        if data.endswith(marker[:k]):
+            return len(data) - k
+    return len(data) - 1 if data.endswith(b"\r") else len(data)
 
 
 def _short(command: str) -> str:

@@ -88,6 +88,14 @@ class ConsoleTimeout(ConsoleError):
         )
 
 
+class ConsoleBusy(ConsoleError):
+    """Another ikedlab process holds a guest's control console."""
+
+    def __init__(self, host: str, holder: str) -> None:
+        self.host, self.holder = host, holder
+        super().__init__(f"{host}: the control console is in use by {holder}")
+
+
 class CommandError(ConsoleError):
     """A command run in a guest exited non-zero where success was required."""
 

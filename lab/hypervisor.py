@@ -33,6 +33,7 @@ DOMAIN_PREFIX = "ikedlab-"
 NIC_SLOT0 = 3  # first virtio NIC's PCI slot: NIC order on the bus is interface order in the guest
 PORT_BASE, PORT_SPAN, PORTS_PER_LAB = 20000, 20000, 64
 KVM_PROBE_SECONDS = 20.0
+CONTROL_DEVICE = "serial1"  # libvirt's alias of the second serial port: ikedlab's control channel
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,11 @@ class DomainSpec:
     @property
     def name(self) -> str:
         return domain_name(self.lab, self.host)
+
+    @property
+    def control_log(self) -> Path:
+        """The control channel's log (the second serial port), beside the learner console's."""
+        return self.serial_log.with_name(f"{self.serial_log.stem}.control{self.serial_log.suffix}")
 
 
 @dataclass(frozen=True)
@@ -167,9 +173,15 @@ class Hypervisor:
         except self._libvirt.libvirtError as e:
             raise HypervisorError(f"cannot resume {name}: {e.get_error_message()}") from None
 
-    def console_argv(self, name: str) -> list[str]:
-        """The program that carries a domain's serial console (pexpect drives it; a learner types into it)."""
-        return [require("virsh", "libvirt-clients"), "-c", self.uri, "console", name, "--force"]
+    def console_argv(self, name: str, *, learner: bool = False) -> list[str]:
+        """The program that carries one of a domain's serial consoles.
+
+        Each guest has two: the first serial port is the learner's (`ikedlab console`), the second is
+        ikedlab's control channel, which pexpect drives. A command a learner leaves running on one never
+        blocks the other. --force takes the line over from a client left behind by a killed process.
+        """
+        device = [] if learner else ["--devname", CONTROL_DEVICE]
+        return [require("virsh", "libvirt-clients"), "-c", self.uri, "console", name, *device, "--force"]
 
     # --- finding -------------------------------------------------------------------------------------------
     def domains(self, lab: str | None = None) -> list[LabDomain]:

@@ -22,7 +22,7 @@ from lab import ownership, progress, settings
 from lab import topology as topo
 from lab.bundle import record_media
 from lab.command import run
-from lab.console import Console, Transcript
+from lab.console import ChannelLock, Console, Transcript
 from lab.errors import HypervisorError, IkedlabError, LabError
 from lab.host import Host
 from lab.hypervisor import (
@@ -32,6 +32,7 @@ from lab.hypervisor import (
     Nic,
     check_ports_free,
     detect_accel,
+    domain_name,
     lab_ports,
     mac_address,
 )
@@ -255,7 +256,7 @@ class Lab:
                 hv.create(spec, paused=True)
                 specs.append(spec)
             self.transcript = Transcript(self.run_dir / "console")
-            consoles = {s.host: self._console(s.host, s.name, platforms[s.host]) for s in specs}
+            consoles = {s.host: self._console(s.host, platforms[s.host]) for s in specs}
             for spec in specs:
                 hv.resume(spec.name)
         self.hosts = {
@@ -293,17 +294,41 @@ class Lab:
         run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", media.disk, overlay])
         return dataclasses.replace(spec, disk=overlay)
 
-    def _console(self, host: str, domain: str, platform: Platform) -> Console:
+    def _console(
+        self,
+        host: str,
+        platform: Platform,
+        lock_timeout: float | None = None,
+        lock: ChannelLock | None = None,
+    ) -> Console:
+        """ikedlab's control console on one guest (its second serial port), not yet logged in.
+
+        The one place a console is opened: `up`, `attach` and a restore that gives the guest a new pty
+        (see reattach) all come here. The host's channel lock is taken first, so two ikedlab processes
+        wait for each other instead of taking the line from one another.
+        """
         facts = platform.login
         return Console(
             host,
-            self.hypervisor.console_argv(domain),
+            self.hypervisor.console_argv(domain_name(self.name, host)),
             transcript=self.transcript,
             raw_log=self.run_dir / "console" / f"{host}.raw",
             user=facts.user,
             password=facts.password,
             password_prompt=facts.password_prompt,
+            lock=lock or ChannelLock(self.run_dir / "locks" / f"{host}.console", host),
+            lock_timeout=lock_timeout,
+            on_wait=progress.say,
         )
+
+    def reattach(self, name: str) -> Host:
+        """Open a host's control console again (after a restore QEMU has a new pty), in a known state."""
+        host = self.host(name)
+        lock, host.console.lock = host.console.lock, None  # kept across: nobody slips in between
+        host.console.close()
+        host.console = self._console(name, host.platform, lock=lock)
+        host.console.attach()
+        return host
 
     def _save_rendered_configs(self, plan: Plan) -> None:
         configs = self.run_dir / "configs"
@@ -313,8 +338,11 @@ class Lab:
             (configs / f"{gateway.name}.iked.conf").write_text(gateway.iked_conf.content)
 
     # --- attach to a running lab ---------------------------------------------------------------------------
-    def attach(self, only: list[str] | None = None) -> dict[str, Host]:
-        """Consoles on a lab that is up (started by another process); each put in a known state."""
+    def attach(self, only: list[str] | None = None, lock_timeout: float | None = None) -> dict[str, Host]:
+        """Consoles on a lab that is up (started by another process); each put in a known state.
+
+        A console another ikedlab process holds is waited for (for ever when `lock_timeout` is None).
+        """
         state = self.state()
         topology = load_topology(state.topology)
         self.topology = topology
@@ -338,10 +366,20 @@ class Lab:
             if name in self.hosts:
                 continue
             platform = self.platforms[name]
-            console = self._console(name, f"ikedlab-{self.name}-{name}", platform)
+            console = self._console(name, platform, lock_timeout)
             self.hosts[name] = Host(topology.host(name), platform, console, self.run_dir / "artifacts")
         in_parallel([self.hosts[n] for n in names], lambda h: h.console.attach())
         return {n: self.hosts[n] for n in names}
+
+    @contextmanager
+    def lent(self, name: str) -> Iterator[Host]:
+        """Let another ikedlab process (an `ikedlab exec`) have this host's control console for a block."""
+        host = self.host(name)
+        host.console.close()
+        try:
+            yield host
+        finally:
+            self.reattach(name)
 
     def gateways(self) -> list[Host]:
         assert self.topology, "the lab is neither up nor attached"

@@ -1,11 +1,15 @@
 """Console framing against a real local shell: status, output, stdin, and the failures' messages."""
 
+import os
 import shutil
+import signal
+import threading
+import time
 
 import pytest
 
-from lab.console import Console, Transcript
-from lab.errors import CommandError, ConsoleTimeout
+from lab.console import ChannelLock, Console, Transcript
+from lab.errors import CommandError, ConsoleBusy, ConsoleTimeout
 
 SHELLS = [["/bin/sh", "-i"]]
 if shutil.which("busybox"):
@@ -90,3 +94,48 @@ def test_stream_of_a_command_that_ends_by_itself(console):
     seen: list[str] = []
     r = console.stream("echo one; echo two; exit_with() { return $1; }; exit_with 3", seen.append)
     assert (r.status, "".join(seen)) == (3, "one\ntwo\n")
+
+
+def test_output_streams_as_it_comes(console):
+    seen: list[tuple[float, str]] = []
+    start = time.monotonic()
+    r = console.run("echo one; sleep 1; echo two", on_output=lambda t: seen.append((time.monotonic(), t)))
+    assert r.output == "one\ntwo\n" and "".join(t for _, t in seen) == r.output
+    first = next(at for at, text in seen if "one" in text)
+    assert first - start < 0.9  # "one" arrived before the command ended, not with "two"
+
+
+def test_ctrl_c_interrupts_the_guest_command_and_resyncs(console, tmp_path):
+    marker = tmp_path / "finished"
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        console.run(f"sleep 3 && touch {marker}")
+    timer.cancel()
+    assert console.run("echo next").output == "next\n"
+    time.sleep(3)  # long enough for the sleep to have finished had it not been interrupted
+    assert not marker.exists()
+
+
+def test_a_second_user_of_a_control_channel_waits_and_is_told_for_whom(tmp_path):
+    path = tmp_path / "locks" / "resp.console"
+    first = ChannelLock(path, "resp")
+    first.acquire()
+    first.running("ping 10.0.2.2")
+    said: list[str] = []
+    with pytest.raises(ConsoleBusy) as busy:
+        ChannelLock(path, "resp").acquire(timeout=0.3, on_wait=said.append)
+    assert f"pid {os.getpid()}" in str(busy.value) and "running `ping 10.0.2.2`" in str(busy.value)
+    assert said == [f"resp: waiting for the control console, in use by {busy.value.holder}"]
+    threading.Timer(0.3, first.release).start()
+    second = ChannelLock(path, "resp")
+    second.acquire(timeout=5)  # waits for the first, then has it
+    assert second.left_running is None  # the first ended cleanly
+    second.running("sleep 100")
+    # A holder killed mid-command leaves a note: the next one knows what may still run in the guest.
+    second._file.close()  # as if its process died: the lock goes with the file
+    second._file = None
+    third = ChannelLock(path, "resp")
+    third.acquire(timeout=1)
+    assert third.left_running == "sleep 100"
+    third.release()

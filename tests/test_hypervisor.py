@@ -40,6 +40,20 @@ def test_domain_xml_is_software_emulated_with_acpi_and_a_logged_serial_console()
     assert root.find("memory").text == "128"
 
 
+def test_each_guest_has_a_learner_console_and_a_control_channel_each_logged():
+    serials = ET.fromstring(domain_xml(spec())).findall("devices/serial")
+    assert [s.find("target").get("port") for s in serials] == ["0", "1"]
+    assert [s.find("log").get("file") for s in serials] == ["/run/x/serial.log", "/run/x/serial.control.log"]
+    # `ikedlab console` is the first port; ikedlab's own commands use the second (libvirt alias serial1).
+    hv = Hypervisor("test:///default")
+    try:
+        assert "--devname" not in hv.console_argv("ikedlab-t1-init", learner=True)
+        control = hv.console_argv("ikedlab-t1-init")
+        assert control[control.index("--devname") + 1] == "serial1"
+    finally:
+        hv.close()
+
+
 def test_links_are_udp_sockets_on_loopback_in_pci_order():
     nics = [Nic(mac_address("t1", "init", i), 20000 + i, 21000 + i) for i in range(2)]
     root = ET.fromstring(domain_xml(spec(nics=nics)))

@@ -347,15 +347,23 @@ def test_warm_call_asks_apt_nothing_and_rebuilds_only_on_change(
     apt.state, apt.version = "lists-3", "7.2-2"  # a new version: rebuild
     second = linux_image(cache)
     assert (apt.resolves, apt.builds) == (3, 2)
-    assert second.key != first.key and not first.kernel.exists()  # the old image is gone
+    assert second.key != first.key and first.kernel.exists()  # the old image is kept a while
 
-    (recipe_dir / "init").write_text((recipe_dir / "init").read_text() + "\n")
+    init = (recipe_dir / "init").read_text()
+    (recipe_dir / "init").write_text(init + "\n")
     third = linux_image(cache)
     assert (apt.resolves, apt.builds) == (4, 3) and third.key != second.key
 
+    # Another checkout with the earlier recipe takes its image back: no build.
+    (recipe_dir / "init").write_text(init)
+    assert linux_image(cache) == second and apt.builds == 3
+    (recipe_dir / "init").write_text(init + "\n")
+    assert linux_image(cache) == third and apt.builds == 3
+
     assert linux_image(cache, rebuild=True).key == third.key
     assert apt.builds == 4
-    assert [p.name for p in (cache / "linux").iterdir() if not p.name.startswith(".")].count("current") == 1
+    names = [p.name for p in (cache / "linux").iterdir() if not p.name.startswith(".")]
+    assert names.count("current") == 1 and len(names) == 1 + linux_module.KEEP_IMAGES  # older ones go
 
 
 def test_a_truncated_cached_initrd_is_rebuilt_with_one_line(

@@ -29,7 +29,7 @@ from lab.images.installer import (
     run_install,
 )
 from lab.images.media import Media
-from lab.images.openbsd import qemu_argv, recipe_hash, render_install_conf
+from lab.images.openbsd import qemu_argv, recipe_hash, render_install_conf, ttys_lines
 from lab.platforms.openbsd import LAB_ROOT_PASSWORD
 
 FAKE = Path(__file__).parent / "data" / "openbsd" / "fake_installer.py"
@@ -125,7 +125,7 @@ def test_conf_rendering_is_parameterised():
 
 def test_successful_install(peer, conf):
     p = peer("ok")
-    result = run_install(p.child, conf, FAST, QUICK, release="7.9")
+    result = run_install(p.child, conf, FAST, QUICK, release="7.9", ttys=ttys_lines())
     assert result.release == "7.9"
     record = p.record
     assert record["loader"] == ["set tty com0", "boot"]
@@ -144,6 +144,11 @@ def test_successful_install(peer, conf):
     assert f"rm -f {' '.join(PER_MACHINE_FILES)} " in cleanup
     assert "echo library_aslr=NO >>/mnt/etc/rc.conf.local" in cleanup
     assert commands[-1] == "halt -p"
+    # ikedlab's control channel: a root getty on tty01 (com1), the learner's com0 untouched.
+    ttys = {fields[0]: fields for fields in (line.split() for line in record["ttys"].splitlines())}
+    assert ttys["tty01"][1:] == ['"/usr/libexec/getty', 'std.115200"', "vt220", "on", "secure"]
+    assert ttys["tty00"][-2:] == ["on", "secure"] and len(ttys) == 6
+    assert all(len(c) < 255 for c in commands)  # OpenBSD's terminal line limit (MAX_CANON)
 
 
 def test_golden_image_carries_no_shared_seed_and_no_dead_removals():

@@ -32,7 +32,7 @@ class FakeHypervisor:
     def resume(self, name):
         self.running.add(name)
 
-    def console_argv(self, name):
+    def console_argv(self, name, learner=False):
         return ["/bin/true", name]
 
     def destroy_lab(self, lab):
@@ -52,7 +52,7 @@ def fake(monkeypatch, tmp_path):
     consoles: dict[str, FakeConsole] = {}
     hv = FakeHypervisor()
 
-    def console(self, host, domain, platform):
+    def console(self, host, platform, lock_timeout=None, lock=None):
         c = consoles[host] = FakeConsole(
             host, platform, {platform.sa_command(): recorded(platform.name, "sa_established")}
         )

@@ -318,6 +318,26 @@ class _Dialogue:
         if not re.search(r"(?:^|\n)CLEANED", out.replace("\r", "")):
             raise InstallerError("could not clean the installed system in /mnt", _tail(out))
 
+    def set_ttys(self, lines: Sequence[str]) -> None:
+        """Give the installed system's /etc/ttys these terminals' lines (replacing their old ones).
+
+        The golden image's getty on tty01 (com1) is ikedlab's control channel; com0 stays the learner's.
+        Two short commands: OpenBSD's terminal takes at most 255 characters a line.
+        """
+        for line in (" ".join(line.split()) for line in lines):  # blanks, not tabs, typed on a console
+            tty = line.split()[0]
+            self.command(
+                f"grep -v '^{tty}[[:space:]]' /mnt/etc/ttys >/tmp/ttys; printf '%s\\n' '{line}' >>/tmp/ttys",
+                "shell prompt after editing /tmp/ttys",
+            )
+            out = self.command(
+                f"cp /tmp/ttys /mnt/etc/ttys && grep -q '^{tty}[[:space:]].* on secure' /mnt/etc/ttys "
+                f"&& echo TTYS''SET",
+                f"shell prompt after setting {tty} in /mnt/etc/ttys",
+            )
+            if not re.search(r"(?:^|\n)TTYSSET", out.replace("\r", "")):
+                raise InstallerError(f"could not set {tty} in the installed system's /etc/ttys", _tail(out))
+
     def halt(self) -> None:
         self.type("halt -p")
         index = self.console.expect([HALTED, pexpect.EOF, pexpect.TIMEOUT], timeout=self.timeouts.halt)
@@ -331,10 +351,12 @@ def run_install(
     timeouts: Timeouts | None = None,
     typing: Typing | None = None,
     release: str | None = None,
+    ttys: Sequence[str] = (),
 ) -> InstallResult:
     """Drive a freshly powered-on VM booting OpenBSD's install media to a finished install and halt.
 
     With `release`, media that greets with another release is refused at once, not after the install.
+    `ttys`: /etc/ttys lines the installed system gets (each replaces its terminal's line).
     """
     dialogue = _Dialogue(console, timeouts or Timeouts(), typing or Typing())
     start = time.monotonic()
@@ -348,6 +370,7 @@ def run_install(
     say("  running install -af (sets, disk, relink: the long part)")
     dialogue.install()
     dialogue.clean()
+    dialogue.set_ttys(ttys)
     dialogue.halt()
     return InstallResult(seconds=time.monotonic() - start, release=release)
 

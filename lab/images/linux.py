@@ -32,6 +32,8 @@ from lab.progress import say, step
 
 log = logging.getLogger("ikedlab.images")
 
+KEEP_IMAGES = 3  # images kept in the cache: checkouts at different versions take turns without rebuilding
+
 
 @dataclass(frozen=True)
 class LinuxImage:
@@ -76,6 +78,11 @@ def linux_image(
         state = apt_state(recipe.suite)
         if not rebuild and current and current.matches(local) and current.apt_state == state:
             return current.image
+        # Checkouts of different versions share the cache: an image built earlier for these inputs is
+        # taken back instead of rebuilt.
+        if not rebuild and (earlier := store.find(local, state)):
+            store.point_at(earlier.directory)
+            return earlier.image
         if not rebuild and current and current.matches(local) and not have_apt():
             say("apt is not available here: using the cached Linux image without looking for updates")
             return current.image
@@ -158,6 +165,20 @@ class _Store:
     def current(self) -> _Entry | None:
         return self._load(self.link)
 
+    def find(self, local: Mapping[str, Any], state: str) -> _Entry | None:
+        """A kept image built from these inputs (newest first)."""
+        for directory in self._images():
+            entry = self._load(directory)
+            if entry and entry.matches(local) and entry.apt_state == state:
+                return entry
+        return None
+
+    def _images(self) -> list[Path]:
+        """Complete image directories, newest first."""
+        found = [p for p in self.directory.iterdir() if p.is_dir() and not p.is_symlink()]
+        found = [p for p in found if not p.name.startswith(".")]
+        return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
     @staticmethod
     def _load(directory: Path) -> _Entry | None:
         try:
@@ -210,7 +231,7 @@ class _Store:
             os.rename(image_dir, final)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        self._point_at(final)
+        self.point_at(final)
         say(
             f"Linux image: kernel {resolved.kernel_release}, initramfs {sizes['initrd_bytes'] / 1e6:.1f} MB "
             f"gzipped ({sizes['unpacked_bytes'] / 1e6:.1f} MB unpacked), {len(resolved.packages)} packages"
@@ -219,12 +240,14 @@ class _Store:
         assert entry is not None
         return entry
 
-    def _point_at(self, image_dir: Path) -> None:
+    def point_at(self, image_dir: Path) -> None:
         tmp = self.directory / f".current-{os.getpid()}"
         if tmp.is_symlink():
             tmp.unlink()
         tmp.symlink_to(image_dir.name)
         os.replace(tmp, self.link)
-        for old in self.directory.iterdir():  # earlier images: QEMU has read them into guest memory
-            if old.is_dir() and not old.is_symlink() and not old.name.startswith(".") and old != image_dir:
+        os.utime(image_dir)  # the newest in use: kept longest
+        # A few earlier images stay (another checkout may be about to boot one); older ones go.
+        for old in self._images()[KEEP_IMAGES:]:
+            if old != image_dir:
                 shutil.rmtree(old, ignore_errors=True)

@@ -88,6 +88,13 @@ def render_install_conf(
     )
 
 
+def ttys_lines(images_dir: Path = IMAGES_DIR) -> list[str]:
+    """The /etc/ttys lines of the golden image (images/openbsd/ttys): a root getty on tty01 (com1), the
+    control channel ikedlab's commands use while the learner has com0."""
+    text = (images_dir / "ttys").read_text()
+    return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
 def _manifests(directory: Path) -> list[dict[str, Any]]:
     manifests = []
     for path in directory.glob(f"openbsd-*-{ARCH}.json"):
@@ -231,7 +238,7 @@ def _install(
         child.logfile_read = log
         child.delaybeforesend = None  # pacing is Typing's job (lab.images.installer)
         try:
-            result = run_install(child, conf, timeouts, Typing(), release=release)
+            result = run_install(child, conf, timeouts, Typing(), release=release, ttys=ttys_lines())
             child.expect(pexpect.EOF, timeout=(timeouts or Timeouts()).halt)  # QEMU exits on power-off
         except InstallerError as e:
             last = " | ".join(e.tail.splitlines()[-3:])
@@ -251,4 +258,5 @@ __all__ = [
     "qemu_argv",
     "recipe_hash",
     "render_install_conf",
+    "ttys_lines",
 ]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 
@@ -172,6 +173,32 @@ def sets() -> None:
         out("\n")
 
 
+# /etc/ttys as the installer leaves it with the console on com0 (amd64).
+TTYS = """\
+console	"/usr/libexec/getty std.9600"	vt220	off secure
+ttyC0	"/usr/libexec/getty std.9600"	vt220	on  secure
+ttyC1	"/usr/libexec/getty std.9600"	vt220	on  secure
+tty00	"/usr/libexec/getty std.115200"	vt220	on  secure
+tty01	"/usr/libexec/getty std.9600"	unknown off
+tty02	"/usr/libexec/getty std.9600"	unknown off
+"""
+
+
+def edit_ttys(line: str) -> str:
+    """Run a command that edits /mnt/etc/ttys for real, in a scratch root, with /bin/sh."""
+    root = RECORD + ".root"
+    os.makedirs(root + "/mnt/etc", exist_ok=True)
+    os.makedirs(root + "/tmp", exist_ok=True)
+    if not os.path.exists(root + "/mnt/etc/ttys"):
+        with open(root + "/mnt/etc/ttys", "w") as f:
+            f.write(TTYS)
+    command = re.sub(r"(?<![\w.])/(mnt|tmp)/", lambda m: f"{root}/{m[1]}/", line)
+    done = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True)
+    with open(root + "/mnt/etc/ttys") as f:
+        record["ttys"] = f.read()
+    return done.stdout + done.stderr
+
+
 def shell() -> None:
     conf_text = ""
     garbled = SCENARIO == "garble"
@@ -198,6 +225,8 @@ def shell() -> None:
             install(conf_text)
         elif line.startswith("{ test -f /mnt/etc/rc.conf"):
             out("CLEANED\n")
+        elif "/mnt/etc/ttys" in line:
+            out(edit_ttys(line))
         elif line == "halt -p":
             out("syncing disks... done\nThe operating system has halted.\n")
             save()
