@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import secrets
 import shlex
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,11 +20,20 @@ from typing import TypeVar
 from lab.console import Console, Result
 from lab.errors import CommandError, ConsoleError, ProvisionError
 from lab.platforms import Action, FileSpec, Platform
+from lab.platforms.parsers import iked_fatal_line
 from lab.readings import Capture, IpsecCounters, PingResult, SaState
 from lab.settings import CAPTURE, COMMAND, PING_SLACK
 from lab.topology import Host as HostSpec
 
 T = TypeVar("T")
+
+
+def _last_reading(value: object) -> str:
+    """The last reading, in words, for a timeout's message ("" when a yes/no says nothing more)."""
+    if isinstance(value, bool) or value is None:
+        return ""
+    describe = getattr(value, "describe", None)
+    return f" (last reading: {describe() if callable(describe) else value})"
 
 
 class Host:
@@ -33,6 +43,7 @@ class Host:
         self.platform = platform
         self.console = console
         self.artifacts = artifacts  # where captures and logs fetched from this host land
+        self.iked_log_mark = 0  # lines of iked's log written before iked last started (see mark_iked_log)
 
     def __repr__(self) -> str:
         return f"<Host {self.name} ({self.platform.name})>"
@@ -98,8 +109,15 @@ class Host:
     def ipsec_counters(self) -> IpsecCounters:
         return self.platform.parse_counters(self.check(self.platform.counters_command(self.spec)).output)
 
-    def iked_log(self) -> str:
-        return self.run(self.platform.iked_log_command()).output
+    def iked_log(self, since_line: int = 0) -> str:
+        """iked's log; from line `since_line` on (0: all of it)."""
+        p = self.platform
+        return self.run(p.iked_log_since_command(since_line) if since_line else p.iked_log_command()).output
+
+    def mark_iked_log(self) -> None:
+        """Remember where iked's log ends now: what iked says after its next start is read from here."""
+        counted = self.run(self.platform.iked_log_length_command()).output.split()
+        self.iked_log_mark = int(counted[0]) if counted and counted[0].isdigit() else 0
 
     def wait_until(
         self,
@@ -108,27 +126,36 @@ class Host:
         ok: Callable[[T], bool],
         timeout: float,
         interval: float = 0.5,
+        stop: threading.Event | None = None,
     ) -> T:
-        """Poll `probe` until `ok(value)`, or fail after `timeout` saying what did not happen."""
+        """Poll `probe` until `ok(value)`, or fail after `timeout` saying what did not happen.
+
+        With `stop`, return the last reading early once it is set (another host's wait already failed).
+        """
         deadline = time.monotonic() + timeout
         while True:
             value = probe()
-            if ok(value):
+            if ok(value) or (stop is not None and stop.is_set()):
                 return value
             if time.monotonic() >= deadline:
                 raise ProvisionError(
-                    f"{self.name}: {what} did not happen within {timeout:g}s (last reading: {value})",
+                    f"{self.name}: {what} did not happen within {timeout:g}s{_last_reading(value)}",
                     f"transcript: {self.console.transcript_path() or '-'}",
                 )
             time.sleep(interval)  # the pace of polling, not a guess at how long something takes
 
-    def wait_established(self, timeout: float) -> SaState:
+    def wait_established(self, timeout: float, stop: threading.Event | None = None) -> SaState:
+        """Wait for the tunnel; fail at once when iked's log (since it last started) says it gave up."""
+
         def reading() -> SaState:
             result = self.run(self.platform.sa_command())  # fails while iked opens its control socket
-            return self.platform.parse_sa(result.output) if result.ok else SaState()
+            state = self.platform.parse_sa(result.output) if result.ok else SaState()
+            if not state.established and (line := iked_fatal_line(self.iked_log(self.iked_log_mark))):
+                raise ProvisionError(f"{self.name}: iked gave up on the tunnel: {line}")
+            return state
 
         return self.wait_until(
-            "an ESTABLISHED IKE SA with child SAs", reading, lambda s: s.established, timeout
+            "an ESTABLISHED IKE SA with child SAs", reading, lambda s: s.established, timeout, stop=stop
         )
 
     @contextmanager

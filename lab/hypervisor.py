@@ -25,6 +25,7 @@ import pexpect
 from lab import settings
 from lab.command import require
 from lab.errors import HypervisorError
+from lab.ownership import ikedlab_for
 
 log = logging.getLogger("ikedlab.hypervisor")
 
@@ -107,7 +108,7 @@ def check_ports_free(ports: list[int], lab: str) -> None:
             except OSError:
                 raise HypervisorError(
                     f"UDP port {port} on 127.0.0.1 is in use, and lab '{lab}' needs it for a link",
-                    "is this lab already up (ikedlab status), or pick another name with --name",
+                    f"is this lab already up (`{ikedlab_for(lab)} status`), or pick another name with --name",
                 ) from None
 
 

@@ -44,6 +44,9 @@ from lab.provision import exchange_keys, in_parallel, install_iked_conf, provisi
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,19}$")
 DEFAULT_NAME = settings.LAB_NAME
+EVIDENCE_PROBLEM = "(evidence)"  # save_evidence's key for what could not be had
+EVIDENCE_TAIL = 8  # lines of iked's log shown beside a failure
+EVIDENCE_TIMEOUT = 15.0  # seconds per reading: a guest that does not answer must not hold up cleanup
 
 
 def state_root() -> Path:
@@ -119,10 +122,13 @@ class Lab:
         try:
             return LabState(**json.loads(self.state_file.read_text()))
         except FileNotFoundError:
-            raise LabError(f"lab '{self.name}' is not up", "start it with `ikedlab up`") from None
+            raise LabError(
+                f"lab '{self.name}' is not up", f"start it with `{ownership.ikedlab_for(self.name)} up`"
+            ) from None
         except (ValueError, TypeError) as e:
             raise LabError(
-                f"{self.state_file}: unreadable state ({e})", "`ikedlab down` cleans it up"
+                f"{self.state_file}: unreadable state ({e})",
+                f"`{ownership.ikedlab_for(self.name)} down` cleans it up",
             ) from None
 
     def save_state(self, **changes: object) -> LabState:
@@ -214,10 +220,51 @@ class Lab:
             plan = build_plan(topology, platforms, options)
             self._save_rendered_configs(plan)
             provision(plan, self.hosts, tunnel)
-        except BaseException:
+        except BaseException as e:
+            if not isinstance(e, KeyboardInterrupt):  # an interrupt wants out now, not evidence
+                self._keep_evidence()
             if not keep_on_failure:
                 self.down(quiet=True)
             raise
+
+    def _keep_evidence(self) -> None:
+        """After a failed `up`, before any guest goes: what a human needs to tell why, in the run dir."""
+        folder = self.run_dir / "evidence"
+        shutil.rmtree(folder, ignore_errors=True)
+        tails = self.save_evidence(folder)
+        if (problem := tails.get(EVIDENCE_PROBLEM)) is not None:
+            progress.say(f"  evidence: {problem}")
+        progress.say(f"  evidence of this failed up (iked logs, SAs, transcripts): {folder}")
+
+    def save_evidence(self, folder: Path) -> dict[str, str]:
+        """Copy transcripts, serial logs and rendered configs to `folder`; fetch from each gateway iked's log,
+        `ikectl show sa` and the kernel's SA state. Returns each gateway's last lines of iked's log (and,
+        under EVIDENCE_PROBLEM, what could not be had). Best effort: a dead guest does not stop the rest."""
+        folder.mkdir(parents=True, exist_ok=True)
+        tails: dict[str, str] = {}
+        problems: list[str] = []
+        for sub in ("console", "serial", "configs"):
+            if (self.run_dir / sub).is_dir() and folder != self.run_dir / sub:
+                shutil.copytree(self.run_dir / sub, folder / sub, dirs_exist_ok=True)
+        for host in (h for h in self.hosts.values() if h.spec.ipsec):
+            p = host.platform
+            readings = {
+                "iked.log": p.iked_log_command(),
+                "ikectl-show-sa.txt": p.sa_command(),
+                "kernel-sa.txt": p.kernel_sa_command(),
+            }
+            for suffix, command in readings.items():
+                try:
+                    text = host.run(command, timeout=EVIDENCE_TIMEOUT).output
+                except IkedlabError as e:
+                    problems.append(f"{host.name}: {suffix} not fetched ({e.message})")
+                    continue
+                (folder / f"{host.name}.{suffix}").write_text(text)
+                if suffix == "iked.log":
+                    tails[host.name] = "\n".join(text.strip().splitlines()[-EVIDENCE_TAIL:])
+        if problems:
+            tails[EVIDENCE_PROBLEM] = "; ".join(problems)
+        return tails
 
     def _wires(self, topology: topo.Topology) -> dict[str, list[tuple[str, int]]]:
         """Each link's two ends as (host, local UDP port); the other end's port is the remote one."""

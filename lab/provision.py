@@ -7,6 +7,7 @@ plan's, the same on every platform, only the actions come from each host's diale
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -106,6 +107,7 @@ def start_iked(gateways: list[Host], plan: Plan | None = None) -> None:
     """Start iked on `gateways`, passive ones first (the plan's start order)."""
     passive = [h for h in gateways if h.spec.ipsec and h.spec.ipsec.mode == "passive"]
     groups = [[h for h in gateways if h.name in names] for names in plan.start_order()] if plan else None
+    in_parallel(gateways, lambda h: h.mark_iked_log())  # what iked says from now on is about this start
     for group in groups or (passive, [h for h in gateways if h not in passive]):
         in_parallel(group, lambda h: h.check(h.platform.iked_start_command()))
 
@@ -122,8 +124,18 @@ def restart_tunnel(gateways: list[Host], timeout: float = SA_TIMEOUT) -> None:
 
 
 def wait_for_tunnel(gateways: list[Host], timeout: float = SA_TIMEOUT) -> None:
+    """Wait for the tunnel on every gateway; the first that fails (iked gave up, or time) ends every wait."""
     start = time.monotonic()
-    in_parallel(gateways, lambda h: h.wait_established(max(1.0, timeout - (time.monotonic() - start))))
+    failed = threading.Event()
+
+    def wait(h: Host) -> None:
+        try:
+            h.wait_established(max(1.0, timeout - (time.monotonic() - start)), stop=failed)
+        except BaseException:
+            failed.set()
+            raise
+
+    in_parallel(gateways, wait)
 
 
 __all__ = [

@@ -72,6 +72,15 @@ class SaState:
         directions = {c.direction for c in self.child_sas}
         return any(s.state == "ESTABLISHED" for s in self.ike_sas) and {"in", "out"} <= directions
 
+    def describe(self) -> str:
+        """In words, for messages: "IKE SA SA_INIT with 198.51.100.1, no child SAs"."""
+        if not self.ike_sas:
+            return "no IKE SA"
+        ike = "; ".join(f"IKE SA {s.state} with {s.peer.split(':')[0]}" for s in self.ike_sas)
+        directions = sorted({c.direction for c in self.child_sas})
+        child = f"child SAs {' and '.join(directions)}" if directions else "no child SAs"
+        return f"{ike}, {child}"
+
 
 @dataclass(frozen=True)
 class Packet:

@@ -18,10 +18,8 @@ import pytest
 from lab import ownership, settings
 from lab.bundle import describe
 from lab.errors import IkedlabError
-from lab.lab import Lab
+from lab.lab import EVIDENCE_PROBLEM, Lab
 from lab.platforms import get_platform, platform_names
-
-LOG_TAIL = 8
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -149,17 +147,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 
 
 def _collect_evidence(lab: Lab, folder: Path) -> dict[str, str]:
-    """Copy transcripts and rendered configs, fetch iked's logs; return each gateway's last log lines."""
-    tails: dict[str, str] = {}
+    """The lab's evidence (transcripts, configs, each gateway's iked log and SAs) in the scenario's folder;
+    each gateway's last lines of iked's log."""
     try:
-        if lab.transcript:
-            shutil.copytree(lab.transcript.directory, folder / "console", dirs_exist_ok=True)
-        if (lab.run_dir / "configs").exists():
-            shutil.copytree(lab.run_dir / "configs", folder / "configs", dirs_exist_ok=True)
-        for host in lab.gateways():
-            log = host.iked_log()
-            (folder / f"{host.name}.iked.log").write_text(log)
-            tails[host.name] = "\n".join(log.strip().splitlines()[-LOG_TAIL:])
-    except IkedlabError as e:
-        tails["(evidence)"] = f"could not collect everything: {e}"
-    return tails
+        return lab.save_evidence(folder)
+    except (IkedlabError, OSError) as e:
+        return {EVIDENCE_PROBLEM: f"could not collect everything: {e}"}

@@ -1,6 +1,7 @@
 """host.py against a fake console: verified writes, polling with a deadline, captures end to end."""
 
 import dataclasses
+import time
 
 import pytest
 from fakes import FakeConsole, recorded
@@ -42,6 +43,27 @@ def test_wait_until_says_what_did_not_happen(host):
         ProvisionError, match=r"init: the moon did not happen within 0.05s \(last reading: 0\)"
     ):
         host.wait_until("the moon", lambda: 0, bool, timeout=0.05, interval=0.01)
+
+
+def test_a_timeout_names_the_last_reading_in_words_not_a_repr(host):
+    host.console.answers[host.platform.sa_command()] = recorded(host.platform.name, "sa_none")
+    with pytest.raises(ProvisionError) as failed:
+        host.wait_established(timeout=0.05)
+    assert "SaState(" not in str(failed.value)
+    assert str(failed.value).endswith("within 0.05s (last reading: no IKE SA)")
+
+
+def test_wait_established_stops_at_the_line_where_iked_gives_up(host):
+    p = host.platform
+    host.console.answers[p.sa_command()] = recorded(p.name, "sa_none")
+    host.console.answers[p.iked_log_length_command()] = "1\n"
+    host.mark_iked_log()
+    fatal = "ikev2_msg_auth: authentication failed for FQDN/init.example.com"
+    host.console.answers[p.iked_log_since_command(1)] = f"ikev2_recv: IKE_AUTH request\n{fatal}\n"
+    start = time.monotonic()
+    with pytest.raises(ProvisionError, match=f"^init: iked gave up on the tunnel: {fatal}$"):
+        host.wait_established(timeout=30)
+    assert time.monotonic() - start < 5
 
 
 def test_wait_established_reads_until_the_sas_are_up(host):

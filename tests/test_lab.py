@@ -141,3 +141,39 @@ def test_bad_names_and_missing_state_are_one_line(tmp_path):
     with pytest.raises(LabError, match="unreadable state"):
         Lab("gone", run_dir=tmp_path).state()
     assert Path(tmp_path / "state.json").exists()
+
+
+def test_a_failed_up_keeps_evidence_before_the_guests_go(fake, monkeypatch):
+    lab, hv, consoles = fake
+    original = FakeConsole._answer
+    seen_alive = []
+
+    def no_tunnel(self, command):
+        if command == self.platform.sa_command():
+            return recorded(self.platform.name, "sa_none")
+        if command == self.platform.iked_log_command():
+            seen_alive.append(bool(hv.specs))  # asked while the guests still exist
+            return "ikev2_msg_auth: authentication failed for FQDN/init.example.com\n"
+        if command == self.platform.kernel_sa_command():
+            return "src 192.0.2.1 dst 198.51.100.1\n"
+        return original(self, command)
+
+    monkeypatch.setattr(FakeConsole, "_answer", no_tunnel)
+    with pytest.raises(ProvisionError):
+        lab.up(platform="linux")
+    evidence = lab.run_dir / "evidence"
+    for gateway in ("init", "resp"):
+        assert "authentication failed" in (evidence / f"{gateway}.iked.log").read_text()
+        assert (evidence / f"{gateway}.ikectl-show-sa.txt").exists()
+        assert (evidence / f"{gateway}.kernel-sa.txt").read_text().startswith("src 192.0.2.1")
+    assert (evidence / "configs" / "init.iked.conf").exists()
+    assert seen_alive and all(seen_alive) and hv.specs == {}  # fetched first, then everything removed
+
+
+def test_hints_name_the_lab_unless_it_is_the_default(tmp_path):
+    with pytest.raises(LabError) as named:
+        Lab("other", run_dir=tmp_path).state()
+    assert named.value.hint == "start it with `ikedlab --name other up`"
+    with pytest.raises(LabError) as default:
+        Lab("default", run_dir=tmp_path).state()
+    assert default.value.hint == "start it with `ikedlab up`"

@@ -65,8 +65,13 @@ def test_provision_runs_exactly_the_plan_then_the_cross_host_steps(platform, tmp
             f"-----BEGIN PUBLIC KEY-----\nFAKE{peer}\n-----END PUBLIC KEY-----\n",
             0o644,
         )
-        assert rest[2:5] == [*_normal([conf]), p.iked_check_command(), p.iked_start_command()]
-        assert set(rest[5:]) == {p.sa_command()}
+        assert rest[2:6] == [
+            *_normal([conf]),
+            p.iked_check_command(),
+            p.iked_log_length_command(),  # iked's log marked: what it says after its start is news
+            p.iked_start_command(),
+        ]
+        assert set(rest[6:]) == {p.sa_command()}
 
 
 def test_passive_gateways_start_first(tmp_path):

@@ -321,6 +321,14 @@ class Platform:
         """Print iked's log so far."""
         raise NotImplementedError
 
+    def iked_log_length_command(self) -> str:
+        """Print how many lines iked's log has (a mark: what iked says after it is news)."""
+        return f"{{ {self.iked_log_command()}; }} | wc -l"
+
+    def iked_log_since_command(self, line: int) -> str:
+        """Print iked's log from after line `line` on."""
+        return f"{{ {self.iked_log_command()}; }} | tail -n +{line + 1}"
+
     def masquerade_command(self, subnet: str, out_iface: str) -> str:
         """Hide `subnet` behind this router's address on `out_iface` (source NAT), as a home router does."""
         raise NotImplementedError
@@ -364,6 +372,10 @@ class Platform:
 
     def sa_command(self) -> str:
         return "ikectl show sa"
+
+    def kernel_sa_command(self) -> str:
+        """The kernel's own view of the SAs and flows (evidence kept when `up` fails; not parsed)."""
+        raise NotImplementedError
 
     def parse_sa(self, output: str) -> SaState:
         raise NotImplementedError

@@ -61,6 +61,23 @@ _FLOW_RE = re.compile(
 )
 
 
+# iked's own words (the same on OpenBSD and OpenIKED portable) for a tunnel that will not come up by waiting:
+# a peer that fails authentication, proposals that do not meet (said by us, or notified by the peer), a
+# configuration iked refuses, or iked dying.
+_IKED_FATAL_RE = re.compile(
+    r"authentication failed|AUTHENTICATION_FAILED|no proposal chosen|NO_PROPOSAL_CHOSEN|"
+    r"configuration failed|failed to load config file|\bfatal in\b|parent terminating"
+)
+
+
+def iked_fatal_line(log: str) -> str | None:
+    """The first line of iked's log that says the tunnel cannot come up, or None."""
+    for line in log.splitlines():
+        if _IKED_FATAL_RE.search(line):
+            return line.strip()
+    return None
+
+
 def strip_port(address: str) -> str:
     """iked's print_addr adds ':port' ('192.0.2.1:500', '[2001:db8::1]:500'); keep the address."""
     if address.startswith("["):
@@ -409,6 +426,7 @@ def parse_ipsecctl_sa(text: str, local_addresses: Iterable[str] = ()) -> SaState
 
 __all__ = [
     "ParseError",
+    "iked_fatal_line",
     "parse_ikectl_show_sa",
     "parse_ipsecctl_sa",
     "parse_netstat_esp_ah",
