@@ -223,19 +223,20 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """The table, whatever shape the lab is in; exit status 0 only when every host is healthy."""
     lab = _lab(args)
     try:
-        lab.attach()
-        _print_status(lab)
+        healthy = _print_status(lab)
     finally:
         lab.close()
-    return 0
+    return 0 if healthy else EXIT_ERROR
 
 
-def _print_status(lab) -> None:  # noqa: ANN001
+def _print_status(lab) -> bool:  # noqa: ANN001
+    """Print the status table; True when the lab is healthy."""
     from lab.status import print_status
 
-    print_status(lab)
+    return print_status(lab)
 
 
 def cmd_console(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from lab import topology as topo
 from lab.bundle import record_media
 from lab.command import run
 from lab.console import ChannelLock, Console, Transcript
-from lab.errors import HypervisorError, IkedlabError, LabError
+from lab.errors import ConsoleBusy, HypervisorError, IkedlabError, LabError
 from lab.host import Host
 from lab.hypervisor import (
     DomainSpec,
@@ -51,6 +52,18 @@ EVIDENCE_TIMEOUT = 15.0  # seconds per reading: a guest that does not answer mus
 
 def state_root() -> Path:
     return settings.state_dir()
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    """One row of `ikedlab status`."""
+
+    host: str
+    platform: str
+    state: str  # running, stopped, no answer, busy: in use by ...
+    addresses: str
+    tunnel: str  # "" for a host that is no gateway
+    healthy: bool
 
 
 @dataclass
@@ -390,13 +403,7 @@ class Lab:
 
         A console another ikedlab process holds is waited for (for ever when `lock_timeout` is None).
         """
-        state = self.state()
-        topology = load_topology(state.topology)
-        self.topology = topology
-        self.platforms = {host: get_platform(name) for host, name in state.platforms.items()}
-        self.options = Options(
-            peer_any=tuple(state.peer_any), iked_conf=state.iked_conf, platforms=state.platforms
-        )
+        topology = self._load_state()
         running = {d.host for d in self.hypervisor.domains(self.name) if d.running}
         names = only or list(topology.hosts)
         for name in names:
@@ -408,15 +415,74 @@ class Lab:
                     f"host '{name}' of lab '{self.name}' is stopped",
                     f"`{again} down` and `{again} up` to rebuild the lab",
                 )
-        self.transcript = self.transcript or Transcript(self.run_dir / "console")
         for name in names:
-            if name in self.hosts:
-                continue
-            platform = self.platforms[name]
-            console = self._console(name, platform, lock_timeout)
-            self.hosts[name] = Host(topology.host(name), platform, console, self.run_dir / "artifacts")
+            self._open_host(name, lock_timeout)
         in_parallel([self.hosts[n] for n in names], lambda h: h.console.attach())
         return {n: self.hosts[n] for n in names}
+
+    def _load_state(self) -> topo.Topology:
+        """Topology, platforms and options of a lab that is up, from its state file."""
+        state = self.state()
+        topology = load_topology(state.topology)
+        self.topology = topology
+        self.platforms = {host: get_platform(name) for host, name in state.platforms.items()}
+        self.options = Options(
+            peer_any=tuple(state.peer_any), iked_conf=state.iked_conf, platforms=state.platforms
+        )
+        return topology
+
+    def _open_host(self, name: str, lock_timeout: float | None) -> Host:
+        assert self.topology
+        if name not in self.hosts:
+            self.transcript = self.transcript or Transcript(self.run_dir / "console")
+            platform = self.platforms[name]
+            console = self._console(name, platform, lock_timeout)
+            self.hosts[name] = Host(self.topology.host(name), platform, console, self.run_dir / "artifacts")
+        return self.hosts[name]
+
+    def status(self, answer_timeout: float = settings.STATUS_ANSWER) -> list[HostStatus]:
+        """Every host's state, whatever shape the lab is in: a stopped guest, a console that does not
+        answer (or another ikedlab process holds for longer than `answer_timeout`), iked not running."""
+        topology = self.topology or self._load_state()
+        running = {d.host for d in self.hypervisor.domains(self.name) if d.running}
+
+        def one(name: str) -> HostStatus:
+            platform = self.platforms[name]
+            spec = topology.host(name)
+            addresses = ", ".join(f"{platform.interface_name(i.index)} {i.address}" for i in spec.interfaces)
+            peer = topology.peer_of(spec).name if spec.ipsec else None
+            row = HostStatus(name, platform.name, "stopped", addresses, "", healthy=False)
+            if name not in running:
+                return dataclasses.replace(row, tunnel="-" if peer else "")
+            try:
+                host = self._open_host(name, answer_timeout)
+                host.console.attach(answer_timeout)
+            except ConsoleBusy as e:
+                return dataclasses.replace(row, state=f"busy: in use by {e.holder}")
+            except IkedlabError:
+                return dataclasses.replace(row, state="no answer")
+            row = dataclasses.replace(row, state="running", healthy=peer is None)
+            if peer is None:
+                return row
+            try:
+                result = host.run(platform.sa_command(), timeout=answer_timeout)
+            except IkedlabError:
+                return dataclasses.replace(row, state="no answer")
+            if not result.ok:
+                return dataclasses.replace(row, tunnel="iked not running")
+            sas = platform.parse_sa(result.output)
+            if sas.established:
+                return dataclasses.replace(row, tunnel=f"ESTABLISHED with {peer}", healthy=True)
+            return dataclasses.replace(row, tunnel=f"down (peer {peer}): {sas.describe()}")
+
+        rows: dict[str, HostStatus] = {}
+
+        def fill(name: str) -> None:
+            rows[name] = one(name)
+
+        with ThreadPoolExecutor(max_workers=len(topology.hosts)) as pool:
+            list(pool.map(fill, topology.hosts))
+        return [rows[name] for name in topology.hosts]
 
     @contextmanager
     def lent(self, name: str) -> Iterator[Host]:

@@ -19,6 +19,7 @@ PING_SLACK = 30.0  # on top of ping's own count x per-reply wait: the console ro
 CAPTURE = 15.0  # tcpdump to start listening (its pcap appears) or to stop
 SA_TIMEOUT = 90.0  # iked started to an ESTABLISHED IKE SA with child SAs on both gateways
 RECOVERY = 120.0  # a tunnel back by itself after a peer lost it: a liveness check, retransmits, new exchange
+STATUS_ANSWER = 15.0  # `ikedlab status`: a console (or its lock) silent this long is "no answer" (or "busy")
 EXEC = 3600.0  # `ikedlab exec`: it streams and passes Ctrl-C, so a long command is the user's call
 
 # --- defaults -----------------------------------------------------------------------------------------------

@@ -13,27 +13,17 @@ from rich.table import Table
 from lab.impair import Impairment, current
 
 if TYPE_CHECKING:
-    from lab.lab import Lab
+    from lab.lab import HostStatus, Lab
 
 
-def status_table(lab: Lab) -> Table:
-    assert lab.topology, "the lab is neither up nor attached"
-    running = {d.host: d for d in lab.domains()}
+def status_table(lab: Lab, rows: list[HostStatus] | None = None) -> Table:
+    """Every host, whatever shape the lab is in (Lab.status: stopped, no answer, iked not running...)."""
     table = Table(title=f"lab {lab.name}")
     daemons = lab.state().daemons if lab.state_file.exists() else {}  # "iked 7.4-1", "iked (local build …)"
     for column in ("host", "platform", "ike daemon", "state", "addresses", "tunnel"):
         table.add_column(column)
-    for name, host in lab.hosts.items():
-        tunnel = ""
-        if host.spec.ipsec:
-            sas = host.sas()
-            peer = lab.topology.peer_of(host.spec).name
-            tunnel = f"ESTABLISHED with {peer}" if sas.established else f"down (peer {peer})"
-        addresses = ", ".join(
-            f"{host.platform.interface_name(i.index)} {i.address}" for i in host.spec.interfaces
-        )
-        state = "running" if name in running and running[name].running else "stopped"
-        table.add_row(name, host.platform.name, daemons.get(name, ""), state, addresses, tunnel)
+    for row in lab.status() if rows is None else rows:
+        table.add_row(row.host, row.platform, daemons.get(row.host, ""), row.state, row.addresses, row.tunnel)
     impaired = impairments(lab.run_dir)
     if impaired:
         table.caption = "impaired: " + "; ".join(f"{link} {how}" for link, how in impaired.items())
@@ -49,8 +39,11 @@ def impairments(run_dir: Path) -> dict[str, str]:
     return described
 
 
-def print_status(lab: Lab) -> None:
-    RichConsole().print(status_table(lab))
+def print_status(lab: Lab) -> bool:
+    """Print the table; True when the lab is healthy (every host answers, every tunnel is up)."""
+    rows = lab.status()
+    RichConsole().print(status_table(lab, rows))
+    return all(row.healthy for row in rows)
 
 
 def status_text(lab: Lab) -> str:

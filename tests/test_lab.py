@@ -8,7 +8,7 @@ import pytest
 from fakes import FakeConsole, recorded
 
 from lab import lab as labmod
-from lab.errors import LabError, ProvisionError
+from lab.errors import ConsoleTimeout, LabError, ProvisionError
 from lab.hypervisor import Accel
 from lab.lab import Lab
 from lab.platforms import BootMedia, Platform
@@ -177,3 +177,26 @@ def test_hints_name_the_lab_unless_it_is_the_default(tmp_path):
     with pytest.raises(LabError) as default:
         Lab("default", run_dir=tmp_path).state()
     assert default.value.hint == "start it with `ikedlab up`"
+
+
+def test_status_always_shows_every_host_and_says_what_is_wrong(fake):
+    lab, hv, consoles = fake
+    lab.up(platform="linux")
+    rows = {r.host: r for r in lab.status()}
+    assert all(r.healthy and r.state == "running" for r in rows.values())
+    assert rows["init"].tunnel == "ESTABLISHED with resp" and rows["inet"].tunnel == ""
+
+    hv.running.discard(labmod.domain_name("t", "inet"))  # the guest died (virsh destroy)
+    consoles["resp"].failing.add(lab.platforms["resp"].sa_command())  # iked was killed
+
+    def silent(timeout=0):
+        raise ConsoleTimeout("initlan", "shell prompt", timeout, "", None)
+
+    consoles["initlan"].attach = silent  # type: ignore[method-assign]
+    consoles["init"].answers[lab.platforms["init"].sa_command()] = recorded("linux", "sa_none")
+    rows = {r.host: r for r in lab.status()}
+    assert (rows["inet"].state, rows["inet"].healthy) == ("stopped", False)
+    assert (rows["resp"].state, rows["resp"].tunnel) == ("running", "iked not running")
+    assert rows["initlan"].state == "no answer"
+    assert rows["init"].tunnel == "down (peer resp): no IKE SA"
+    assert [r.host for r in rows.values() if r.healthy] == ["resplan"]
