@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
+import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from lab import cli_repro, progress, settings
@@ -249,9 +250,33 @@ def cmd_console(args: argparse.Namespace) -> int:
         )
     argv = lab.hypervisor.console_argv(domains[args.host].name, learner=True)
     print(_banner(lab, args.host), end="", file=sys.stderr)
+    lab.close()
     print(f"Connected to {args.host}'s serial console; leave with Ctrl-]", file=sys.stderr)
-    os.execv(argv[0], argv)
-    return 0  # not reached
+    return _console_session(argv)
+
+
+#: virsh on a terminal starts polkit's text agent, which prints this where there is no polkit; the lab needs
+#: none (it talks to libvirt as the user that runs it), so the line is noise.
+_POLKIT_NOISE = b"Authorization not available. Check if polkit service is running"
+
+
+def _console_session(argv: list[str]) -> int:
+    """Run the console program on this terminal; its stderr passes through, less polkit's noise."""
+    child = subprocess.Popen(argv, stderr=subprocess.PIPE)
+    assert child.stderr
+
+    def relay() -> None:
+        assert child.stderr
+        for line in child.stderr:
+            if _POLKIT_NOISE not in line:
+                sys.stderr.buffer.write(line)
+                sys.stderr.flush()
+
+    relaying = threading.Thread(target=relay, daemon=True)
+    relaying.start()
+    status = child.wait()
+    relaying.join(timeout=1)
+    return status
 
 
 def _banner(lab, host: str) -> str:  # noqa: ANN001

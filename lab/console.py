@@ -186,7 +186,6 @@ class Console:
         if self._raw:
             self._child.logfile_read = self._raw
         self._serial = 0
-        self._in_known_state = False
 
     # --- getting a shell ------------------------------------------------------------------------------
     def wait_for(self, pattern: str, timeout: float, what: str) -> str:
@@ -259,7 +258,6 @@ class Console:
             f"printf '%s%s\\n' '@@IKL' 'SYNC{token}@@'\r"
         )
         self.wait_for(re.escape(f"@@IKLSYNC{token}@@"), max(timeout, 5.0), "shell after login")
-        self._in_known_state = True
 
     # --- commands --------------------------------------------------------------------------------------
     def run(
@@ -388,16 +386,9 @@ class Console:
 
     def close(self) -> None:
         if self._child.isalive():
-            if self._in_known_state:
-                # Leave the shell as a person expects it when they attach after us: echo on, a prompt.
-                token = secrets.token_hex(4)
-                try:
-                    friendly = "stty echo 2>/dev/null; PS1='\\h# '; PS2='> '"
-                    self._child.send(f"{friendly}; printf '%s%s\\n' '@@IKL' 'BYE{token}@@'\r")
-                    self._child.expect(re.escape(f"@@IKLBYE{token}@@"), timeout=3)
-                except (OSError, pexpect.TIMEOUT, pexpect.EOF):
-                    pass  # best effort: the next attach resynchronises anyway
-            self._child.close(force=True)
+            # The carrier goes first: a thread still reading this console gets EOF at once, not a timeout.
+            self._child.terminate(force=True)
+        self._child.close(force=True)
         if self._raw:
             self._raw.close()
             self._raw = None

@@ -7,6 +7,7 @@ lost, and never touch a domain ikedlab did not create.
 
 from __future__ import annotations
 
+import grp
 import hashlib
 import json
 import logging
@@ -34,6 +35,7 @@ DOMAIN_PREFIX = "ikedlab-"
 NIC_SLOT0 = 3  # first virtio NIC's PCI slot: NIC order on the bus is interface order in the guest
 PORT_BASE, PORT_SPAN, PORTS_PER_LAB = 20000, 20000, 64
 KVM_PROBE_SECONDS = 20.0
+SLOW_START_SECONDS = 5.0  # one domain start slower than this is worth a line saying why
 CONTROL_DEVICE = "serial1"  # libvirt's alias of the second serial port: ikedlab's control channel
 
 
@@ -153,20 +155,23 @@ class Hypervisor:
             pass
 
     # --- creating ------------------------------------------------------------------------------------------
-    def create(self, spec: DomainSpec, *, paused: bool = True) -> None:
-        """Start a transient domain; paused, so its console can be attached before the first byte of boot."""
+    def create(self, spec: DomainSpec, *, paused: bool = True) -> float:
+        """Start a transient domain; paused, so its console can be attached before the first byte of boot.
+        Returns how many seconds libvirt took."""
         if not Path(spec.emulator).exists():
             raise HypervisorError(
                 f"QEMU not found at {spec.emulator}", "install it: apt-get install qemu-system-x86"
             )
         flags = self._libvirt.VIR_DOMAIN_START_PAUSED if paused else 0
         spec.serial_log.parent.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
         try:
             self.conn.createXML(domain_xml(spec), flags)
         except self._libvirt.libvirtError as e:
             raise HypervisorError(
                 f"{spec.host}: libvirt could not start {spec.name}: {e.get_error_message()}"
             ) from None
+        return time.monotonic() - started
 
     def resume(self, name: str) -> None:
         try:
@@ -308,6 +313,31 @@ def _host_boot_id() -> str:
         return "unknown"
 
 
+def probe_stopped_reason(console: str) -> str:
+    """In words: the KVM probe guest's QEMU exited before the kernel spoke (a reset: -no-reboot ends it)."""
+    # Terminal escapes (a reset is ESC c) and control bytes out; the last line with words in it stays.
+    printable = re.sub(r"\x1b(?:\[[0-9;?]*[A-Za-z]|[A-Za-z])|[^\x20-\x7e\n]", "", console)
+    said = [line.strip() for line in printable.splitlines() if re.search(r"[A-Za-z]{3}", line)]
+    last = f" (its console's last line: '{said[-1]}')" if said else " without a word on its console"
+    return f"KVM is present, but the probe guest reset before its kernel started{last}: software emulation"
+
+
+def slow_start_reason(seconds: float) -> str:
+    """Why starting one domain took `seconds` (goal: under a second), in one line."""
+    try:
+        st = os.stat("/dev/kvm")
+        group = grp.getgrgid(st.st_gid).gr_name
+    except (OSError, KeyError):
+        return f"starting a guest took {seconds:.0f}s: the machine is busy (other labs, other work)"
+    if group != "kvm" or st.st_mode & 0o060 != 0o060:
+        return (
+            f"starting a guest took {seconds:.0f}s: /dev/kvm is {group}:{oct(st.st_mode & 0o777)[2:]}, so "
+            "libvirt re-probes QEMU at every start; `scripts/setup-host.sh` (or chgrp kvm /dev/kvm && "
+            "chmod 660 /dev/kvm) fixes it"
+        )
+    return f"starting a guest took {seconds:.0f}s: the machine is busy (other labs, other work)"
+
+
 def _probe_kvm(kernel: Path) -> Accel:
     qemu = require("qemu-system-x86_64", "qemu-system-x86")
     argv = [
@@ -337,12 +367,6 @@ def _probe_kvm(kernel: Path) -> Accel:
             "software emulation",
         )
     except pexpect.EOF:
-        printable = re.sub(
-            r"\x1b\[[0-9;?]*[A-Za-z]|[^\x20-\x7e\n]", "", (child.before or b"").decode(errors="replace")
-        )
-        tail = printable.strip().splitlines()[-1:]
-        return Accel(
-            "qemu", f"KVM stopped the probe guest early ({' '.join(tail) or 'no output'}): software emulation"
-        )
+        return Accel("qemu", probe_stopped_reason((child.before or b"").decode(errors="replace")))
     finally:
         child.close(force=True)

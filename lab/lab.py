@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab import ownership, progress, settings
+from lab import interrupts, ownership, progress, settings
 from lab import topology as topo
 from lab.bundle import record_media
 from lab.command import run
@@ -27,6 +27,7 @@ from lab.console import ChannelLock, Console, Transcript
 from lab.errors import ConsoleBusy, HypervisorError, IkedlabError, LabError
 from lab.host import Host
 from lab.hypervisor import (
+    SLOW_START_SECONDS,
     DomainSpec,
     Hypervisor,
     LabDomain,
@@ -36,6 +37,7 @@ from lab.hypervisor import (
     domain_name,
     lab_ports,
     mac_address,
+    slow_start_reason,
 )
 from lab.images import default_cache_dir
 from lab.plan import Options, Plan, build_plan, with_user_confs
@@ -222,23 +224,26 @@ class Lab:
         )
         self.options = options
         self.platforms = platforms
-        try:
-            self.state_file.write_text(json.dumps(asdict(state), indent=2))
-        except OSError as e:
-            self.state_file.unlink(missing_ok=True)
-            raise ownership.state_error(self.name, e) from None
-        try:
-            self._boot(topology, platforms, accel.kind, media, wires)
-            self.topology = topology
-            plan = build_plan(topology, platforms, options)
-            self._save_rendered_configs(plan)
-            provision(plan, self.hosts, tunnel)
-        except BaseException as e:
-            if not isinstance(e, KeyboardInterrupt):  # an interrupt wants out now, not evidence
-                self._keep_evidence()
-            if not keep_on_failure:
-                self.down(quiet=True)
-            raise
+        # The first Ctrl-C says "stopping, cleaning up…" at once; the cleanup then runs to its end.
+        with interrupts.guarded() as guard:
+            try:
+                try:
+                    self.state_file.write_text(json.dumps(asdict(state), indent=2))
+                except OSError as e:
+                    self.state_file.unlink(missing_ok=True)
+                    raise ownership.state_error(self.name, e) from None
+                self._boot(topology, platforms, accel.kind, media, wires)
+                self.topology = topology
+                plan = build_plan(topology, platforms, options)
+                self._save_rendered_configs(plan)
+                provision(plan, self.hosts, tunnel)
+            except BaseException as e:
+                guard.shield()
+                if self.hosts and not isinstance(e, KeyboardInterrupt):  # an interrupt wants out now
+                    self._keep_evidence()
+                if not keep_on_failure:
+                    self.down(quiet=True)
+                raise
 
     def _keep_evidence(self) -> None:
         """After a failed `up`, before any guest goes: what a human needs to tell why, in the run dir."""
@@ -304,6 +309,7 @@ class Lab:
         hv = self.hypervisor
         with step(f"boot: {len(topology.hosts)} guests created, consoles attached"):
             specs = []
+            told_slow = False
             for host in topology.hosts.values():
                 nics = []
                 for iface in host.interfaces:
@@ -313,7 +319,10 @@ class Lab:
                     nics.append(Nic(mac_address(self.name, host.name, iface.index), local, remote))
                 platform = platforms[host.name]
                 spec = self._domain_spec(host.name, platform, accel, media[host.name], tuple(nics))
-                hv.create(spec, paused=True)
+                seconds = hv.create(spec, paused=True)
+                if seconds > SLOW_START_SECONDS and not told_slow:
+                    progress.say(f"  {slow_start_reason(seconds)}")
+                    told_slow = True
                 specs.append(spec)
             self.transcript = Transcript(self.run_dir / "console")
             consoles = {s.host: self._console(s.host, platforms[s.host]) for s in specs}
@@ -568,7 +577,10 @@ class Lab:
         if self.run_dir.exists():  # no run directory: nobody ever owned the lab, nothing to claim
             self.claim(force)
         for host in self.hosts.values():
-            host.console.close()
+            try:
+                host.console.close()  # ends any command still waiting on it (a worker of an interrupted up)
+            except OSError:
+                pass  # the guests go next all the same
         self.hosts.clear()
         removed = self.hypervisor.destroy_lab(self.name)
         shutil.rmtree(self.run_dir / "disks", ignore_errors=True)

@@ -141,3 +141,26 @@ def test_an_unreachable_libvirtd_says_how_to_start_it():
         Hypervisor("qemu+unix:///system?socket=/nonexistent/libvirt-sock")
     assert str(err.value).startswith("cannot connect to libvirt at qemu+unix:///system")
     assert "make setup" in (err.value.hint or "")
+
+
+def test_a_kvm_probe_that_resets_is_described_in_a_sentence():
+    console = (
+        "\x1bc\x1b[?7l\x1b[2J\x1b[0mSeaBIOS (version 1.16.2-debian-1.16.2-1)\r\nBooting from ROM...\r\n"
+        "Probing EDD (edd=off to disable)... ok\r\n\x1bc\x1b[?7l\x1b[2J"
+    )
+    assert hypervisor.probe_stopped_reason(console) == (
+        "KVM is present, but the probe guest reset before its kernel started (its console's last line: "
+        "'Probing EDD (edd=off to disable)... ok'): software emulation"
+    )
+    assert "(c)" not in hypervisor.probe_stopped_reason("\x1bc")
+    assert "without a word" in hypervisor.probe_stopped_reason("\x1bc")
+
+
+def test_a_slow_domain_start_names_the_kvm_permission_cause(monkeypatch):
+    class Stat:
+        st_gid, st_mode = 0, 0o20600
+
+    monkeypatch.setattr(hypervisor.os, "stat", lambda path: Stat)
+    reason = hypervisor.slow_start_reason(44.5)
+    assert reason.startswith("starting a guest took 44s: /dev/kvm is root:600, so libvirt re-probes QEMU")
+    assert "\n" not in reason and "setup-host.sh" in reason

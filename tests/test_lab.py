@@ -28,6 +28,7 @@ class FakeHypervisor:
 
     def create(self, spec, paused=False):
         self.specs[spec.name] = spec
+        return 0.1
 
     def resume(self, name):
         self.running.add(name)
