@@ -25,6 +25,8 @@ from lab.lab import Lab
 GOAL_UP_SECONDS = 15.0
 GOAL_GUEST_MIB = 128.0
 GOAL_SCENARIO_SECONDS = 3.0
+GOAL_ROUND_TRIP_MS = 100.0  # one framed command on a guest's control channel
+GOAL_EXEC_SECONDS = 2.0  # `ikedlab exec HOST -- true`, the whole command: attach, run, detach
 _CALL_LINE = re.compile(r"^\s*([0-9.]+)s call\s+(\S+)")
 
 
@@ -66,6 +68,7 @@ def bench_up() -> list[str]:
         ]
         for name, seconds in progress.timings:
             lines.append(f"    {name:<62} {seconds:5.1f} s")
+        lines += bench_control_channel(lab)
         initlan = lab.host("initlan")
         initlan.ping("10.0.2.2", count=10, timeout_s=2)  # some traffic, so memory is measured in use
         for domain in lab.domains():
@@ -81,6 +84,32 @@ def bench_up() -> list[str]:
     finally:
         lab.down(quiet=True)
         lab.close()
+
+
+def bench_control_channel(lab: Lab) -> list[str]:
+    """A command's round trip on resp's control channel, and a whole `ikedlab exec` (a process of its own)."""
+    resp = lab.host("resp")
+    samples = []
+    for _ in range(20):
+        start = time.monotonic()
+        resp.run("true")
+        samples.append(time.monotonic() - start)
+    round_trip = statistics.median(samples) * 1000
+    with lab.lent("resp"):
+        start = time.monotonic()
+        subprocess.run(
+            [sys.executable, "-m", "lab", "--name", lab.name, "exec", "resp", "--", "true"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            check=True,
+        )
+        whole = time.monotonic() - start
+    return [
+        f"control channel round trip (`true` on resp, median of 20): {round_trip:6.0f} ms"
+        f"   (goal ≤ {GOAL_ROUND_TRIP_MS:g} ms)",
+        f"`ikedlab exec resp -- true`, the whole command:             {whole:6.1f} s"
+        f"   (goal ≤ {GOAL_EXEC_SECONDS:g} s)",
+    ]
 
 
 def run_scenarios(workers: int) -> tuple[float, dict[str, float]]:

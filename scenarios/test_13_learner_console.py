@@ -1,4 +1,4 @@
-"""9. The learner's console never blocks ikedlab.
+"""13. The learner's console never blocks ikedlab.
 
 A learner following the guide runs `iked -dv` in the foreground on `ikedlab console resp`, or a ping that
 never ends. ikedlab's own commands use a serial port of their own, so `ikedlab exec resp -- ikectl show sa`
