@@ -215,17 +215,8 @@ def _guest_evidence(lab: Lab, archive: _Archive, problems: list[str]) -> dict[st
     except IkedlabError as e:
         problems.append(f"the guests could not be reached ({e.message})")
         return versions
-    gateways = {h.name for h in lab.gateways()}
     for name, host in lab.hosts.items():
-        commands = {"versions.txt": host.platform.versions_command()}
-        if name in gateways:
-            commands |= {
-                "iked.log": host.platform.iked_log_command(),
-                "ikectl-show-sa.txt": host.platform.sa_command(),
-                "kernel-ipsec.txt": host.platform.kernel_ipsec_command(),
-                "counters.txt": host.platform.counters_command(host.spec),
-            }
-        for filename, command in commands.items():
+        for filename, command in host.evidence_commands().items():
             try:
                 result = host.run(command)
             except IkedlabError as e:

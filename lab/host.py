@@ -114,6 +114,20 @@ class Host:
         p = self.platform
         return self.run(p.iked_log_since_command(since_line) if since_line else p.iked_log_command()).output
 
+    def evidence_commands(self) -> dict[str, str]:
+        """What a human needs from this host to tell why a tunnel failed: file name -> command (failed
+        `up`, scenario evidence, bug bundles)."""
+        p = self.platform
+        commands = {"versions.txt": p.versions_command()}
+        if self.spec.ipsec:
+            commands |= {
+                "iked.log": p.iked_log_command(),
+                "ikectl-show-sa.txt": p.sa_command(),
+                "kernel-ipsec.txt": p.kernel_ipsec_command(),
+                "counters.txt": p.counters_command(self.spec),
+            }
+        return commands
+
     def mark_iked_log(self) -> None:
         """Remember where iked's log ends now: what iked says after its next start is read from here."""
         counted = self.run(self.platform.iked_log_length_command()).output.split()

@@ -21,7 +21,7 @@ from typing import Any
 
 from lab import interrupts, ownership, progress, settings
 from lab import topology as topo
-from lab.bundle import record_media
+from lab.bundle import record_media, scrub
 from lab.command import run
 from lab.console import ChannelLock, Console, Transcript
 from lab.errors import ConsoleBusy, HypervisorError, IkedlabError, LabError
@@ -265,15 +265,9 @@ class Lab:
             if (self.run_dir / sub).is_dir() and folder != self.run_dir / sub:
                 shutil.copytree(self.run_dir / sub, folder / sub, dirs_exist_ok=True)
         for host in (h for h in self.hosts.values() if h.spec.ipsec):
-            p = host.platform
-            readings = {
-                "iked.log": p.iked_log_command(),
-                "ikectl-show-sa.txt": p.sa_command(),
-                "kernel-sa.txt": p.kernel_sa_command(),
-            }
-            for suffix, command in readings.items():
+            for suffix, command in host.evidence_commands().items():
                 try:
-                    text = host.run(command, timeout=EVIDENCE_TIMEOUT).output
+                    text = scrub(host.run(command, timeout=EVIDENCE_TIMEOUT).output)  # no SA keys kept
                 except IkedlabError as e:
                     problems.append(f"{host.name}: {suffix} not fetched ({e.message})")
                     continue

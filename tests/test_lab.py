@@ -155,7 +155,7 @@ def test_a_failed_up_keeps_evidence_before_the_guests_go(fake, monkeypatch):
         if command == self.platform.iked_log_command():
             seen_alive.append(bool(hv.specs))  # asked while the guests still exist
             return "ikev2_msg_auth: authentication failed for FQDN/init.example.com\n"
-        if command == self.platform.kernel_sa_command():
+        if command == self.platform.kernel_ipsec_command():
             return "src 192.0.2.1 dst 198.51.100.1\n"
         return original(self, command)
 
@@ -166,7 +166,7 @@ def test_a_failed_up_keeps_evidence_before_the_guests_go(fake, monkeypatch):
     for gateway in ("init", "resp"):
         assert "authentication failed" in (evidence / f"{gateway}.iked.log").read_text()
         assert (evidence / f"{gateway}.ikectl-show-sa.txt").exists()
-        assert (evidence / f"{gateway}.kernel-sa.txt").read_text().startswith("src 192.0.2.1")
+        assert (evidence / f"{gateway}.kernel-ipsec.txt").read_text().startswith("src 192.0.2.1")
     assert (evidence / "configs" / "init.iked.conf").exists()
     assert seen_alive and all(seen_alive) and hv.specs == {}  # fetched first, then everything removed
 

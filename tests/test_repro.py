@@ -15,6 +15,7 @@ import pytest
 from lab import bundle, capture, failure, traffic
 from lab.cli import build_parser
 from lab.errors import LabError
+from lab.host import Host
 from lab.impair import Impairment, clear_command, impair_command
 from lab.platforms import BootMedia
 from lab.platforms import load_topology as load
@@ -115,6 +116,8 @@ class _FakeHost:
             kernel_ipsec_command=lambda: "xfrm",
             counters_command=lambda spec: "counters",
         )
+
+    evidence_commands = Host.evidence_commands  # what to read is the real Host's choice
 
     def run(self, command):
         outputs = {

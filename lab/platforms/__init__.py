@@ -373,10 +373,6 @@ class Platform:
     def sa_command(self) -> str:
         return "ikectl show sa"
 
-    def kernel_sa_command(self) -> str:
-        """The kernel's own view of the SAs and flows (evidence kept when `up` fails; not parsed)."""
-        raise NotImplementedError
-
     def parse_sa(self, output: str) -> SaState:
         raise NotImplementedError
 

@@ -148,9 +148,6 @@ class Linux(Platform, name="linux"):
     def iked_log_command(self) -> str:
         return f"cat {IKED_LOG} 2>/dev/null"
 
-    def kernel_sa_command(self) -> str:
-        return f"{IP} -s xfrm state; {IP} xfrm policy"
-
     def masquerade_command(self, subnet: str, out_iface: str) -> str:
         return (
             f"{NFT} 'add table ip ikedlab_nat; "

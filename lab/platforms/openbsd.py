@@ -116,9 +116,6 @@ class OpenBSD(Platform, name="openbsd"):
         # iked logs through syslog's daemon facility: /var/log/daemon.
         return "grep -e 'iked\\[' -e 'iked:' /var/log/daemon || true"
 
-    def kernel_sa_command(self) -> str:
-        return "ipsecctl -sa"
-
     # --- readings -----------------------------------------------------------------------------------
     def masquerade_command(self, subnet: str, out_iface: str) -> str:
         # A whole ruleset: pass everything, translate the subnet's sources on the way out.
