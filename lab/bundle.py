@@ -251,7 +251,7 @@ def _readme(manifest: dict[str, Any], names: list[str], archive: str) -> str:
         "",
         "## Replay",
         "",
-        "With ikedlab installed (https://… your checkout; `make setup`):",
+        "In an ikedlab checkout (after `make setup`), with this archive at hand:",
         "",
         "```sh",
         replay,
