@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from lab import cli_repro, progress, settings
@@ -60,6 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     down = sub.add_parser("down", help="remove the lab's guests (always safe, also after a failed up)")
     down.add_argument("--force", action="store_true", help="also when another live process owns the lab")
+    up.add_argument(
+        "--cold", action="store_true", help="boot and provision even when a warm snapshot matches"
+    )
+    down.add_argument("--snapshots", action="store_true", help="also delete the lab's warm snapshot")
+    sub.add_parser("reset", help="put the running lab back to its provisioned state, from its snapshot")
+    snap = sub.add_parser("snapshot", help="warm snapshots: list them, remove them")
+    snap_sub = snap.add_subparsers(dest="snapshot_command", required=True, metavar="ACTION")
+    snap_sub.add_parser("list", help="every lab's snapshot: size, age, inputs")
+    rm = snap_sub.add_parser("rm", help="delete this lab's snapshot (--name), or every one with --all")
+    rm.add_argument("--all", action="store_true")
     sub.add_parser("status", help="a table of hosts, addresses and tunnel state")
     sub.add_parser("list", help="the labs that exist")
 
@@ -165,8 +176,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     expect = inputs["expect_failure"]
     try:
         try:
-            lab.up(
-                keep_on_failure=args.keep_on_failure or bool(expect), force=args.force, iked=iked, **inputs
+            how = lab.up(
+                keep_on_failure=args.keep_on_failure or bool(expect),
+                force=args.force,
+                iked=iked,
+                cold=args.cold,
+                **inputs,
             )
         except IkedlabError as e:
             if cli_repro.failure_was_expected(e, expect):
@@ -175,8 +190,13 @@ def cmd_up(args: argparse.Namespace) -> int:
             if expect and not args.keep_on_failure:
                 lab.down(quiet=True)
             raise
-        total = sum(seconds for _, seconds in progress.timings)
-        progress.say(f"lab '{lab.name}' is up in {total:.1f}s; transcripts in {lab.run_dir / 'console'}")
+        if how == "restored":
+            progress.say(
+                f"restored warm snapshot of lab '{lab.name}' in {lab.restored_in:.1f} s (tunnel verified)"
+            )
+        else:
+            total = sum(seconds for _, seconds in progress.timings)
+            progress.say(f"lab '{lab.name}' is up in {total:.1f}s; transcripts in {lab.run_dir / 'console'}")
         _print_status(lab)
     finally:
         lab.close()
@@ -209,10 +229,52 @@ def iked_choices(versions: list[str], source: str | None, topology: Path | None)
 def cmd_down(args: argparse.Namespace) -> int:
     lab = _lab(args)
     try:
-        lab.down(force=args.force)
+        lab.down(force=args.force, snapshots=args.snapshots)
     finally:
         lab.close()
     return 0
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    lab = _lab(args)
+    try:
+        started = time.monotonic()
+        lab.reset()
+        progress.say(f"lab '{lab.name}' reset from its warm snapshot in {time.monotonic() - started:.1f} s")
+    finally:
+        lab.close()
+    return 0
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    from lab import snapshot
+
+    if args.snapshot_command == "rm":
+        names = (
+            [s.lab for s in snapshot.all_snapshots() if isinstance(s, snapshot.Snapshot)]
+            if args.all
+            else [args.name]
+        )
+        for name in names:
+            removed = snapshot.remove(name)
+            print(f"lab '{name}': {'snapshot removed' if removed else 'no snapshot'}")
+        return 0
+    for found in snapshot.all_snapshots():
+        if isinstance(found, IkedlabError):
+            print(f"? {found.message}")
+            continue
+        age = time.time() - found.created
+        inputs = ", ".join(f"{k} {v}" for k, v in found.summary.items())
+        size = found.size / 2**20
+        print(f"{found.lab:<20} {size:7.1f} MiB  {_age(age):>8} old  key {found.key[:12]}  {inputs}")
+    return 0
+
+
+def _age(seconds: float) -> str:
+    for unit, span in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= span:
+            return f"{seconds / span:.0f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 def cmd_list(args: argparse.Namespace) -> int:

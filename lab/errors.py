@@ -116,3 +116,7 @@ class ProvisionError(IkedlabError):
 
 class LabError(IkedlabError):
     """A lab-level problem: unknown lab, unknown host, already running."""
+
+
+class SnapshotError(IkedlabError):
+    """A warm snapshot is missing, stale, corrupt, or could not be saved or restored."""

@@ -61,6 +61,7 @@ class DomainSpec:
     initrd: Path | None = None
     cmdline: str = ""
     disk: Path | None = None
+    backing: Path | None = None  # the golden image under `disk`, an overlay made when the guest is created
     emulator: str = "/usr/bin/qemu-system-x86_64"
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
@@ -178,6 +179,36 @@ class Hypervisor:
             self.conn.lookupByName(name).resume()
         except self._libvirt.libvirtError as e:
             raise HypervisorError(f"cannot resume {name}: {e.get_error_message()}") from None
+
+    def suspend(self, name: str) -> None:
+        try:
+            self.conn.lookupByName(name).suspend()
+        except self._libvirt.libvirtError as e:
+            raise HypervisorError(f"cannot pause {name}: {e.get_error_message()}") from None
+
+    # --- saving and restoring (warm labs) ------------------------------------------------------------------
+    def save(self, name: str, path: Path) -> None:
+        """Write a domain's memory and device state to `path` (libvirt's raw format) and stop it.
+
+        The image restores paused, so a whole lab can be resumed together."""
+        try:
+            self.conn.lookupByName(name).saveFlags(str(path), None, self._libvirt.VIR_DOMAIN_SAVE_PAUSED)
+        except self._libvirt.libvirtError as e:
+            raise HypervisorError(f"cannot save {name} to {path}: {e.get_error_message()}") from None
+
+    def restore(self, path: Path) -> None:
+        """A new QEMU process from a saved image, paused; its UDP sockets bind again, its ptys are new."""
+        try:
+            self.conn.restoreFlags(str(path), None, self._libvirt.VIR_DOMAIN_SAVE_PAUSED)
+        except self._libvirt.libvirtError as e:
+            raise HypervisorError(f"cannot restore {path}: {e.get_error_message()}") from None
+
+    def version(self) -> str:
+        """libvirt's and QEMU's versions: a saved image is only sure to restore under the same ones."""
+        try:
+            return f"libvirt {self.conn.getLibVersion()} qemu {self.conn.getVersion()}"
+        except self._libvirt.libvirtError as e:
+            raise HypervisorError(f"cannot ask libvirt for its version: {e.get_error_message()}") from None
 
     def console_argv(self, name: str, *, learner: bool = False) -> list[str]:
         """The program that carries one of a domain's serial consoles.

@@ -19,12 +19,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab import interrupts, ownership, progress, settings
+from lab import interrupts, ownership, progress, settings, snapshot
 from lab import topology as topo
 from lab.bundle import record_media, scrub
 from lab.command import run
 from lab.console import ChannelLock, Console, Transcript
-from lab.errors import ConsoleBusy, HypervisorError, IkedlabError, LabError
+from lab.errors import ConsoleBusy, HypervisorError, IkedlabError, LabError, SnapshotError
 from lab.host import Host
 from lab.hypervisor import (
     SLOW_START_SECONDS,
@@ -35,6 +35,7 @@ from lab.hypervisor import (
     check_ports_free,
     detect_accel,
     domain_name,
+    domain_xml,
     lab_ports,
     mac_address,
     slow_start_reason,
@@ -43,13 +44,22 @@ from lab.images import default_cache_dir
 from lab.plan import Options, Plan, build_plan, with_user_confs
 from lab.platforms import BootMedia, IkedChoice, Platform, get_platform, load_topology, resolve_platforms
 from lab.progress import step
-from lab.provision import exchange_keys, in_parallel, install_iked_conf, provision, restart_tunnel
+from lab.provision import (
+    exchange_keys,
+    in_parallel,
+    install_iked_conf,
+    provision,
+    restart_tunnel,
+    tunnel_probe,
+    wait_for_tunnel,
+)
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,19}$")
 DEFAULT_NAME = settings.LAB_NAME
 EVIDENCE_PROBLEM = "(evidence)"  # save_evidence's key for what could not be had
 EVIDENCE_TAIL = 8  # lines of iked's log shown beside a failure
 EVIDENCE_TIMEOUT = 15.0  # seconds per reading: a guest that does not answer must not hold up cleanup
+VERIFY_SECONDS = 30.0  # a restored lab's tunnel is already up: this only bounds a sick one
 
 
 def state_root() -> Path:
@@ -82,6 +92,7 @@ class LabState:
     expect_failure: str | None = None  # `up --expect-failure`: the iked error this lab reproduces
     release: str | None = None  # `up --release`
     daemons: dict[str, str] = field(default_factory=dict)  # gateway -> its IKE daemon ("iked 7.4-1")
+    snapshot_key: str = ""  # the inputs' digest: `reset` restores only a snapshot of exactly this lab
 
 
 class Lab:
@@ -98,6 +109,8 @@ class Lab:
         self.options = Options()
         self.platforms: dict[str, Platform] = {}  # host -> its platform, resolved once by up or attach
         self._claim: ownership.Claim | None = None
+        self.provisioned_options = self.options  # what `up` provisioned; `reset` brings these back
+        self.restored_in: float | None = None  # seconds the last warm restore took, proof of health included
 
     # --- ownership -----------------------------------------------------------------------------------------
     def claim(
@@ -171,8 +184,13 @@ class Lab:
         tunnel: Callable[[list[Host]], object] | None = None,
         expect_failure: str | None = None,
         iked: dict[str, IkedChoice] | None = None,
-    ) -> None:
-        """Boot the lab and provision it up to an established tunnel.
+        cold: bool = False,
+        save_snapshot: bool = True,
+    ) -> str:
+        """Bring the lab up to an established tunnel: restored from its warm snapshot when one matches every
+        input exactly (unless `cold`), else booted and provisioned, then saved as the new snapshot (not when
+        `tunnel` waits for something else: such a lab is a reproduction, not the provisioned state).
+        Returns "restored" or "cold".
 
         Everything that reaches a guest is checked first: the topology, the platforms, and each user's
         iked.conf (`iked_conf_files`, host -> file) by the host's iked; nothing is created before.
@@ -210,6 +228,10 @@ class Lab:
         record_media(self.run_dir, {platforms[h].name: m for h, m in media.items()}, release)  # for bundles
         names = {host: p.name for host, p in platforms.items()}
         options = dataclasses.replace(options, platforms=names)
+        plan = build_plan(topology, platforms, options)
+        specs = self._domain_specs(topology, platforms, accel.kind, media, wires)
+        warm = tunnel is None  # a lab waiting for an expected failure is never saved nor restored
+        inputs = self._snapshot_inputs(topology, plan, specs, media)
         state = LabState(
             self.name,
             str(topology.path.resolve()),
@@ -221,9 +243,11 @@ class Lab:
             expect_failure=expect_failure,
             release=release,
             daemons={g.name: media[g.name].daemon for g in topology.gateways if media[g.name].daemon},
+            snapshot_key=inputs.key if warm else "",
         )
-        self.options = options
+        self.options = self.provisioned_options = options
         self.platforms = platforms
+        self.topology = topology
         # The first Ctrl-C says "stopping, cleaning up…" at once; the cleanup then runs to its end.
         with interrupts.guarded() as guard:
             try:
@@ -232,11 +256,21 @@ class Lab:
                 except OSError as e:
                     self.state_file.unlink(missing_ok=True)
                     raise ownership.state_error(self.name, e) from None
-                self._boot(topology, platforms, accel.kind, media, wires)
-                self.topology = topology
-                plan = build_plan(topology, platforms, options)
                 self._save_rendered_configs(plan)
+                if warm and not cold:
+                    snap, why = snapshot.usable(self.name, inputs)
+                    if why:
+                        progress.say(f"  {why}: cold boot")
+                    if snap and self._restored(snap):
+                        return "restored"
+                self._boot(specs)
                 provision(plan, self.hosts, tunnel)
+                # At once, not in the background: saving pauses every guest and hands back new consoles,
+                # which would cut into a learner's session, and a later cut could hold their changes.
+                if warm and save_snapshot and not self._saved_and_restored(inputs):
+                    progress.say("  cold boot again, without a warm snapshot")
+                    self._boot(specs)
+                    provision(plan, self.hosts, tunnel)
             except BaseException as e:
                 guard.shield()
                 if self.hosts and not isinstance(e, KeyboardInterrupt):  # an interrupt wants out now
@@ -244,6 +278,7 @@ class Lab:
                 if not keep_on_failure:
                     self.down(quiet=True)
                 raise
+        return "cold"
 
     def _keep_evidence(self) -> None:
         """After a failed `up`, before any guest goes: what a human needs to tell why, in the run dir."""
@@ -292,42 +327,61 @@ class Lab:
         (self.run_dir / "impairments.json").unlink(missing_ok=True)  # a new lab's links are clean
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
-    def _boot(
+    def _domain_specs(
         self,
         topology: topo.Topology,
         platforms: dict[str, Platform],
         accel: str,
         media: dict[str, BootMedia],
         wires: dict[str, list[tuple[str, int]]],
-    ) -> None:
+    ) -> list[DomainSpec]:
+        specs = []
+        for host in topology.hosts.values():
+            nics = []
+            for iface in host.interfaces:
+                ends = wires[iface.link]
+                local = next(p for h, p in ends if h == host.name)
+                remote = next(p for h, p in ends if h != host.name)
+                nics.append(Nic(mac_address(self.name, host.name, iface.index), local, remote))
+            platform = platforms[host.name]
+            specs.append(self._domain_spec(host.name, platform, accel, media[host.name], tuple(nics)))
+        return specs
+
+    def _boot(self, specs: list[DomainSpec]) -> None:
         hv = self.hypervisor
-        with step(f"boot: {len(topology.hosts)} guests created, consoles attached"):
-            specs = []
+        with step(f"boot: {len(specs)} guests created, consoles attached"):
             told_slow = False
-            for host in topology.hosts.values():
-                nics = []
-                for iface in host.interfaces:
-                    ends = wires[iface.link]
-                    local = next(p for h, p in ends if h == host.name)
-                    remote = next(p for h, p in ends if h != host.name)
-                    nics.append(Nic(mac_address(self.name, host.name, iface.index), local, remote))
-                platform = platforms[host.name]
-                spec = self._domain_spec(host.name, platform, accel, media[host.name], tuple(nics))
+            for spec in specs:
+                if spec.disk and spec.backing:
+                    # Each guest writes to its own throw-away overlay; the golden image is never changed.
+                    spec.disk.parent.mkdir(parents=True, exist_ok=True)
+                    overlay = ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2"]
+                    run([*overlay, "-b", spec.backing, spec.disk])
                 seconds = hv.create(spec, paused=True)
                 if seconds > SLOW_START_SECONDS and not told_slow:
                     progress.say(f"  {slow_start_reason(seconds)}")
                     told_slow = True
-                specs.append(spec)
-            self.transcript = Transcript(self.run_dir / "console")
-            consoles = {s.host: self._console(s.host, platforms[s.host]) for s in specs}
-            for spec in specs:
-                hv.resume(spec.name)
-        self.hosts = {
-            name: Host(topology.host(name), platforms[name], console, self.run_dir / "artifacts")
-            for name, console in consoles.items()
-        }
+            self._start_consoles([s.host for s in specs])
         with step("boot: every guest at a shell"):
             in_parallel(self.hosts.values(), self._wait_booted)
+
+    def _start_consoles(self, hosts: list[str]) -> None:
+        """Control consoles on paused guests, then every guest resumed: nothing a guest prints is lost.
+        The one way guests start talking, for a cold boot and a restore alike (a restored QEMU has new ptys:
+        the same Host gets a new console)."""
+        assert self.topology
+        self.transcript = self.transcript or Transcript(self.run_dir / "console")
+        for name in hosts:
+            platform = self.platforms[name]
+            console = self._console(name, platform)
+            if name in self.hosts:
+                self.hosts[name].console = console
+            else:
+                self.hosts[name] = Host(
+                    self.topology.host(name), platform, console, self.run_dir / "artifacts"
+                )
+        for name in hosts:
+            self.hypervisor.resume(domain_name(self.name, name))
 
     def _wait_booted(self, host: Host) -> None:
         ready = host.platform.login.ready
@@ -351,11 +405,8 @@ class Lab:
                 spec, kernel=media.kernel, initrd=media.initrd, cmdline=platform.kernel_cmdline(media, host)
             )
         assert media.disk, f"{platform.name} boots from a disk but its boot media has none"
-        # Each guest writes to its own throw-away overlay; the golden image is never changed.
-        overlay = self.run_dir / "disks" / f"{host}.qcow2"
-        overlay.parent.mkdir(parents=True, exist_ok=True)
-        run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", media.disk, overlay])
-        return dataclasses.replace(spec, disk=overlay)
+        overlay = self.run_dir / "disks" / f"{host}.qcow2"  # made by _boot, kept with a snapshot
+        return dataclasses.replace(spec, disk=overlay, backing=media.disk)
 
     def _console(
         self,
@@ -400,6 +451,165 @@ class Lab:
             assert gateway.iked_conf
             (configs / f"{gateway.name}.iked.conf").write_text(gateway.iked_conf.content)
 
+    # --- warm snapshots ------------------------------------------------------------------------------------
+    def _snapshot_inputs(
+        self,
+        topology: topo.Topology,
+        plan: Plan,
+        specs: list[DomainSpec],
+        media: dict[str, BootMedia],
+    ) -> snapshot.Inputs:
+        """Everything a provisioned lab is made of, each by name, so a stale snapshot says what changed."""
+        options = plan.options
+        values = {
+            "lab name": self.name,
+            "topology": snapshot.digest(topology.path.read_bytes()),
+            "provisioning code": snapshot.code_version(),
+            "hypervisor": self.hypervisor.version(),
+            "options": snapshot.digest(
+                json.dumps(
+                    asdict(dataclasses.replace(options, iked_conf_sources={})), sort_keys=True, default=str
+                )
+            ),
+        }
+        for host, boot in media.items():
+            # The image files themselves: a rebuilt image (new manifest) is a new file.
+            values[f"image {host}"] = snapshot.file_identity(
+                [f for f in (boot.kernel, boot.initrd, boot.disk) if f]
+            )
+        for spec in specs:
+            values[f"domain {spec.host}"] = snapshot.digest(domain_xml(spec))
+            # Every file and command provisioning puts in the guest, the rendered iked.conf included.
+            values[f"files {spec.host}"] = snapshot.digest(repr(plan.hosts[spec.host].actions()))
+        daemons = sorted({m.daemon for m in media.values() if m.daemon})
+        summary = {
+            "topology": topology.path.name,
+            "platforms": ",".join(sorted(set(options.platforms.values()))),
+            "images": " ".join(sorted({values[f"image {h}"][:12] for h in media})),
+        }
+        if daemons:
+            summary["IKE"] = ",".join(daemons)
+        if options.iked_conf:
+            summary["own iked.conf"] = ",".join(sorted(options.iked_conf))
+        return snapshot.Inputs(values, summary)
+
+    def save_snapshot(self, inputs: snapshot.Inputs) -> snapshot.Snapshot:
+        """Save the running lab as one consistent cut: every guest paused first, then each one's memory
+        (and OpenBSD's disk overlay) written. The guests stop; `_restored` brings them back."""
+        hv = self.hypervisor
+        domains = self.domains()
+        with step(f"snapshot: {len(domains)} guests paused together, memory saved"):
+            for host in self.hosts.values():
+                host.console.close()  # the shells are saved as a person expects them: echo, a prompt
+            for d in domains:
+                hv.suspend(d.name)
+            writer = snapshot.Writer(self.name, inputs)
+            try:
+                in_parallel(domains, lambda d: hv.save(d.name, writer.memory_path(d.host)))
+                for d in domains:
+                    disk = self.run_dir / "disks" / f"{d.host}.qcow2"
+                    writer.add(d.host, d.name, disk if disk.exists() else None)
+                return writer.commit()
+            except BaseException:
+                writer.abandon()
+                raise
+
+    def _saved_and_restored(self, inputs: snapshot.Inputs) -> bool:
+        """Save the freshly provisioned lab and bring it back from the snapshot, which proves the snapshot.
+        False (said in one line, the lab's guests removed, no snapshot kept) when either fails."""
+        try:
+            saved = self.save_snapshot(inputs)
+        except IkedlabError as e:
+            progress.say(f"  could not save a warm snapshot of lab '{self.name}': {e.message}")
+            self._remove_guests()
+            return False
+        if self._restored(saved):
+            return True
+        snapshot.remove(self.name)
+        return False
+
+    def _remove_guests(self) -> None:
+        for host in self.hosts.values():
+            host.console.close()
+        self.hypervisor.destroy_lab(self.name)
+
+    def _restored(self, snap: snapshot.Snapshot) -> bool:
+        """Restore `snap` and prove the lab healthy; on any failure say why in one line, remove what was
+        started, and return False (the caller boots cold)."""
+        started = time.monotonic()
+        try:
+            self._restore(snap)
+            self.verify()
+        except IkedlabError as e:
+            progress.say(f"  warm snapshot {snap.key[:12]} of lab '{self.name}' not used: {e.message}")
+            self._remove_guests()
+            return False
+        self.restored_in = time.monotonic() - started
+        return True
+
+    def _restore(self, snap: snapshot.Snapshot) -> None:
+        hv = self.hypervisor
+        with step(f"restore: {len(snap.hosts)} guests from warm snapshot {snap.key[:12]}, resumed together"):
+            (self.run_dir / "serial").mkdir(parents=True, exist_ok=True)  # the saved XML logs serial there
+            (self.run_dir / "impairments.json").unlink(missing_ok=True)  # the links are as they were saved
+            for host in snap.hosts:
+                disk = snap.disk(host)
+                if disk:  # a saved image holds RAM only: the disk must be as it was at the cut
+                    target = self.run_dir / "disks" / f"{host}.qcow2"
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(disk, target)
+            in_parallel(list(snap.hosts), lambda h: hv.restore(snap.memory_image(h)))
+            self._start_consoles(list(snap.hosts))
+        with step("restore: every console at a shell"):
+            in_parallel(self.hosts.values(), lambda h: h.console.attach())
+
+    def verify(self, timeout: float = VERIFY_SECONDS) -> None:
+        """The lab is healthy: IKE SA ESTABLISHED on every gateway, and one ping crosses the tunnel."""
+        assert self.topology
+        with step("verify: IKE SAs ESTABLISHED, one ping across the tunnel"):
+            wait_for_tunnel(self.gateways(), timeout)
+            probe = tunnel_probe(self.topology)
+            if probe:
+                source, target = self.hosts[probe[0]], probe[1]
+                source.wait_until(
+                    f"a ping from {source.name} to {target} across the tunnel",
+                    lambda: source.ping(target, count=1, timeout_s=1).received,
+                    bool,
+                    timeout,
+                )
+
+    def _own_snapshot(self) -> snapshot.Snapshot:
+        """This lab's snapshot, taken of exactly the state it came up in; SnapshotError otherwise."""
+        if self.topology is None:
+            self._load_state()
+        state = self.state()
+        snap = snapshot.load(self.name)
+        if snap is None or snap.key != state.snapshot_key:
+            raise SnapshotError(
+                f"lab '{self.name}' has no snapshot of the state it came up in",
+                "`ikedlab down` then `ikedlab up` (a cold up saves one)",
+            )
+        why = snap.problem()
+        if why:
+            raise SnapshotError(f"snapshot of lab '{self.name}' is corrupt: {why}", "`ikedlab up --cold`")
+        return snap
+
+    def has_snapshot(self) -> bool:
+        try:
+            self._own_snapshot()
+        except (SnapshotError, LabError):
+            return False
+        return True
+
+    def reset(self) -> None:
+        """Put a running lab back in its provisioned state from its snapshot: the learner's undo."""
+        snap = self._own_snapshot()
+        self.claim()
+        self._remove_guests()
+        self.options = self.provisioned_options
+        self._restore(snap)
+        self.verify()
+
     # --- attach to a running lab ---------------------------------------------------------------------------
     def attach(self, only: list[str] | None = None, lock_timeout: float | None = None) -> dict[str, Host]:
         """Consoles on a lab that is up (started by another process); each put in a known state.
@@ -429,7 +639,7 @@ class Lab:
         topology = load_topology(state.topology)
         self.topology = topology
         self.platforms = {host: get_platform(name) for host, name in state.platforms.items()}
-        self.options = Options(
+        self.options = self.provisioned_options = Options(
             peer_any=tuple(state.peer_any), iked_conf=state.iked_conf, platforms=state.platforms
         )
         return topology
@@ -527,6 +737,8 @@ class Lab:
         `option_changes` replace fields of Options (e.g. dpd_interval=5, peer_any=("resp",)); when there are
         any, the tunnel is rebuilt with them before the block. `prepare` changes a guest first (e.g. NAT on
         the router), `undo` reverts that before the lab is restored (in a finally, like the restore).
+        A lab with a warm snapshot is put back by restoring it (`reset`): whatever the block did to the
+        guests is gone and `undo` is not needed; without one, `undo` runs and the tunnel is re-provisioned.
         """
         normal = self.options
         changed = dataclasses.replace(normal, **option_changes)  # a misspelt option fails before any change
@@ -539,11 +751,14 @@ class Lab:
             yield self
         finally:
             self.options = normal
-            try:
-                if undo:
-                    undo()
-            finally:
-                self.restore()
+            if self.has_snapshot():
+                self.reset()
+            else:
+                try:
+                    if undo:
+                        undo()
+                finally:
+                    self.restore()
 
     def detach(self) -> None:
         """Let go of the consoles (others may take them) but keep owning the lab."""
@@ -564,8 +779,9 @@ class Lab:
     def domains(self) -> list[LabDomain]:
         return self.hypervisor.domains(self.name)
 
-    def down(self, quiet: bool = False, force: bool = False) -> list[str]:
-        """Remove every domain of this lab and its disks; keep transcripts and captures for humans.
+    def down(self, quiet: bool = False, force: bool = False, snapshots: bool = False) -> list[str]:
+        """Remove every domain of this lab and its disks; keep transcripts and captures for humans, and the
+        lab's warm snapshot unless `snapshots`.
 
         Refused while another live process owns the lab (unless `force`); a dead owner's lab is free."""
         if self.run_dir.exists():  # no run directory: nobody ever owned the lab, nothing to claim
@@ -579,6 +795,8 @@ class Lab:
         removed = self.hypervisor.destroy_lab(self.name)
         shutil.rmtree(self.run_dir / "disks", ignore_errors=True)
         self.state_file.unlink(missing_ok=True)
+        if snapshots and snapshot.remove(self.name) and not quiet:
+            progress.say(f"lab '{self.name}': warm snapshot removed")
         if not quiet:
             progress.say(
                 f"lab '{self.name}': removed {len(removed)} domain{'s' if len(removed) != 1 else ''}"

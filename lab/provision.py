@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from lab.errors import IkedlabError, ProvisionError
 from lab.host import Host
@@ -18,21 +19,24 @@ from lab.ikedconf import name_lines
 from lab.plan import KEYS, NETWORK, Options, Plan, rendered_iked_conf
 from lab.progress import step
 from lab.settings import SA_TIMEOUT
+from lab.topology import Topology
 
 IKED_OK = re.compile(r"configuration OK")
+T = TypeVar("T")
 
 
-def in_parallel(hosts: Iterable[Host], action: Callable[[Host], object]) -> None:
-    """Run `action` on each host at once; raise the first failure (naming its host) after all finish."""
-    hosts = list(hosts)
-    with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
-        futures = [(h, pool.submit(action, h)) for h in hosts]
-    errors = [(h, f.exception()) for h, f in futures if f.exception()]
+def in_parallel(items: Iterable[T], action: Callable[[T], object]) -> None:
+    """Run `action` on each item (hosts, domains, host names) at once; raise the first failure, naming
+    its item, after all finish."""
+    items = list(items)
+    with ThreadPoolExecutor(max_workers=max(1, len(items))) as pool:
+        futures = [(item, pool.submit(action, item)) for item in items]
+    errors = [(item, f.exception()) for item, f in futures if f.exception()]
     if errors:
-        host, error = errors[0]
+        item, error = errors[0]
         if isinstance(error, IkedlabError):
             raise error
-        raise ProvisionError(f"{host.name}: {type(error).__name__}: {error}") from error
+        raise ProvisionError(f"{getattr(item, 'name', item)}: {type(error).__name__}: {error}") from error
 
 
 def provision(
@@ -151,3 +155,17 @@ __all__ = [
     "wait_for_tunnel",
     "write_iked_conf",
 ]
+
+
+def tunnel_probe(topology: Topology) -> tuple[str, str] | None:
+    """A ping that must cross the tunnel: (a host on the first gateway's protected link, the address of a
+    host on its peer's); None when the topology has no such pair."""
+    for gateway in topology.gateways:
+        peer = topology.peer_of(gateway)
+        assert gateway.ipsec and peer.ipsec
+        near = topology.links[gateway.ipsec.protect].other_end(gateway.name)
+        far_link = topology.links[peer.ipsec.protect]
+        far = far_link.other_end(peer.name)
+        if near != gateway.name and far != peer.name:
+            return near, str(far_link.ends[far])
+    return None

@@ -38,10 +38,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="a JSON list of {test, reason, reference}: known interop failures, run as strict xfails",
     )
+    group.addoption(
+        "--reverse", action="store_true", help="run the scenarios in reverse order (isolation check)"
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Known interop failures (lab/interop.yaml, per cell) become strict xfails naming their reference."""
+    """--reverse runs the scenarios backwards; known interop failures (lab/interop.yaml, per cell) become
+    strict xfails naming their reference."""
+    if config.getoption("--reverse"):
+        items.reverse()
     path = config.getoption("--known-failures")
     if not path:
         return

@@ -8,6 +8,7 @@ import pytest
 from fakes import FakeConsole, recorded
 
 from lab import lab as labmod
+from lab import snapshot
 from lab.errors import ConsoleTimeout, LabError, ProvisionError
 from lab.hypervisor import Accel
 from lab.lab import Lab
@@ -18,6 +19,25 @@ class FakeHypervisor:
     def __init__(self):
         self.specs = {}
         self.running: set[str] = set()
+        self.saved = {}  # domain -> spec; a save file names its domain, as a real one holds its definition
+        self.calls: list[str] = []
+
+    def version(self):
+        return "libvirt 9000000 qemu 7002000"
+
+    def suspend(self, name):
+        self.calls.append(f"suspend {self.specs[name].host}")
+        self.running.discard(name)
+
+    def save(self, name, path):
+        self.calls.append(f"save {self.specs[name].host}")
+        path.write_text(name)
+        self.saved[name] = self.specs.pop(name)  # a saved domain stops (and a transient one vanishes)
+
+    def restore(self, path):
+        spec = self.saved[path.read_text()]
+        self.calls.append(f"restore {spec.host}")
+        self.specs[spec.name] = spec
 
     def domains(self, lab=None):
         return [
@@ -55,7 +75,12 @@ def fake(monkeypatch, tmp_path):
 
     def console(self, host, platform, lock_timeout=None, lock=None):
         c = consoles[host] = FakeConsole(
-            host, platform, {platform.sa_command(): recorded(platform.name, "sa_established")}
+            host,
+            platform,
+            {
+                platform.sa_command(): recorded(platform.name, "sa_established"),
+                platform.ping_command("10.0.2.2", 1, 1): recorded(platform.name, "ping_ok"),
+            },
         )
         return c
 
@@ -63,6 +88,9 @@ def fake(monkeypatch, tmp_path):
     monkeypatch.setattr(labmod, "check_ports_free", lambda ports, lab: None)
     monkeypatch.setattr(labmod, "run", lambda argv: None)  # qemu-img for disk overlays
     monkeypatch.setattr(Lab, "_console", console)
+    monkeypatch.setenv("IKEDLAB_STATE_DIR", str(tmp_path / "state"))
+    for name in ("vmlinuz", "initrd", "golden.qcow2"):
+        (tmp_path / name).write_bytes(b"image")
     media = BootMedia(
         kernel=tmp_path / "vmlinuz",
         initrd=tmp_path / "initrd",
@@ -79,7 +107,7 @@ def fake(monkeypatch, tmp_path):
 @pytest.mark.parametrize("platform", ["linux", "openbsd"])
 def test_up_boots_each_host_on_its_platform_and_runs_the_plan(fake, platform):
     lab, hv, consoles = fake
-    lab.up(platform=platform)
+    lab.up(platform=platform, save_snapshot=False)
     specs = {s.host: s for s in hv.specs.values()}
     assert set(specs) == set(consoles) == {"initlan", "init", "inet", "resp", "resplan"}
     for host, spec in specs.items():
@@ -201,3 +229,75 @@ def test_status_always_shows_every_host_and_says_what_is_wrong(fake):
     assert rows["initlan"].state == "no answer"
     assert rows["init"].tunnel == "down (peer resp): no IKE SA"
     assert [r.host for r in rows.values() if r.healthy] == ["resplan"]
+
+
+def test_a_cold_up_saves_one_consistent_cut_then_hands_back_the_restored_lab(fake):
+    lab, hv, consoles = fake
+    assert lab.up(platform="linux") == "cold"
+    hosts = {"initlan", "init", "inet", "resp", "resplan"}
+    suspends = [c for c in hv.calls if c.startswith("suspend")]
+    first_save = hv.calls.index(next(c for c in hv.calls if c.startswith("save")))
+    assert len(suspends) == 5 and all(hv.calls.index(c) < first_save for c in suspends)  # all paused first
+    assert {c.split()[1] for c in hv.calls if c.startswith("restore")} == hosts
+    assert set(hv.running) == {s.name for s in hv.specs.values()} and len(hv.specs) == 5
+    snap = snapshot.load("t")
+    assert (
+        snap
+        and set(snap.hosts) == hosts
+        and json.loads(lab.state_file.read_text())["snapshot_key"] == snap.key
+    )
+    assert all(c.attached for c in consoles.values())  # the new consoles, on the restored guests
+
+
+def test_a_second_up_restores_and_a_changed_input_boots_cold(fake, tmp_path):
+    lab, hv, _ = fake
+    lab.up(platform="linux")
+    lab.down(quiet=True)
+    hv.calls.clear()
+    assert lab.up(platform="linux") == "restored" and lab.restored_in is not None
+    assert not any(c.startswith(("save", "suspend")) for c in hv.calls)
+    lab.down(quiet=True)
+    own = tmp_path / "resp.conf"
+    own.write_text(lab.plan().hosts["resp"].iked_conf.content + "# mine\n")
+    assert lab.up(platform="linux", iked_conf_files={"resp": own}) == "cold"
+
+
+def test_up_cold_ignores_a_matching_snapshot_and_down_keeps_it_unless_asked(fake):
+    lab, hv, _ = fake
+    lab.up(platform="linux")
+    lab.down(quiet=True)
+    assert snapshot.load("t") is not None
+    assert lab.up(platform="linux", cold=True) == "cold"
+    lab.down(quiet=True, snapshots=True)
+    assert snapshot.load("t") is None
+
+
+def test_reset_puts_the_running_lab_back_from_its_snapshot(fake):
+    lab, hv, consoles = fake
+    lab.up(platform="linux")
+    before = consoles["init"]
+    hv.calls.clear()
+    lab.reset()
+    assert sorted(c.split()[0] for c in hv.calls) == ["restore"] * 5
+    assert consoles["init"] is not before and lab.host("init").console is consoles["init"]
+
+
+def test_a_restore_that_is_not_healthy_falls_back_to_a_cold_boot(fake, monkeypatch):
+    lab, hv, _ = fake
+    lab.up(platform="linux")
+    lab.down(quiet=True)
+    monkeypatch.setattr(Lab, "verify", lambda self, timeout=0: (_ for _ in ()).throw(ProvisionError("no SA")))
+    # Neither the old snapshot nor the fresh one proves healthy: the lab is booted cold and keeps none.
+    assert lab.up(platform="linux") == "cold"
+    assert snapshot.load("t") is None and len(hv.running) == 5
+
+
+def test_a_snapshot_that_cannot_be_saved_leaves_a_cold_lab_and_no_snapshot(fake, monkeypatch):
+    lab, hv, _ = fake
+
+    def full_disk(name, path):
+        raise labmod.HypervisorError(f"cannot save {name} to {path}: No space left on device")
+
+    monkeypatch.setattr(hv, "save", full_disk)
+    assert lab.up(platform="linux") == "cold"
+    assert snapshot.load("t") is None and len(hv.running) == 5
