@@ -178,6 +178,9 @@ def make_bundle(lab: Lab, out: Path | None, status_text: str = "") -> Path:
         for sub in ("console", "serial"):
             for path in sorted((lab.run_dir / sub).glob("*.log")):
                 archive.file(f"{sub}/{path.name}", path)
+        for path in sorted((lab.run_dir / "evidence").rglob("*")):  # what a failed `up` saved
+            if path.is_file():
+                archive.file(f"evidence/{path.relative_to(lab.run_dir / 'evidence').as_posix()}", path)
         for path in _recent_pcaps(lab.run_dir):
             archive.file(f"pcaps/{path.name}", path, binary=True)
         if status_text:
@@ -274,7 +277,8 @@ def _readme(manifest: dict[str, Any], names: list[str], archive: str) -> str:
         "- `topology.yaml`, `user/HOST.iked.conf` (the user's own files), `configs/` (what was installed)",
         "- `hosts/HOST/`: `versions.txt`; on gateways `iked.log`, `ikectl-show-sa.txt`, "
         "`kernel-ipsec.txt` (the kernel's SAs and policies, keys redacted), `counters.txt` (ESP/AH)",
-        "- `console/` (command transcripts), `serial/` (raw serial logs), `pcaps/` (recent captures)",
+        "- `console/` (command transcripts), `serial/` (raw serial logs), `pcaps/` (recent captures),",
+        "  `evidence/` (what a failed `up` saved before its guests went)",
         "- `status.txt`: the status table when the bundle was made",
         "",
         "No private key is ever included; SA keys are redacted. A pre-shared key in a user's iked.conf stays",

@@ -1,8 +1,7 @@
-"""What iked says when a tunnel does not come up: the line worth reporting, and waiting for an expected one.
-
-Bug reproducers run `ikedlab up --expect-failure PATTERN`: the lab is provisioned as usual, and instead of
-waiting for the tunnel, ikedlab watches both gateways' iked logs and succeeds as soon as one of them says
-PATTERN (and fails at once if the tunnel comes up instead). The lab stays up, ready for `ikedlab bundle`.
+"""`ikedlab up --expect-failure PATTERN`, for bug reproducers: the lab is provisioned as usual, and instead of
+waiting for the tunnel ikedlab watches both gateways' iked logs (from iked's start on) and succeeds as soon
+as one of them says PATTERN — any of iked's fatal lines when no pattern is given — and fails at once if the
+tunnel comes up instead. The lab stays up, ready for `ikedlab bundle`.
 """
 
 from __future__ import annotations
@@ -11,19 +10,13 @@ import re
 import time
 from dataclasses import dataclass
 
-from lab.errors import IkedlabError, ProvisionError
+from lab.errors import ProvisionError
 from lab.host import Host
+from lab.platforms.parsers import IKED_FATAL, iked_fatal_line
 from lab.readings import SaState
+from lab.settings import SA_TIMEOUT
 
-#: Lines of iked's log that say why a tunnel failed (iked's own words, on both platforms).
-FAILURE_LINE = re.compile(
-    r"authentication failed|no proposal chosen|NO_PROPOSAL_CHOSEN|AUTHENTICATION_FAILED|"
-    r"INVALID_KE_PAYLOAD|TS_UNACCEPTABLE|unsupported|invalid|failed|error|refused|rejects",
-    re.IGNORECASE,
-)
-#: The default of `--expect-failure` without a pattern: any of the failures above.
-ANY_FAILURE = FAILURE_LINE.pattern
-EXPECT_TIMEOUT = 90.0
+ANY_FAILURE = IKED_FATAL
 
 
 @dataclass(frozen=True)
@@ -36,48 +29,16 @@ class ExpectedFailureMissing(ProvisionError):
     """--expect-failure: the failure did not happen (the tunnel came up, or nothing matched in time)."""
 
 
-def error_line(log: str, pattern: re.Pattern[str] = FAILURE_LINE) -> str | None:
-    """The last line of an iked log that matches `pattern`, stripped; None when there is none."""
-    lines = [line.strip() for line in log.splitlines() if pattern.search(line)]
-    return lines[-1] if lines else None
-
-
-def log_marks(gateways: list[Host]) -> dict[str, int]:
-    """Where each gateway's iked log ends now: later lines are what a change caused."""
-    return {h.name: len(h.iked_log()) for h in gateways}
-
-
-def new_error(gateways: list[Host], marks: dict[str, int]) -> Seen | None:
-    """The first gateway whose log gained a failure line since `marks`."""
-    for h in gateways:
-        line = error_line(h.iked_log()[marks.get(h.name, 0) :])
-        if line:
-            return Seen(h.name, line)
-    return None
-
-
-def explain(error: IkedlabError, gateways: list[Host], marks: dict[str, int]) -> IkedlabError:
-    """A tunnel wait that failed, told with iked's own error line when its log has one."""
-    try:
-        seen = new_error(gateways, marks)
-    except IkedlabError:
-        seen = None
-    if seen is None:
-        return error
-    return ProvisionError(f"{seen.host}: iked says: {seen.line}", error.message)
-
-
-def wait_for_failure(gateways: list[Host], pattern: str, timeout: float = EXPECT_TIMEOUT) -> Seen:
+def wait_for_failure(gateways: list[Host], pattern: str, timeout: float = SA_TIMEOUT) -> Seen:
     """Watch the gateways' iked logs until one matches `pattern`; fail fast when the tunnel comes up."""
     regex = re.compile(pattern)
     deadline = time.monotonic() + timeout
     while True:
         for h in gateways:
-            line = error_line(h.iked_log(), regex)
+            line = iked_fatal_line(h.iked_log(h.iked_log_mark), regex)
             if line:
                 return Seen(h.name, line)
-        states = [_sas(h) for h in gateways]
-        if all(s.established for s in states):
+        if all(_sas(h).established for h in gateways):
             raise ExpectedFailureMissing(
                 f"expected iked to fail with /{pattern}/, but the tunnel came up on every gateway",
                 "`ikedlab status` shows it; `ikedlab down` removes the lab",
@@ -85,7 +46,7 @@ def wait_for_failure(gateways: list[Host], pattern: str, timeout: float = EXPECT
         if time.monotonic() >= deadline:
             raise ExpectedFailureMissing(
                 f"expected iked to fail with /{pattern}/ within {timeout:g}s; no gateway's log says so",
-                "the logs: `ikedlab exec resp -- cat /var/log/iked.log` (Linux), or `ikedlab bundle`",
+                "`ikedlab bundle` packs both iked logs",
             )
         time.sleep(0.5)  # the pace of polling logs, not a guess at how long iked takes
 

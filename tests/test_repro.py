@@ -194,14 +194,20 @@ def test_something_that_is_no_bundle_is_one_line(tmp_path):
 # --- iked's failures, traffic -------------------------------------------------------------------------------
 
 
-def test_the_last_failure_line_of_a_log_is_the_one_reported():
-    log = (
-        "spi=0x1: recv IKE_AUTH req 1\n"
-        "spi=0x1: ikev2_msg_authverify: authentication failed for FQDN/init.example.com\n"
-        "spi=0x1: sa_free: authentication failed\n"
-    )
-    assert failure.error_line(log) == "spi=0x1: sa_free: authentication failed"
-    assert failure.error_line("spi=0x1: established peer\n") is None
+def test_expect_failure_reads_iked_log_from_its_start_and_names_the_line():
+    class Gateway:
+        name, iked_log_mark = "resp", 2
+
+        def iked_log(self, since: int) -> str:
+            lines = [
+                "old: authentication failed",
+                "old",
+                "spi=0x1: ikev2_send_auth_failed: authentication failed",
+            ]
+            return "\n".join(lines[since:])
+
+    seen = failure.wait_for_failure([Gateway()], "authentication failed", timeout=1)  # type: ignore[list-item]
+    assert seen == failure.Seen("resp", "spi=0x1: ikev2_send_auth_failed: authentication failed")
 
 
 def test_traffic_sizes():

@@ -70,12 +70,16 @@ _IKED_FATAL_RE = re.compile(
 )
 
 
-def iked_fatal_line(log: str) -> str | None:
-    """The first line of iked's log that says the tunnel cannot come up, or None."""
+def iked_fatal_line(log: str, pattern: re.Pattern[str] = _IKED_FATAL_RE) -> str | None:
+    """The first line of iked's log that says the tunnel cannot come up (or matches `pattern`), or None."""
     for line in log.splitlines():
-        if _IKED_FATAL_RE.search(line):
+        if pattern.search(line):
             return line.strip()
     return None
+
+
+#: `up --expect-failure` without a pattern expects any of iked's fatal lines.
+IKED_FATAL = _IKED_FATAL_RE.pattern
 
 
 def strip_port(address: str) -> str:
