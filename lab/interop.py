@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -25,6 +26,8 @@ import yaml
 
 from lab import PROJECT_ROOT
 from lab.errors import IkedlabError
+from lab.lab import state_root
+from lab.ownership import checkout_tag
 from lab.platforms import get_platform
 from lab.topology import guide_path
 
@@ -149,6 +152,8 @@ def run_cell(cell: Cell, known: tuple[dict[str, str], ...], out: Path, pytest_ar
     wall = time.monotonic() - start
     results = junit_results(junit) if junit.exists() else {}
     _keep_failing_evidence(folder / "evidence", results)
+    if not results or "error" in results.values():  # the lab itself failed: its consoles say why
+        _keep_lab_transcripts(folder / "lab")
     return Outcome(
         cell.name, results, wall, note="" if results else f"no report: see {folder / 'pytest.log'}"
     )
@@ -160,7 +165,15 @@ def _keep_failing_evidence(evidence: Path, results: dict[str, str]) -> None:
         return
     for folder in evidence.iterdir():
         if results.get(folder.name) == "pass":
-            subprocess.run(["rm", "-rf", str(folder)], check=False)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _keep_lab_transcripts(dest: Path) -> None:
+    """The scenario lab's consoles and serial logs (the next cell's lab reuses its run directory)."""
+    run_dir = state_root() / "labs" / f"scn-{checkout_tag()}"
+    for sub in ("console", "serial"):
+        if (run_dir / sub).is_dir():
+            shutil.copytree(run_dir / sub, dest / sub, dirs_exist_ok=True)
 
 
 def table(outcomes: list[Outcome]) -> str:

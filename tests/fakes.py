@@ -94,16 +94,6 @@ RECORDED: dict[str, dict[str, Path]] = {
         "ping_ok": DATA / "linux" / "ping-busybox.txt",
         "ping_lost": DATA / "linux" / "ping-busybox-no-reply.txt",
     },
-    # strongSwan on the Linux appliance: its own SA listing; the kernel's readings are the Linux platform's.
-    "strongswan": {
-        "sa_established": DATA / "strongswan" / "list-sas-resp.txt",
-        "sa_none": DATA / "strongswan" / "list-sas-none.txt",
-        "counters_zero": DATA / "linux" / "counters-init-before.txt",
-        "counters_traffic": DATA / "linux" / "counters-init-after.txt",
-        "capture_decapsulated": DATA / "linux" / "tcpdump-nflog.txt",
-        "ping_ok": DATA / "linux" / "ping-busybox.txt",
-        "ping_lost": DATA / "linux" / "ping-busybox-no-reply.txt",
-    },
     "openbsd": {
         "sa_established": DATA / "openbsd" / "ikectl_show_sa_init.txt",
         "sa_none": DATA / "openbsd" / "ikectl_show_sa_empty.txt",
@@ -113,6 +103,14 @@ RECORDED: dict[str, dict[str, Path]] = {
         "ping_ok": DATA / "openbsd" / "ping_openbsd_ok.txt",
         "ping_lost": DATA / "openbsd" / "ping_openbsd_loss.txt",
     },
+}
+
+
+# strongSwan on the Linux appliance: its own SA listing; the kernel's readings are the Linux platform's.
+RECORDED["strongswan"] = {
+    **RECORDED["linux"],
+    "sa_established": DATA / "strongswan" / "list-sas-resp.txt",
+    "sa_none": DATA / "strongswan" / "list-sas-none.txt",
 }
 
 

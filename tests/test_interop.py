@@ -154,7 +154,7 @@ def test_swanctl_conf_names_the_guides_ids_flows_and_explicit_proposals() -> Non
         "proposals = aes256-sha256-prfsha256-ecp256",
         "id = init.example.com",
         "pubkeys = resp.example.com",
-        "local_ts = 10.0.1.0/24",
+        "local_ts = 10.0.1.0/24, 192.0.2.1/32",
         "remote_ts = 10.0.2.0/24, 198.51.100.1/32",
         "esp_proposals = aes256-sha512",
         "start_action = start",
