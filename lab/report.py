@@ -3,14 +3,13 @@ the lab's picture, the versions it ran on, and links to each scenario's evidence
 
 It is made from what `make test` leaves in the artifacts directory: the JUnit files, the per-scenario
 evidence folders and `scenarios/lab.json` (versions, written by the scenario session). The picture is the
-topology drawn by `lab.graph` when that module provides `topology_svg(topology)`, else a plain chain of
-the hosts and links drawn here. `python -m lab.report ARTIFACTS` writes ARTIFACTS/report.html.
+topology as `lab.graph` draws it (`ikedlab graph`). `python -m lab.report ARTIFACTS` writes
+ARTIFACTS/report.html.
 """
 
 from __future__ import annotations
 
 import html
-import importlib
 import json
 import sys
 import time
@@ -21,6 +20,8 @@ from typing import Any
 
 import jinja2
 
+from lab import graph
+from lab.errors import IkedlabError
 from lab.topology import Topology
 
 SUITES = (("junit-scenarios.xml", "Scenarios", "scenarios"), ("junit-fast.xml", "Fast tests", None))
@@ -80,71 +81,13 @@ def evidence_links(case: Case, folder: Path, base: Path) -> list[tuple[str, str]
 
 
 def picture(topology: Topology | None) -> str:
-    """The lab as SVG: lab.graph's drawing when it exists, else a chain of hosts and links."""
+    """The lab as lab.graph draws it: SVG through graphviz, its text drawing where graphviz is missing."""
     if topology is None:
         return "<p>(no topology recorded)</p>"
     try:
-        graph = importlib.import_module("lab.graph")
-        draw = getattr(graph, "topology_svg", None)
-        if draw is not None:
-            return str(draw(topology))
-    except ImportError:
-        pass
-    return chain_svg(topology)
-
-
-def chain_svg(topology: Topology) -> str:
-    """Hosts in link order, left to right, gateways marked, each link labelled with its subnet."""
-    order = _walk(topology)
-    box_w, box_h, gap = 150, 64, 70
-    width = len(order) * box_w + (len(order) - 1) * gap + 20
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} 130" width="100%" '
-        'font-family="sans-serif">'
-    ]
-    x_of = {name: 10 + i * (box_w + gap) for i, name in enumerate(order)}
-    for link in topology.links.values():
-        a, b = sorted(link.ends, key=order.index)
-        x1, x2 = x_of[a] + box_w, x_of[b]
-        parts.append(f'<line x1="{x1}" y1="60" x2="{x2}" y2="60" stroke="#555" stroke-width="2"/>')
-        parts.append(
-            f'<text x="{(x1 + x2) / 2}" y="50" font-size="11" text-anchor="middle">'
-            f"{html.escape(link.name)}</text>"
-        )
-        parts.append(
-            f'<text x="{(x1 + x2) / 2}" y="78" font-size="9" text-anchor="middle" fill="#666">'
-            f"{link.subnet}</text>"
-        )
-    for name in order:
-        host = topology.hosts[name]
-        fill = "#dcebff" if host.ipsec else "#f4f4f4"
-        x = x_of[name]
-        parts.append(
-            f'<rect x="{x}" y="28" width="{box_w}" height="{box_h}" rx="8" fill="{fill}" stroke="#336"/>'
-        )
-        parts.append(
-            f'<text x="{x + box_w / 2}" y="54" font-size="14" font-weight="600" text-anchor="middle">'
-            f"{html.escape(name)}</text>"
-        )
-        role = (
-            f"IPsec gateway ({host.ipsec.mode})" if host.ipsec else ("router" if host.forwarding else "host")
-        )
-        parts.append(
-            f'<text x="{x + box_w / 2}" y="72" font-size="10" text-anchor="middle" fill="#444">{role}</text>'
-        )
-        addresses = ", ".join(str(i.address.ip) for i in host.interfaces)
-        parts.append(
-            f'<text x="{x + box_w / 2}" y="112" font-size="9" text-anchor="middle" fill="#333">'
-            f"{addresses}</text>"
-        )
-    parts.append("</svg>")
-    return "\n".join(parts)
-
-
-def _walk(topology: Topology) -> list[str]:
-    from lab.graph import chain_order
-
-    return chain_order(topology)
+        return graph.topology_svg(topology)
+    except IkedlabError:
+        return f"<pre>{html.escape(graph.text(graph.LabView(topology)))}</pre>"
 
 
 def _versions(info: dict[str, Any]) -> list[tuple[str, str]]:

@@ -269,4 +269,4 @@ def test_the_report_shows_verdicts_picture_versions_and_evidence(tmp_path):
     assert 'class="badge xfailed">xfailed' in page and "AssertionError: resp has a tunnel" in page
     assert 'href="scenarios/test_no_tunnel/resp.iked.log"' in page
     assert 'href="scenarios/test_no_tunnel/wan1.pcap"' in page
-    assert "<svg" in page and ">resplan</text>" in page and "OpenIKED 7.2" in page
+    assert ("<svg" in page or "<pre>" in page) and "resplan" in page and "OpenIKED 7.2" in page
