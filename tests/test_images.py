@@ -360,10 +360,27 @@ def test_warm_call_asks_apt_nothing_and_rebuilds_only_on_change(
     (recipe_dir / "init").write_text(init + "\n")
     assert linux_image(cache) == third and apt.builds == 3
 
+    monkeypatch.setattr(linux_module, "IN_USE_GRACE", -1.0)  # as if every older image were long unused
     assert linux_image(cache, rebuild=True).key == third.key
     assert apt.builds == 4
     names = [p.name for p in (cache / "linux").iterdir() if not p.name.startswith(".")]
     assert names.count("current") == 1 and len(names) == 1 + linux_module.KEEP_IMAGES  # older ones go
+
+
+def test_an_image_a_lab_was_just_handed_survives_other_checkouts_builds(
+    monkeypatch: pytest.MonkeyPatch, recipe_dir: Path, tmp_path: Path
+) -> None:
+    apt = FakeApt(monkeypatch, recipe_dir)
+    cache = tmp_path / "cache"
+    mine = linux_image(cache)  # a lab got this one and is about to start QEMU on it
+    for n in range(linux_module.KEEP_IMAGES + 1):  # other checkouts build theirs meanwhile
+        apt.version, apt.state = f"7.2-{n + 10}", f"lists-{n + 10}"
+        linux_image(cache)
+    assert mine.kernel.exists() and mine.initrd.exists()
+    monkeypatch.setattr(linux_module, "IN_USE_GRACE", -1.0)  # long after: nobody asked for it since
+    apt.version, apt.state = "7.2-99", "lists-99"
+    linux_image(cache)
+    assert not mine.kernel.exists()
 
 
 def test_a_truncated_cached_initrd_is_rebuilt_with_one_line(

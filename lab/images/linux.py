@@ -33,6 +33,7 @@ from lab.progress import say, step
 log = logging.getLogger("ikedlab.images")
 
 KEEP_IMAGES = 3  # images kept in the cache: checkouts at different versions take turns without rebuilding
+IN_USE_GRACE = 900.0  # seconds an image stays after a lab last asked for it, however many came since
 
 
 @dataclass(frozen=True)
@@ -60,11 +61,17 @@ def linux_image(
     compares apt's list files (size, time) with what they were when the versions were last resolved.
     Only when those differ does it ask apt.
     """
+    store = _Store(_linux_dir(cache_dir, variant))
+    image = _find_or_build(store, cache_dir, rebuild, variant)
+    store.in_use(image)
+    return image
+
+
+def _find_or_build(store: _Store, cache_dir: Path | None, rebuild: bool, variant: str | None) -> LinuxImage:
     recipe = Recipe.load(RECIPE_DIR)
     if variant:
         recipe = with_variant(recipe, variant)
     local = local_inputs(recipe)
-    store = _Store(_linux_dir(cache_dir, variant))
     damaged = store.current()
     if damaged and (damage := damaged.damage()):
         say(f"The cached Linux image is damaged ({damage}): rebuilding it")
@@ -249,5 +256,13 @@ class _Store:
         os.utime(image_dir)  # the newest in use: kept longest
         # A few earlier images stay (another checkout may be about to boot one); older ones go.
         for old in self._images()[KEEP_IMAGES:]:
-            if old != image_dir:
+            # ...and none that a lab was handed lately: its QEMU may not have opened the kernel yet.
+            if old != image_dir and time.time() - old.stat().st_mtime > IN_USE_GRACE:
                 shutil.rmtree(old, ignore_errors=True)
+
+    def in_use(self, image: LinuxImage) -> None:
+        """Mark the image as just handed to a lab (its directory's mtime): no other process removes it."""
+        try:
+            os.utime(image.kernel.parent)
+        except OSError:
+            pass  # a read-only cache is not ours to clean either
