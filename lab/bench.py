@@ -33,6 +33,7 @@ GOAL_WARM_MAKE_SECONDS = 10.0
 GOAL_WARM_SPEEDUP = 5.0
 GOAL_MAKE_TEST_SECONDS = 240.0
 GOAL_XDIST_SPEEDUP = 1.6
+GOAL_WALKTHROUGH_SECONDS = 60.0  # docs/walkthrough.md run whole, on a lab that is up
 _CALL_LINE = re.compile(r"^\s*([0-9.]+)s call\s+(\S+)")
 
 
@@ -236,6 +237,12 @@ def bench_scenarios() -> list[str]:
         median = statistics.median(samples)
         flag = "" if median <= GOAL_SCENARIO_SECONDS else "   (over the 3 s goal)"
         lines.append(f"    {test.split('::')[-1]:<66} median {median:6.1f} s{flag}")
+    walk = [statistics.median(v) for t, v in runs.items() if "test_walkthrough" in t]
+    if walk:
+        lines.append(
+            f"docs/walkthrough.md, all {len(walk)} steps on a running lab: {sum(walk):6.1f} s"
+            f"   (goal ≤ {GOAL_WALKTHROUGH_SECONDS:g} s)"
+        )
     return lines
 
 

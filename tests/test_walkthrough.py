@@ -38,3 +38,12 @@ def test_ellipsis_matches_anything_and_a_missing_line_is_named():
 def test_malformed_blocks_name_the_line(text, message):
     with pytest.raises(ParseError, match=message):
         walkthrough.parse(text, "x")
+
+
+def test_its_banner_is_the_one_provisioning_writes():
+    from lab.banner import motd
+    from lab.platforms import get_platform
+
+    t = load_topology(None)
+    (step,) = [s for s in walkthrough.load() if s.command == "cat /etc/motd"]
+    assert walkthrough.missing(step, motd(t, t.host(step.host), get_platform("linux"))) == []
