@@ -177,21 +177,23 @@ def _keep_lab_transcripts(dest: Path) -> None:
 
 
 def table(outcomes: list[Outcome]) -> str:
-    """Scenario x cell, one column per cell."""
-    tests = sorted({t for o in outcomes for t in o.results}, key=lambda t: (t.split("_")[0], t))
-    width = max([len(t) for t in tests] + [8])
-    cols = [max(len(o.cell), 5) for o in outcomes]
-    lines = [" " * width + "  " + "  ".join(o.cell.ljust(c) for o, c in zip(outcomes, cols, strict=True))]
-    for test in tests:
-        row = [o.results.get(test, "-" if o.results else "") for o in outcomes]
-        lines.append(test.ljust(width) + "  " + "  ".join(r.ljust(c) for r, c in zip(row, cols, strict=True)))
-    walls = [f"{o.wall:.0f}s" if o.results or o.wall else "" for o in outcomes]
-    lines.append(
-        "wall time".ljust(width) + "  " + "  ".join(w.ljust(c) for w, c in zip(walls, cols, strict=True))
-    )
-    for o in outcomes:
-        if o.note:
-            lines.append(f"{o.cell}: {o.note}")
+    """Scenario x cell, one column per cell that ran; cells that did not run are listed under it."""
+    ran = [o for o in outcomes if not o.note.startswith("not run")]
+    tests = sorted({t for o in ran for t in o.results}, key=lambda t: (t.split("_")[0], t))
+    width = max([min(len(t), 60) for t in tests] + [9])
+    cols = [max(len(o.cell), 5) for o in ran]
+
+    def row(label: str, values: list[str]) -> str:
+        return (
+            label[:width].ljust(width)
+            + "  "
+            + "  ".join(v.ljust(c) for v, c in zip(values, cols, strict=True))
+        )
+
+    lines = [row("", [o.cell for o in ran])]
+    lines += [row(t, [o.results.get(t, "-" if o.results else "") for o in ran]) for t in tests]
+    lines.append(row("wall time", [f"{o.wall:.0f}s" for o in ran]))
+    lines += [f"{o.cell}: {o.note}" for o in outcomes if o.note]
     return "\n".join(lines)
 
 
