@@ -1,10 +1,10 @@
 """OpenBSD's dialect: the guide's own platform.
 
 Guests boot the golden image made by lab.images.openbsd (one per release, from signify-verified install
-media), log in as root on com0, and are configured the way the guide says: /etc/hostname.vioN, /etc/mygate,
-/etc/sysctl.conf, `rcctl` for iked. Readings come from the tools OpenBSD ships: `ikectl show sa`,
-`netstat -s -p esp|ah`, `ping`, and tcpdump on enc0 for the traffic before encapsulation and after
-decapsulation.
+media), log in as root on com1 (ikedlab's control channel; com0 is the learner's console), and are
+configured the way the guide says: /etc/hostname.vioN, /etc/mygate, /etc/sysctl.conf, `rcctl` for iked.
+Readings come from the tools OpenBSD ships: `ikectl show sa`, `netstat -s -p esp|ah`, `ping`, and tcpdump
+on enc0 for the traffic before encapsulation and after decapsulation.
 """
 
 from __future__ import annotations
