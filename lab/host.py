@@ -26,6 +26,7 @@ from lab.settings import CAPTURE, COMMAND, PING_SLACK
 from lab.topology import Host as HostSpec
 
 T = TypeVar("T")
+FATAL_LOG_INTERVAL = 2.0  # seconds between reads of iked's log while waiting for the tunnel
 
 
 def _last_reading(value: object) -> str:
@@ -161,11 +162,16 @@ class Host:
     def wait_established(self, timeout: float, stop: threading.Event | None = None) -> SaState:
         """Wait for the tunnel; fail at once when iked's log (since it last started) says it gave up."""
 
+        log_read = [0.0]  # when iked's log was last read: every few seconds, not at every poll, since
+        # each read is processes in a guest whose CPU iked needs under software emulation
+
         def reading() -> SaState:
             result = self.run(self.platform.sa_command())  # fails while iked opens its control socket
             state = self.platform.parse_sa(result.output) if result.ok else SaState()
-            if not state.established and (line := iked_fatal_line(self.iked_log(self.iked_log_mark))):
-                raise ProvisionError(f"{self.name}: iked gave up on the tunnel: {line}")
+            if not state.established and time.monotonic() - log_read[0] >= FATAL_LOG_INTERVAL:
+                log_read[0] = time.monotonic()
+                if line := iked_fatal_line(self.iked_log(self.iked_log_mark)):
+                    raise ProvisionError(f"{self.name}: iked gave up on the tunnel: {line}")
             return state
 
         return self.wait_until(
