@@ -9,7 +9,7 @@ ARTIFACTS ?= artifacts
 PYTEST_ARGS ?=
 SCENARIO_ARGS ?=
 
-.PHONY: setup host-setup lab-up lab-down status test test-fast test-scenarios report nightly interop bench lint clean
+.PHONY: setup host-setup lab-up lab-down status test test-fast test-scenarios test-faults report nightly interop bench lint clean
 
 setup: host-setup $(VENV)/.installed
 
@@ -31,11 +31,12 @@ lab-down: setup
 status: setup
 	$(IKEDLAB) --name $(NAME) status
 
-# Both suites run even when the first fails, and the HTML report is written either way; the exit status is
+# Every suite runs even when the first fails, and the HTML report is written either way; the exit status is
 # the first failure's.
 test: setup
 	@rc=0; $(MAKE) --no-print-directory test-fast || rc=$$?; \
 	$(MAKE) --no-print-directory test-scenarios || { s=$$?; [ $$rc -ne 0 ] || rc=$$s; }; \
+	$(MAKE) --no-print-directory test-faults || { s=$$?; [ $$rc -ne 0 ] || rc=$$s; }; \
 	$(MAKE) --no-print-directory report; exit $$rc
 
 test-fast: setup
@@ -44,6 +45,9 @@ test-fast: setup
 test-scenarios: setup
 	$(PY) -m pytest scenarios -v --platform linux --artifacts $(ARTIFACTS)/scenarios \
 		--junitxml=$(ARTIFACTS)/junit-scenarios.xml $(PYTEST_ARGS) $(SCENARIO_ARGS)
+
+test-faults: setup
+	$(PY) -m pytest faults -v -m fault --junitxml=$(ARTIFACTS)/junit-faults.xml $(PYTEST_ARGS)
 
 # artifacts/report.html: verdicts, durations, the lab's picture, versions, links to each scenario's evidence.
 report: setup
@@ -54,6 +58,7 @@ nightly: setup
 	$(IKEDLAB) image build --platform linux --rebuild
 	@rc=0; $(MAKE) --no-print-directory test-fast || rc=$$?; \
 	$(MAKE) --no-print-directory test-scenarios || { s=$$?; [ $$rc -ne 0 ] || rc=$$s; }; \
+	$(MAKE) --no-print-directory test-faults || { s=$$?; [ $$rc -ne 0 ] || rc=$$s; }; \
 	$(MAKE) --no-print-directory interop || { s=$$?; [ $$rc -ne 0 ] || rc=$$s; }; \
 	$(MAKE) --no-print-directory report; exit $$rc
 
@@ -68,7 +73,7 @@ interop: setup
 	$(PY) -m lab.interop --out $(ARTIFACTS)/interop $(INTEROP_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check lab tests scenarios
+	$(VENV)/bin/ruff check lab tests scenarios faults
 
 clean:
 	rm -rf $(VENV) $(ARTIFACTS) *.egg-info

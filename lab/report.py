@@ -24,7 +24,11 @@ from lab import graph
 from lab.errors import IkedlabError
 from lab.topology import Topology
 
-SUITES = (("junit-scenarios.xml", "Scenarios", "scenarios"), ("junit-fast.xml", "Fast tests", None))
+SUITES = (
+    ("junit-scenarios.xml", "Scenarios", "scenarios"),
+    ("junit-faults.xml", "Faults", None),
+    ("junit-fast.xml", "Fast tests", None),
+)
 LAB_INFO = "lab.json"
 MESSAGE_CHARS = 600
 
