@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from faultkit import CHECKOUT, assert_nothing_left, domains, lab_name, wait_for
+from faultkit import CHECKOUT, assert_nothing_left, domains, ikedlab, lab_name, wait_for
 
 GUESTS_CREATED = "✓ boot:"  # the first boot step is done: every domain exists, guests are booting
 EXIT_DEADLINE = 60.0  # from the last Ctrl-C to exit: cleanup destroys five domains
@@ -57,6 +57,7 @@ class Up:
 @pytest.mark.parametrize("presses", [1, 2], ids=["ctrl-c", "ctrl-c-twice"])
 def test_ctrl_c_while_guests_boot_leaves_nothing(presses: int, state_dir: Path) -> None:
     lab = lab_name(f"c{presses}")
+    ikedlab("--name", lab, "down")  # what a dead run of this checkout may have left
     up = Up(lab)
     try:
         wait_for(
@@ -72,8 +73,12 @@ def test_ctrl_c_while_guests_boot_leaves_nothing(presses: int, state_dir: Path) 
     finally:
         if up.process.poll() is None:
             up.process.kill()
+        left = domains(lab)
+        if left:  # asserted below; removed here so that the next run starts clean
+            ikedlab("--name", lab, "down", "--force")
     said = "\n".join(up.lines)
     assert code == 130, said
     assert "Traceback" not in said, said
     assert "interrupted" in said or "stopping, cleaning up" in said, said
+    assert left == [], f"domains left behind: {left}"
     assert_nothing_left(lab, state_dir)
