@@ -84,6 +84,7 @@ def test_iked_killed_on_a_gateway_shows_in_status(lab: Lab) -> None:
     assert status.returncode != 0, "a lab whose gateway lost iked is not healthy"
     said = status.stdout + status.stderr
     assert "Traceback" not in said and "resp" in said, said
+    assert any("resp" in line and "iked not running" in line for line in said.splitlines()), said
 
 
 def test_a_guest_destroyed_mid_scenario_is_stopped_in_one_line(lab: Lab) -> None:
