@@ -19,6 +19,7 @@ from lab.errors import ConsoleError, IkedlabError
 from lab.lab import Lab
 
 LAB = lab_name("a")
+WIDE = {"COLUMNS": "200"}  # the status table on one line per host, as on a wide terminal
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,7 @@ def test_the_console_process_killed(lab: Lab) -> None:
 
 def test_iked_killed_on_a_gateway_shows_in_status(lab: Lab) -> None:
     assert ikedlab("--name", LAB, "exec", "resp", "--", "killall iked").returncode == 0
-    status = ikedlab("--name", LAB, "status")
+    status = ikedlab("--name", LAB, "status", env=WIDE)
     assert status.returncode != 0, "a lab whose gateway lost iked is not healthy"
     said = status.stdout + status.stderr
     assert "Traceback" not in said and "resp" in said, said
@@ -92,7 +93,7 @@ def test_a_guest_destroyed_mid_scenario_is_stopped_in_one_line(lab: Lab) -> None
     assert len(domains(LAB)) == 4  # transient domains vanish when destroyed
     line = error_line(ikedlab("--name", LAB, "exec", "resplan", "--", "true"))
     assert line == f"ikedlab: host 'resplan' of lab '{LAB}' is stopped", line
-    status = ikedlab("--name", LAB, "status")
+    status = ikedlab("--name", LAB, "status", env=WIDE)
     said = status.stdout + status.stderr
     assert status.returncode != 0 and "Traceback" not in said, said
     assert any("resplan" in line and "stopped" in line for line in said.splitlines()), said
