@@ -196,7 +196,8 @@ class Console:
             raise ConsoleTimeout(self.host, what, timeout, self._tail(), self.transcript_path()) from None
         except pexpect.EOF:
             raise ConsoleError(
-                f"{self.host}: the console closed while waiting for {what}: {self._tail()}"
+                f"{self.host}: the console closed while waiting for {what}"
+                f" (last output: {self._last_lines()})"
             ) from None
         return self._text(self._child.before)
 
@@ -237,7 +238,8 @@ class Console:
                     continue
             except pexpect.EOF:
                 raise ConsoleError(
-                    f"{self.host}: the console closed before a shell prompt: {self._tail()}"
+                    f"{self.host}: the console closed before a shell prompt"
+                    f" (last output: {self._last_lines()})"
                 ) from None
             if which == 0:
                 if self.user is None:
@@ -399,6 +401,10 @@ class Console:
     def _text(self, data: object) -> str:
         text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else str(data or "")
         return text.replace("\r\n", "\n").replace("\r", "")
+
+    def _last_lines(self) -> str:
+        """The console's last few lines on one line, for a message: never a raw multi-line tail."""
+        return " | ".join(line.strip() for line in self._tail().strip().splitlines()[-3:]) or "nothing"
 
     def _tail(self) -> str:
         buffered = self._child.before if isinstance(self._child.before, bytes) else b""

@@ -139,3 +139,17 @@ def test_a_second_user_of_a_control_channel_waits_and_is_told_for_whom(tmp_path)
     third.acquire(timeout=1)
     assert third.left_running == "sleep 100"
     third.release()
+
+
+def test_a_console_that_closes_says_so_in_one_line(tmp_path):
+    """The process under a console dies (killed, or the guest went): one line, with what it last said."""
+    from lab.console import Console
+    from lab.errors import ConsoleError
+
+    console = Console("init", ["/bin/sh", "-c", "printf 'booting\\n\\n'; exit 0"])
+    with pytest.raises(ConsoleError) as err:
+        console.wait_for("never", 10, "start of `true`")
+    assert (
+        str(err.value) == "init: the console closed while waiting for start of `true` (last output: booting)"
+    )
+    console.close()
