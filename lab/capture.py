@@ -54,6 +54,7 @@ def link_end(topology: Topology, link: str, at: str | None = None) -> LinkEnd:
 @contextmanager
 def dumping(hv: Hypervisor, lab: str, end: LinkEnd, pcap: Path) -> Iterator[Path]:
     """QEMU writes every frame of `end`'s NIC to `pcap` while the block runs."""
+    pcap = pcap.resolve()  # QEMU opens the file from its own working directory, not ours
     pcap.parent.mkdir(parents=True, exist_ok=True)
     pcap.unlink(missing_ok=True)
     domain = domain_name(lab, end.host)
