@@ -168,7 +168,7 @@ def test_strongswan_keeps_keys_where_swanctl_reads_them_and_says_failure_its_way
     swan = get_platform("strongswan")
     assert swan.peer_pubkey_path("init.example.com") == "/etc/swanctl/pubkey/init.example.com"
     assert swan.private_key.startswith("/etc/swanctl/ecdsa/")
-    line = "Nov 28 04:10:01 12[CFG] tried 1 public key for 'init.example.com' and signature validation failed"
+    line = "Nov 28 04:10:01 12[CFG] no trusted ECDSA public key found for 'init.example.com'"
     assert re.search(swan.auth_failure_pattern("init.example.com"), line)
     iked_line = "ikev2_msg_authverify: authentication failed for FQDN/init.example.com"
     assert re.search(get_platform("linux").auth_failure_pattern("init.example.com"), iked_line)
