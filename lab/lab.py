@@ -500,7 +500,7 @@ class Lab:
         domains = self.domains()
         with step(f"snapshot: {len(domains)} guests paused together, memory saved"):
             for host in self.hosts.values():
-                host.console.close()  # the shells are saved as a person expects them: echo, a prompt
+                host.console.close()  # and its channel lock: a restored QEMU has new ptys, opened anew
             for d in domains:
                 hv.suspend(d.name)
             writer = snapshot.Writer(self.name, inputs)
