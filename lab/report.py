@@ -74,10 +74,11 @@ def evidence_links(case: Case, folder: Path, base: Path) -> list[tuple[str, str]
     """Links to the interesting files of a scenario's evidence folder, relative to the report."""
     if not folder.is_dir():
         return []
+    # The transcript of every console, each gateway's iked log, the captures: the rest is in the folder.
     wanted = sorted(
         p
         for p in folder.rglob("*")
-        if p.is_file() and (p.suffix in (".pcap", ".log", ".conf") or p.name.endswith(".iked.log"))
+        if p.is_file() and (p.suffix == ".pcap" or p.name.endswith("iked.log") or p.name == "all.log")
     )
     links = [("folder", folder.relative_to(base).as_posix() + "/")]
     links += [(p.relative_to(folder).as_posix(), p.relative_to(base).as_posix()) for p in wanted]
