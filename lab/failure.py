@@ -14,7 +14,7 @@ from lab.errors import ProvisionError
 from lab.host import Host
 from lab.platforms.parsers import IKED_FATAL, iked_fatal_line
 from lab.readings import SaState
-from lab.settings import SA_TIMEOUT
+from lab.settings import IKED_RETRY, SA_TIMEOUT
 
 ANY_FAILURE = IKED_FATAL
 
@@ -29,7 +29,7 @@ class ExpectedFailureMissing(ProvisionError):
     """--expect-failure: the failure did not happen (the tunnel came up, or nothing matched in time)."""
 
 
-def wait_for_failure(gateways: list[Host], pattern: str, timeout: float = SA_TIMEOUT) -> Seen:
+def wait_for_failure(gateways: list[Host], pattern: str, timeout: float = SA_TIMEOUT + IKED_RETRY) -> Seen:
     """Watch the gateways' iked logs until one matches `pattern`; fail fast when the tunnel comes up."""
     regex = re.compile(pattern)
     deadline = time.monotonic() + timeout

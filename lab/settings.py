@@ -18,6 +18,8 @@ COMMAND = 60.0  # one console command, unless its caller knows better
 PING_SLACK = 30.0  # on top of ping's own count x per-reply wait: the console round trip, a busy guest
 CAPTURE = 15.0  # tcpdump to start listening (its pcap appears) or to stop
 SA_TIMEOUT = 90.0  # iked started to an ESTABLISHED IKE SA with child SAs on both gateways
+IKED_RETRY = 60.0  # iked's initiator tries again after this long when its first exchange was lost (e.g. to
+# the peer's own start-up, which frees a half-open SA when it loads its configuration)
 RECOVERY = 120.0  # a tunnel back by itself after a peer lost it: a liveness check, retransmits, new exchange
 STATUS_ANSWER = 15.0  # `ikedlab status`: a console (or its lock) silent this long is "no answer" (or "busy")
 EXEC = 3600.0  # `ikedlab exec`: it streams and passes Ctrl-C, so a long command is the user's call
