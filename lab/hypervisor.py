@@ -17,6 +17,7 @@ import socket
 import time
 import xml.etree.ElementTree as ET
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -287,8 +288,9 @@ class Hypervisor:
     # --- removing ------------------------------------------------------------------------------------------
     def destroy_lab(self, lab: str) -> list[str]:
         """Stop and remove every domain of this lab; nothing else. Returns the names removed."""
-        removed = []
-        for d in self.domains(lab):
+        domains = self.domains(lab)
+
+        def remove(d: LabDomain) -> None:
             try:
                 dom = self.conn.lookupByName(d.name)
                 if dom.isActive():
@@ -298,8 +300,12 @@ class Hypervisor:
             except self._libvirt.libvirtError as e:
                 if e.get_error_code() != self._libvirt.VIR_ERR_NO_DOMAIN:
                     raise HypervisorError(f"cannot remove {d.name}: {e.get_error_message()}") from None
-            removed.append(d.name)
-        return removed
+
+        # All at once: stopping a QEMU can take a while, and `reset` waits for every one.
+        with ThreadPoolExecutor(max_workers=max(1, len(domains))) as pool:
+            for future in [pool.submit(remove, d) for d in domains]:
+                future.result()
+        return [d.name for d in domains]
 
 
 # --- working-KVM detection ---------------------------------------------------------------------------------

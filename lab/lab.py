@@ -499,6 +499,8 @@ class Lab:
         hv = self.hypervisor
         domains = self.domains()
         with step(f"snapshot: {len(domains)} guests paused together, memory saved"):
+            quiesce = [h for h in self.hosts.values() if h.platform.before_snapshot_command()]
+            in_parallel(quiesce, lambda h: h.run(h.platform.before_snapshot_command() or "true"))
             for host in self.hosts.values():
                 host.console.close()  # and its channel lock: a restored QEMU has new ptys, opened anew
             for d in domains:

@@ -321,6 +321,10 @@ class Platform:
         """Print iked's log so far."""
         raise NotImplementedError
 
+    def before_snapshot_command(self) -> str | None:
+        """Run in the guest just before its memory is saved, to make the snapshot smaller (None: nothing)."""
+        return None
+
     def iked_log_length_command(self) -> str:
         """Print how many lines iked's log has (a mark: what iked says after it is news)."""
         return f"{{ {self.iked_log_command()}; }} | wc -l"
