@@ -1,9 +1,12 @@
 """10. A live capture of wan1, taken by QEMU outside the guests, is a pcap tcpdump reads: it shows the IKE
 exchange of a tunnel being rebuilt and the ESP of pings across it."""
 
+import pytest
 from guide import guide
 
 from lab.capture import captured, read_pcap
+
+pytestmark = pytest.mark.nightly  # minutes on an emulated lab: rebuilds the tunnel inside the capture
 
 
 def test_capture_of_wan1_shows_ike_and_esp(lab, evidence):

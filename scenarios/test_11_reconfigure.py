@@ -8,6 +8,9 @@ from lab.errors import ProvisionError
 from lab.provision import rendered_iked_conf
 from lab.reconfigure import reconfigure
 
+# Minutes on an emulated lab: restarts iked with a new proposal and waits for the tunnel.
+pytestmark = pytest.mark.nightly
+
 AES_128 = "childsa enc aes-128 auth hmac-sha2-512"
 
 

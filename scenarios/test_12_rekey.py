@@ -6,10 +6,14 @@ a regression worth a report."""
 
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from guide import guide
 
 from lab.render import Lifetimes
 from lab.traffic import keys, send, wait_for_rekey
+
+# Minutes on an emulated lab: waits for two child and one IKE rekey under traffic.
+pytestmark = pytest.mark.nightly
 
 CHILD_SECONDS = 15
 IKE_SECONDS = 25
