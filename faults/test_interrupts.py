@@ -31,6 +31,8 @@ class Up:
             text=True,
             cwd=CHECKOUT,
             env=dict(os.environ),
+            # A terminal's Ctrl-C, even when this suite runs where SIGINT is ignored (a background job, CI).
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
