@@ -17,7 +17,10 @@ LOGIN = 60.0  # a console from a login prompt to a root shell
 COMMAND = 60.0  # one console command, unless its caller knows better
 PING_SLACK = 30.0  # on top of ping's own count x per-reply wait: the console round trip, a busy guest
 CAPTURE = 15.0  # tcpdump to start listening (its pcap appears) or to stop
-SA_TIMEOUT = 90.0  # iked started to an ESTABLISHED IKE SA with child SAs on both gateways
+# iked started to an ESTABLISHED IKE SA with child SAs on both gateways. Room for one exchange lost to the
+# peer's start-up (seen here: the passive iked answers IKE_SA_INIT, then frees that SA as it loads its
+# configuration, "sa_free: reload"; the initiator retransmits IKE_AUTH into the void, gives up, starts again).
+SA_TIMEOUT = 180.0
 IKED_RETRY = 60.0  # iked's initiator tries again after this long when its first exchange was lost (e.g. to
 # the peer's own start-up, which frees a half-open SA when it loads its configuration)
 RECOVERY = 120.0  # a tunnel back by itself after a peer lost it: a liveness check, retransmits, new exchange
