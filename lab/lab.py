@@ -40,7 +40,7 @@ from lab.hypervisor import (
     mac_address,
     slow_start_reason,
 )
-from lab.images import default_cache_dir
+from lab.images import default_cache_dir, mark_in_use
 from lab.plan import Options, Plan, build_plan, with_user_confs
 from lab.platforms import BootMedia, IkedChoice, Platform, get_platform, load_topology, resolve_platforms
 from lab.progress import step
@@ -111,6 +111,7 @@ class Lab:
         self._claim: ownership.Claim | None = None
         self.provisioned_options = self.options  # what `up` provisioned; `reset` brings these back
         self.restored_in: float | None = None  # seconds the last warm restore took, proof of health included
+        self._media: dict[str, BootMedia] = {}  # host -> what `up` booted it from
 
     # --- ownership -----------------------------------------------------------------------------------------
     def claim(
@@ -205,7 +206,7 @@ class Lab:
         platforms = resolve_platforms(topology, platform)
         options = with_user_confs(options, iked_conf_files or {}, topology)
         # Fails before anything is created when an image is missing.
-        media = host_media(topology, platforms, release, iked or {})
+        media = self._snapshot_media(host_media(topology, platforms, release, iked or {}))
         self.claim(force)  # validated: from here on this process changes the lab
         hv = self.hypervisor
         if hv.domains(self.name):
@@ -248,6 +249,7 @@ class Lab:
         self.options = self.provisioned_options = options
         self.platforms = platforms
         self.topology = topology
+        self._media = media
         # The first Ctrl-C says "stopping, cleaning up…" at once; the cleanup then runs to its end.
         with interrupts.guarded() as guard:
             try:
@@ -473,8 +475,9 @@ class Lab:
             ),
         }
         for host, boot in media.items():
-            # The image files themselves: a rebuilt image (new manifest) is a new file.
-            values[f"image {host}"] = snapshot.file_identity(
+            # The image's content, not where its files are: the cache's `current` link moving (another
+            # checkout's build) changes no snapshot. Files only for an image whose build is not reproducible.
+            values[f"image {host}"] = boot.identity or snapshot.file_identity(
                 [f for f in (boot.kernel, boot.initrd, boot.disk) if f]
             )
         for spec in specs:
@@ -493,6 +496,39 @@ class Lab:
             summary["own iked.conf"] = ",".join(sorted(options.iked_conf))
         return snapshot.Inputs(values, summary)
 
+    def _snapshot_media(self, media: dict[str, BootMedia]) -> dict[str, BootMedia]:
+        """Each host boots the image files its lab's snapshot booted, while they exist and hold the same image
+        (same identity): the saved domains name those files, and another checkout's build of the same image
+        into a new cache folder must neither make the snapshot stale nor take its files away."""
+        try:
+            snap = snapshot.load(self.name)
+        except SnapshotError:
+            return media  # said, and booted cold, by `up`
+        if snap is None:
+            return media
+        kept = dict(media)
+        for host, boot in media.items():
+            booted = snap.booted(host)
+            if not boot.identity or booted.get("identity") != boot.identity:
+                continue
+            files = {k: Path(booted[k]) if booted.get(k) else None for k in ("kernel", "initrd", "disk")}
+            if any((getattr(boot, k) is None) != (f is None) for k, f in files.items()):
+                continue
+            if all(f.is_file() for f in files.values() if f):
+                kept[host] = dataclasses.replace(
+                    boot, kernel=files["kernel"], initrd=files["initrd"], disk=files["disk"]
+                )
+                mark_in_use(next(f for f in files.values() if f))
+        return kept
+
+    def _boot_record(self, host: str) -> dict[str, str]:
+        """The image files `host` booted and the image's identity, for its snapshot entry."""
+        boot = self._media.get(host)
+        if boot is None:
+            return {}
+        files = {"kernel": boot.kernel, "initrd": boot.initrd, "disk": boot.disk}
+        return {**{k: str(f) for k, f in files.items() if f}, "identity": boot.identity}
+
     def save_snapshot(self, inputs: snapshot.Inputs) -> snapshot.Snapshot:
         """Save the running lab as one consistent cut: every guest paused first, then each one's memory
         (and OpenBSD's disk overlay) written. The guests stop; `_restored` brings them back."""
@@ -510,7 +546,7 @@ class Lab:
                 in_parallel(domains, lambda d: hv.save(d.name, writer.memory_path(d.host)))
                 for d in domains:
                     disk = self.run_dir / "disks" / f"{d.host}.qcow2"
-                    writer.add(d.host, d.name, disk if disk.exists() else None)
+                    writer.add(d.host, d.name, disk if disk.exists() else None, self._boot_record(d.host))
                 return writer.commit()
             except BaseException:
                 writer.abandon()

@@ -86,8 +86,13 @@ class Snapshot:
     key: str
     inputs: dict[str, str]
     created: float
-    hosts: dict[str, dict[str, object]]  # host -> {"domain", "memory" file, "size", optional "disk"}
+    hosts: dict[str, dict[str, object]]  # host -> {"domain", "memory" file, "size", "booted"; "disk"?}
     summary: dict[str, str] = field(default_factory=dict)
+
+    def booted(self, host: str) -> dict[str, str]:
+        """The image files `host` booted ("kernel", "initrd", "disk" paths) and the image's "identity"."""
+        entry = self.hosts.get(host, {}).get("booted")
+        return dict(entry) if isinstance(entry, dict) else {}
 
     @property
     def size(self) -> int:
@@ -185,10 +190,16 @@ class Writer:
     def memory_path(self, host: str) -> Path:
         return self.folder / f"{host}.save"
 
-    def add(self, host: str, domain: str, disk: Path | None = None) -> None:
+    def add(
+        self, host: str, domain: str, disk: Path | None = None, booted: dict[str, str] | None = None
+    ) -> None:
+        """`booted`: the image files the guest booted and the image's identity, so a later `up` boots the
+        same files while they exist (their paths are in the saved domain)."""
         image = self.memory_path(host)
         image.chmod(0o600)
         entry: dict[str, object] = {"domain": domain, "memory": image.name, "size": image.stat().st_size}
+        if booted:
+            entry["booted"] = booted
         if disk:
             copy = self.folder / f"{host}.qcow2"
             shutil.copyfile(disk, copy)

@@ -2,6 +2,7 @@
 runs the plan and saves its state; a failing `up` leaves nothing behind; `attach` resolves platforms again."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from lab import snapshot
 from lab.errors import ConsoleTimeout, LabError, ProvisionError
 from lab.hypervisor import Accel
 from lab.lab import Lab
-from lab.platforms import BootMedia, Platform
+from lab.platforms import BootMedia, Platform, platform_names
 
 
 class FakeHypervisor:
@@ -97,6 +98,7 @@ def fake(monkeypatch, tmp_path):
         cmdline="console=ttyS0",
         disk=tmp_path / "golden.qcow2",
     )
+    platform_names()  # every platform module loaded (the registry fills lazily), so each one is faked
     for cls in Platform._registry.values():
         monkeypatch.setattr(cls, "boot_media", lambda self, release=None, iked=None: media)
     lab = Lab("t", run_dir=tmp_path / "run")
@@ -301,3 +303,36 @@ def test_a_snapshot_that_cannot_be_saved_leaves_a_cold_lab_and_no_snapshot(fake,
     monkeypatch.setattr(hv, "save", full_disk)
     assert lab.up(platform="linux") == "cold"
     assert snapshot.load("t") is None and len(hv.running) == 5
+
+
+def test_the_snapshot_follows_the_image_it_booted_not_the_caches_current_link(fake, tmp_path, monkeypatch):
+    """Another checkout's build puts the same image (same manifest) in a new cache folder and repoints
+    `current`: the lab still restores, booting the files its snapshot was made from while they exist."""
+    lab, hv, _ = fake
+    first, second = tmp_path / "image-1", tmp_path / "image-2"
+    for folder in (first, second):
+        folder.mkdir()
+        for name in ("vmlinuz", "initrd.img"):
+            (folder / name).write_bytes(b"the same image")
+
+    def image_in(folder, identity="manifest-1"):
+        media = BootMedia(folder / "vmlinuz", folder / "initrd.img", "console=ttyS0", identity=identity)
+        for cls in Platform._registry.values():
+            monkeypatch.setattr(cls, "boot_media", lambda self, release=None, iked=None: media)
+
+    image_in(first)
+    lab.up(platform="linux")
+    lab.down(quiet=True)
+    image_in(second)  # `current` now names the other folder
+    assert lab.up(platform="linux") == "restored"
+    assert {s.kernel for s in hv.specs.values()} == {first / "vmlinuz"}
+    lab.down(quiet=True)
+    shutil.rmtree(first)  # the snapshot's image is gone: the lab boots what the cache has now
+    assert lab.up(platform="linux") == "cold"
+    assert {s.kernel for s in hv.specs.values()} == {second / "vmlinuz"}
+    lab.down(quiet=True)
+    image_in(second)
+    assert lab.up(platform="linux") == "restored"
+    lab.down(quiet=True)
+    image_in(second, identity="manifest-2")  # a different image: the snapshot is stale
+    assert lab.up(platform="linux") == "cold"

@@ -24,7 +24,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from lab.images.cache import default_cache_dir
+    from lab.images.cache import default_cache_dir, mark_in_use
     from lab.images.linux import LinuxImage, cached_linux_image, linux_image
     from lab.images.openbsd import OpenBSDImage, build_openbsd_image, cached_openbsd_image
 
@@ -37,6 +37,7 @@ _EXPORTS = {
     "cached_linux_image": "linux",
     "cached_openbsd_image": "openbsd",
     "default_cache_dir": "cache",
+    "mark_in_use": "cache",
     "linux_image": "linux",
 }
 
@@ -47,6 +48,7 @@ __all__ = [
     "cached_linux_image",
     "cached_openbsd_image",
     "default_cache_dir",
+    "mark_in_use",
     "linux_image",
 ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from lab import settings
@@ -9,3 +10,12 @@ from lab import settings
 
 def default_cache_dir() -> Path:
     return settings.cache_dir()
+
+
+def mark_in_use(image_file: Path) -> None:
+    """Mark the image holding `image_file` as just handed to a lab (its directory's mtime): a cache keeps the
+    images labs asked for lately, so no other checkout's build removes one a lab (or its snapshot) boots."""
+    try:
+        os.utime(image_file.parent)
+    except OSError:
+        pass  # a read-only cache is not ours to clean either

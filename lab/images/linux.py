@@ -23,7 +23,7 @@ from typing import Any
 
 from lab.errors import ImageError
 from lab.images.apt import Resolved, apt_state, fetch_debs, have_apt, resolve
-from lab.images.cache import default_cache_dir
+from lab.images.cache import default_cache_dir, mark_in_use
 from lab.images.initramfs import write_initramfs
 from lab.images.manifest import describe_changes, local_inputs, manifest_key, summarize_changes
 from lab.images.recipe import RECIPE_DIR, Recipe, with_variant
@@ -261,8 +261,5 @@ class _Store:
                 shutil.rmtree(old, ignore_errors=True)
 
     def in_use(self, image: LinuxImage) -> None:
-        """Mark the image as just handed to a lab (its directory's mtime): no other process removes it."""
-        try:
-            os.utime(image.kernel.parent)
-        except OSError:
-            pass  # a read-only cache is not ours to clean either
+        """Mark the image as just handed to a lab: no other process removes it."""
+        mark_in_use(image.kernel)

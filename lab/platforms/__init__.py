@@ -73,6 +73,9 @@ class BootMedia:
     cmdline: str = ""
     disk: Path | None = None
     daemon: str = ""  # the IKE daemon it carries, for the status table ("iked 7.4-1", "strongSwan 6.0.1")
+    # What the image is by content (its manifest's digest), wherever its files are; "" when only the files
+    # can say (an image whose build is not reproducible). Warm snapshots are keyed by it.
+    identity: str = ""
 
 
 @dataclass(frozen=True)

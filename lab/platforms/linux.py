@@ -77,14 +77,23 @@ class Linux(Platform, name="linux"):
         )
         # built from the host's apt when the cache has none: no release to pick
         image = linux_image(variant=variant)
-        media = BootMedia(image.kernel, image.initrd, image.cmdline, daemon=self.daemon_label(image.manifest))
+        media = BootMedia(
+            image.kernel,
+            image.initrd,
+            image.cmdline,
+            daemon=self.daemon_label(image.manifest),
+            identity=image.key,  # a reproducible build: the same manifest gives the same bytes
+        )
         if iked.source is None:
             return media
         from lab.images.iked_build import build_iked, initrd_with_build
 
         build = build_iked(iked.source)
         return dataclasses.replace(
-            media, initrd=initrd_with_build(image.initrd, image.key, build), daemon=build.label
+            media,
+            initrd=initrd_with_build(image.initrd, image.key, build),
+            daemon=build.label,
+            identity=f"{image.key} + iked build {build.hash}",
         )
 
     def daemon_label(self, manifest: dict) -> str:
