@@ -140,9 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     except IkedlabError as e:
         if args.debug:
             raise
-        print(f"ikedlab: {e.message}", file=sys.stderr)
-        if e.hint:
-            print(f"hint: {e.hint}", file=sys.stderr)
+        print("\n".join(e.lines()), file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("ikedlab: interrupted", file=sys.stderr)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from lab import progress
 from lab.errors import IkedlabError, LabError
+from lab.ownership import ikedlab_for
 
 if TYPE_CHECKING:
     from lab.host import Host
@@ -111,7 +112,7 @@ def up_inputs(lab: Lab, args: argparse.Namespace, iked_conf_files: dict[str, Pat
         pattern = expect
 
         def tunnel(gateways: list[Host]) -> None:
-            seen = wait_for_failure(gateways, pattern)
+            seen = wait_for_failure(gateways, pattern, lab=lab.name)
             progress.say(f"expected failure seen on {seen.host}: {seen.line}")
 
     return {
@@ -134,7 +135,7 @@ def failure_was_expected(error: IkedlabError, expect: str | None) -> bool:
         return False
     if not isinstance(error, IkedConfError | ProvisionError):
         return False
-    return bool(re.search(expect, f"{error.message} {error.hint or ''}"))
+    return bool(re.search(expect, " ".join([error.message, *error.details, error.hint or ""])))
 
 
 # --- the commands -------------------------------------------------------------------------------------
@@ -176,7 +177,7 @@ def cmd_impair(lab: Lab, args: argparse.Namespace) -> int:
         progress.say(f"impairment cleared on {', '.join(cleared)}")
         return 0
     if not args.link:
-        raise LabError("impair: which link? (e.g. `ikedlab impair wan1 --delay 100`)")
+        raise LabError(f"impair: which link? (e.g. `{ikedlab_for(lab.name)} impair wan1 --delay 100`)")
     settings = impair.Impairment(args.loss, args.delay, args.jitter, args.rate, args.mtu)
     impair.impair(lab, args.link, settings)
     progress.say(f"{args.link}: {settings.netem or 'no netem'}{f', mtu {args.mtu}' if args.mtu else ''}")

@@ -2,33 +2,47 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 
 class IkedlabError(Exception):
-    """An error a user can act on: a one-line message and an optional hint."""
+    """An error a user can act on: a one-line message, further problems of the same kind each on a line of
+    their own (`details`), and an optional hint saying what to do."""
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    def __init__(self, message: str, hint: str | None = None, details: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.details = tuple(details)
 
     def __str__(self) -> str:
         return self.message
 
+    def lines(self, program: str = "ikedlab") -> list[str]:
+        """What a person reads: the message, one line per further problem, the hint."""
+        return [
+            f"{program}: {self.message}",
+            *(f"  - {d}" for d in self.details),
+            *([f"hint: {self.hint}"] if self.hint else []),
+        ]
+
+
+def first_and_more(problems: Sequence[str]) -> tuple[str, list[str]]:
+    """Several problems as one error: the first, saying how many more follow, and the others."""
+    more = len(problems) - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return problems[0] + suffix, list(problems[1:])
+
 
 class InputError(IkedlabError):
     """Every problem found in what a user gave (files, options), collected before anything starts: the
-    first is the message, the others follow in the hint. Each problem names its file and field or line."""
+    first is the message, each other one a line of its own. Each problem names its file and field or line."""
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
-        more = (
-            f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})"
-            if len(problems) > 1
-            else ""
-        )
-        super().__init__(problems[0] + more, "; ".join(problems[1:]) or None)
+        message, others = first_and_more(problems)
+        super().__init__(message, details=others)
 
 
 class TopologyError(InputError):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from lab.errors import ProvisionError
 from lab.host import Host
+from lab.ownership import ikedlab_for
 from lab.platforms.parsers import IKED_FATAL, iked_fatal_line
 from lab.readings import SaState
 from lab.settings import IKED_RETRY, SA_TIMEOUT
@@ -29,9 +30,13 @@ class ExpectedFailureMissing(ProvisionError):
     """--expect-failure: the failure did not happen (the tunnel came up, or nothing matched in time)."""
 
 
-def wait_for_failure(gateways: list[Host], pattern: str, timeout: float = SA_TIMEOUT + IKED_RETRY) -> Seen:
-    """Watch the gateways' iked logs until one matches `pattern`; fail fast when the tunnel comes up."""
+def wait_for_failure(
+    gateways: list[Host], pattern: str, *, lab: str, timeout: float = SA_TIMEOUT + IKED_RETRY
+) -> Seen:
+    """Watch the gateways' iked logs until one matches `pattern`; fail fast when the tunnel comes up.
+    `lab` is the lab's name, for the hints."""
     regex = re.compile(pattern)
+    again = ikedlab_for(lab)
     deadline = time.monotonic() + timeout
     while True:
         for h in gateways:
@@ -41,12 +46,12 @@ def wait_for_failure(gateways: list[Host], pattern: str, timeout: float = SA_TIM
         if all(_sas(h).established for h in gateways):
             raise ExpectedFailureMissing(
                 f"expected iked to fail with /{pattern}/, but the tunnel came up on every gateway",
-                "`ikedlab status` shows it; `ikedlab down` removes the lab",
+                f"`{again} status` shows it; `{again} down` removes the lab",
             )
         if time.monotonic() >= deadline:
             raise ExpectedFailureMissing(
                 f"expected iked to fail with /{pattern}/ within {timeout:g}s; no gateway's log says so",
-                "`ikedlab bundle` packs both iked logs",
+                f"`{again} bundle` packs both iked logs",
             )
         time.sleep(0.5)  # the pace of polling logs, not a guess at how long iked takes
 

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lab.errors import LabError
+from lab.errors import LabError, first_and_more
 
 if TYPE_CHECKING:
     from lab.host import Host
@@ -55,7 +55,8 @@ class Impairment:
         if self.mtu is not None and not 576 <= self.mtu <= 9000:
             problems.append(f"--mtu {self.mtu}: from 576 to 9000")
         if problems:
-            raise LabError("; ".join(problems))
+            message, others = first_and_more(problems)
+            raise LabError(message, details=others)
 
     @property
     def netem(self) -> str:

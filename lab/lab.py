@@ -622,14 +622,17 @@ class Lab:
             self._load_state()
         state = self.state()
         snap = snapshot.load(self.name)
+        again = ownership.ikedlab_for(self.name)
         if snap is None or snap.key != state.snapshot_key:
             raise SnapshotError(
                 f"lab '{self.name}' has no snapshot of the state it came up in",
-                "`ikedlab down` then `ikedlab up` (a cold up saves one)",
+                f"`{again} down` then `{again} up` (a cold up saves one)",
             )
         why = snap.problem()
         if why:
-            raise SnapshotError(f"snapshot of lab '{self.name}' is corrupt: {why}", "`ikedlab up --cold`")
+            raise SnapshotError(
+                f"snapshot of lab '{self.name}' is corrupt: {why}", f"`{again} down` then `{again} up --cold`"
+            )
         return snap
 
     def has_snapshot(self) -> bool:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from lab.errors import IkedlabError, ProvisionError
+from lab.errors import IkedlabError, ProvisionError, first_and_more
 from lab.host import Host
 from lab.ikedconf import name_lines
 from lab.plan import KEYS, NETWORK, Options, Plan, rendered_iked_conf
@@ -101,10 +101,8 @@ def write_iked_conf(h: Host, text: str, source: str | None = None) -> None:
     verdict = h.run(h.platform.iked_check_command())
     if not IKED_OK.search(verdict.output):
         complaints = name_lines(verdict.output, h.platform.iked_conf, source or h.platform.iked_conf)
-        raise ProvisionError(
-            f"{h.name}: iked rejects {complaints[0] if complaints else (source or h.platform.iked_conf)}",
-            "; ".join(complaints[1:]) or None,
-        )
+        first, others = first_and_more(complaints or [source or h.platform.iked_conf])
+        raise ProvisionError(f"{h.name}: iked rejects {first}", details=others)
 
 
 def start_iked(gateways: list[Host], plan: Plan | None = None) -> None:

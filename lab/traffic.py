@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from lab.errors import LabError
 from lab.host import Host
+from lab.ownership import ikedlab_for
 from lab.readings import SaState
 from lab.render import Lifetimes
 
@@ -148,7 +149,8 @@ def rekey(
         raise LabError(
             f"{', '.join(own)} run{'s' if len(own) == 1 else ''} your own iked.conf: ikedlab cannot shorten "
             "its lifetimes",
-            "add `ikelifetime`/`lifetime` to the policy and `ikedlab reconfigure` the gateway",
+            "add `ikelifetime`/`lifetime` to the policy and "
+            f"`{ikedlab_for(lab.name)} reconfigure GATEWAY --iked-conf FILE`",
         )
     lab.options = dataclasses.replace(
         lab.options, lifetimes=short_lifetimes(child_seconds, ike_seconds, child_bytes)

@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(render(args.topology, args.platform, args.out))
     except IkedlabError as e:
-        print(f"ikedlab: {e}" + (f"\n  {e.hint}" if e.hint else ""), file=sys.stderr)
+        print("\n".join(e.lines()), file=sys.stderr)
         return 1
     return 0
 

@@ -197,8 +197,9 @@ def test_recipe_errors_name_every_problem(recipe_dir: Path) -> None:
     )
     with pytest.raises(ImageError) as caught:
         Recipe.load(recipe_dir)
-    assert caught.value.message.endswith("packages: expected a list of names")
-    assert "directories.tmp" in (caught.value.hint or "") and "colour" in (caught.value.hint or "")
+    assert caught.value.message.endswith("packages: expected a list of names (and 2 more problems)")
+    details = caught.value.details
+    assert len(details) == 2 and "directories.tmp" in details[0] and "colour" in details[1]
 
 
 def test_cache_key_changes_with_any_recipe_file_and_only_then(recipe_dir: Path) -> None:

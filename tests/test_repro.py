@@ -206,7 +206,12 @@ def test_expect_failure_reads_iked_log_from_its_start_and_names_the_line():
             ]
             return "\n".join(lines[since:])
 
-    seen = failure.wait_for_failure([Gateway()], "authentication failed", timeout=1)  # type: ignore[list-item]
+    seen = failure.wait_for_failure(
+        [Gateway()],  # type: ignore[list-item]
+        "authentication failed",
+        lab="repro",
+        timeout=1,
+    )
     assert seen == failure.Seen("resp", "spi=0x1: ikev2_send_auth_failed: authentication failed")
 
 

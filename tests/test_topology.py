@@ -143,7 +143,8 @@ def test_every_problem_is_collected_before_failing(tmp_path):
         load_text(tmp_path, text)
     assert len(err.value.problems) == 2
     assert "(and 1 more problem)" in str(err.value)
-    assert err.value.hint and "hosts.inet.platform" in err.value.hint
+    assert len(err.value.details) == 1 and "site.yaml: hosts.inet.platform" in err.value.details[0]
+    assert err.value.hint is None
 
 
 def test_missing_file_names_the_file(tmp_path):

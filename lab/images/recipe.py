@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from lab import PROJECT_ROOT
-from lab.errors import ImageError
+from lab.errors import ImageError, first_and_more
 from lab.images.tree import walk
 
 RECIPE_DIR = PROJECT_ROOT / "images" / "linux"
@@ -111,8 +111,8 @@ class Recipe:
         if not (directory / "init").is_file():
             problems.append(f"the PID 1 script {directory / 'init'} is missing")
         if problems:
-            hint = "; ".join(problems[1:]) or None
-            raise ImageError(f"{path}: {problems[0]}", hint)
+            message, others = first_and_more([f"{path}: {p}" for p in problems])
+            raise ImageError(message, details=others)
         return recipe
 
 

@@ -15,7 +15,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
 
 from lab.command import run
-from lab.errors import ImageError
+from lab.errors import ImageError, first_and_more
 from lab.images.apt import Resolved, tool
 from lab.images.kernel_modules import install_modules
 from lab.images.libraries import check_links, prune_libraries
@@ -151,10 +151,11 @@ def stage(recipe: Recipe, resolved: Resolved, debs: Mapping[str, Path], work: Pa
 
     links = check_links(root, recipe.require, recipe.keep)
     if links.problems:
+        message, others = first_and_more(links.problems)
         raise ImageError(
-            f"the Linux image is incomplete: {links.problems[0]}",
-            "; ".join(links.problems[1:4])
-            or "take the package providing it out of `exclude:`, or strip the program, in recipe.yaml",
+            f"the Linux image is incomplete: {message}",
+            "take the package providing it out of `exclude:`, or strip the program, in recipe.yaml",
+            others,
         )
     freed = prune_libraries(root, links.unused)
     log.debug("pruned %d unused libraries (%.1f MB): %s", len(links.unused), freed / 1e6, links.unused)
