@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     snap_sub.add_parser("list", help="every lab's snapshot: size, age, inputs")
     rm = snap_sub.add_parser("rm", help="delete this lab's snapshot (--name), or every one with --all")
     rm.add_argument("--all", action="store_true")
+    sub.add_parser(
+        "prune",
+        help="remove the labs and warm snapshots of checkouts that no longer exist (never a live run's lab)",
+    )
     sub.add_parser("status", help="a table of hosts, addresses and tunnel state")
     sub.add_parser("list", help="the labs that exist")
 
@@ -257,6 +261,9 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
             removed = snapshot.remove(name)
             print(f"lab '{name}': {'snapshot removed' if removed else 'no snapshot'}")
         return 0
+    from lab.prune import checkout_of, is_gone
+
+    gone = 0.0
     for found in snapshot.all_snapshots():
         if isinstance(found, IkedlabError):
             print(f"? {found.message}")
@@ -264,7 +271,28 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         age = time.time() - found.created
         inputs = ", ".join(f"{k} {v}" for k, v in found.summary.items())
         size = found.size / 2**20
-        print(f"{found.lab:<20} {size:7.1f} MiB  {_age(age):>8} old  key {found.key[:12]}  {inputs}")
+        checkout = checkout_of(found.lab)
+        if is_gone(checkout):
+            gone += size
+        where = f"{checkout} (gone)" if is_gone(checkout) else checkout or "?"
+        print(
+            f"{found.lab:<20} {size:7.1f} MiB  {_age(age):>8} old  key {found.key[:12]}  "
+            f"checkout {where}  {inputs}"
+        )
+    if gone:
+        print(f"{gone:.0f} MiB of checkouts that are gone: `ikedlab prune` removes them and their labs")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from lab.prune import leftovers, prune
+
+    if not leftovers():
+        print("nothing to prune: every lab and snapshot belongs to a checkout that exists")
+        return 0
+    removed = prune()
+    freed = sum(left.size for left in removed) / 2**20
+    print(f"{len(removed)} lab{'s' if len(removed) != 1 else ''} removed, {freed:.0f} MiB freed")
     return 0
 
 

@@ -26,11 +26,12 @@ from pathlib import Path
 
 from lab import PROJECT_ROOT, settings
 from lab.errors import SnapshotError
+from lab.ownership import CHECKOUT
 
 FORMAT = 1
 META = "snapshot.json"
 #: Modules whose code does not shape what a guest holds: changing them keeps snapshots valid.
-_NOT_GUEST_STATE = {"cli.py", "bench.py", "vagrant.py", "progress.py", "__main__.py"}
+_NOT_GUEST_STATE = {"cli.py", "bench.py", "vagrant.py", "progress.py", "prune.py", "__main__.py"}
 
 
 def snapshots_root() -> Path:
@@ -88,6 +89,7 @@ class Snapshot:
     created: float
     hosts: dict[str, dict[str, object]]  # host -> {"domain", "memory" file, "size", "booted"; "disk"?}
     summary: dict[str, str] = field(default_factory=dict)
+    checkout: str | None = None  # the ikedlab checkout that saved it (lab.prune: is it still there?)
 
     def booted(self, host: str) -> dict[str, str]:
         """The image files `host` booted ("kernel", "initrd", "disk" paths) and the image's "identity"."""
@@ -136,7 +138,14 @@ def load(lab: str) -> Snapshot | None:
         if data.get("format") != FORMAT:
             raise SnapshotError(f"snapshot of lab '{lab}' has format {data.get('format')}, not {FORMAT}")
         return Snapshot(
-            lab, folder, data["key"], data["inputs"], data["created"], data["hosts"], data.get("summary", {})
+            lab,
+            folder,
+            data["key"],
+            data["inputs"],
+            data["created"],
+            data["hosts"],
+            data.get("summary", {}),
+            data.get("checkout"),
         )
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise SnapshotError(f"snapshot of lab '{lab}' is unreadable ({meta}: {e})") from None
@@ -215,6 +224,7 @@ class Writer:
             "summary": self.inputs.summary,
             "created": time.time(),
             "hosts": self.hosts,
+            "checkout": CHECKOUT,
         }
         path = self.folder / META
         path.write_text(json.dumps(meta, indent=2))

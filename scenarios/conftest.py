@@ -20,6 +20,7 @@ from lab.bundle import describe
 from lab.errors import IkedlabError
 from lab.lab import EVIDENCE_PROBLEM, Lab
 from lab.platforms import get_platform, platform_names
+from lab.prune import prune
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -92,6 +93,10 @@ def lab(request: pytest.FixtureRequest, record_testsuite_property) -> Iterator[L
             )
     except IkedlabError as e:
         pytest.fail(str(e), pytrace=False)
+    try:
+        prune(scenario_labs_only=True)  # scenario labs of deleted checkouts: nothing would use them again
+    except IkedlabError as e:
+        print(f"ikedlab: scenario labs of deleted checkouts not pruned: {e}")
     lab = Lab(_lab_name())
     try:
         worker = os.environ.get("PYTEST_XDIST_WORKER", "")
