@@ -773,13 +773,15 @@ class Lab:
         undo: Callable[[], object] | None = None,
         **option_changes: Any,
     ) -> Iterator[Lab]:
-        """Run a block on the lab changed, then ALWAYS put it back as `up` made it.
+        """Run a block on the lab changed, then put it back as `up` made it, whatever the block did.
 
         `option_changes` replace fields of Options (e.g. dpd_interval=5, peer_any=("resp",)); when there are
         any, the tunnel is rebuilt with them before the block. `prepare` changes a guest first (e.g. NAT on
         the router), `undo` reverts that before the lab is restored (in a finally, like the restore).
         A lab with a warm snapshot is put back by restoring it (`reset`): whatever the block did to the
         guests is gone and `undo` is not needed; without one, `undo` runs and the tunnel is re-provisioned.
+        Not after Ctrl-C (`interrupts.stopping()`): the process is on its way out and takes the lab down;
+        putting it back first only kept the user waiting.
         """
         normal = self.options
         changed = dataclasses.replace(normal, **option_changes)  # a misspelt option fails before any change
@@ -792,14 +794,18 @@ class Lab:
             yield self
         finally:
             self.options = normal
-            if self.has_snapshot():
-                self.reset()
-            else:
-                try:
-                    if undo:
-                        undo()
-                finally:
-                    self.restore()
+            if not interrupts.stopping():
+                self._put_back(undo)
+
+    def _put_back(self, undo: Callable[[], object] | None) -> None:
+        if self.has_snapshot():
+            self.reset()
+            return
+        try:
+            if undo:
+                undo()
+        finally:
+            self.restore()
 
     def detach(self) -> None:
         """Let go of the consoles (others may take them) but keep owning the lab."""

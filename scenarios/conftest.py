@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import ownership, settings
+from lab import interrupts, ownership, settings
 from lab.bundle import describe
 from lab.errors import IkedlabError
 from lab.lab import EVIDENCE_PROBLEM, Lab
@@ -41,6 +41,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--reverse", action="store_true", help="run the scenarios in reverse order (isolation check)"
+    )
+    group.addoption(
+        "--lab-name",
+        default=None,
+        help="the scenario lab's name (default: scn- and six hex digits of the checkout), plus the worker",
     )
 
 
@@ -72,15 +77,27 @@ def pytest_report_header(config: pytest.Config) -> str:
     )
 
 
-def _lab_name() -> str:
+def _lab_name(config: pytest.Config) -> str:
     """Unique to this checkout and xdist worker: two checkouts' suites on one machine never share a lab."""
-    checkout = ownership.checkout_tag()
+    checkout = config.getoption("--lab-name") or f"scn-{ownership.checkout_tag()}"
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    return f"scn-{checkout}-{worker}" if worker else f"scn-{checkout}"
+    return f"{checkout}-{worker}" if worker else checkout
 
 
 @pytest.fixture(scope="session")
 def lab(request: pytest.FixtureRequest, record_testsuite_property) -> Iterator[Lab]:  # noqa: ANN001
+    """The session's lab. Ctrl-C anywhere in the session says "stopping, cleaning up…" at once, skips
+    putting a changed lab back (`Lab.reconfigured`) and takes the lab down; a second Ctrl-C cannot cut
+    that short."""
+    with interrupts.guarded() as guard:
+        yield from _session_lab(request, record_testsuite_property, guard)
+
+
+def _session_lab(
+    request: pytest.FixtureRequest,
+    record_testsuite_property,  # noqa: ANN001
+    guard: interrupts.Guard,
+) -> Iterator[Lab]:
     config = request.config
     platform = config.getoption("--platform")
     record_testsuite_property("platform", platform)  # nightly runs: the JUnit report says what was tested
@@ -97,7 +114,7 @@ def lab(request: pytest.FixtureRequest, record_testsuite_property) -> Iterator[L
         prune(scenario_labs_only=True)  # scenario labs of deleted checkouts: nothing would use them again
     except IkedlabError as e:
         print(f"ikedlab: scenario labs of deleted checkouts not pruned: {e}")
-    lab = Lab(_lab_name())
+    lab = Lab(_lab_name(config))
     try:
         worker = os.environ.get("PYTEST_XDIST_WORKER", "")
         # Ours for the session: a live run of this checkout is refused, another checkout's lab untouched.
@@ -114,7 +131,7 @@ def lab(request: pytest.FixtureRequest, record_testsuite_property) -> Iterator[L
         pytest.fail(why, pytrace=False)
     _describe_for_the_report(lab, Path(config.getoption("--artifacts")))
     yield lab
-    if config.getoption("--keep-lab") and request.session.testsfailed:
+    if config.getoption("--keep-lab") and request.session.testsfailed and not guard.interrupted:
         lab.close()
         print(
             f"\nikedlab: lab '{lab.name}' kept for you. Attach a console: "
@@ -122,6 +139,7 @@ def lab(request: pytest.FixtureRequest, record_testsuite_property) -> Iterator[L
             f" remove it: ikedlab --name {lab.name} down"
         )
         return
+    guard.shield()  # the lab goes, whatever Ctrl-C comes now
     lab.down(quiet=True)
     lab.close()
 

@@ -54,3 +54,22 @@ def test_the_learner_console_passes_errors_but_not_polkits_noise(tmp_path):
     )
     assert done.returncode == 1
     assert done.stderr == "error: operation failed: Active console session exists for this domain\n"
+
+
+def test_a_guard_inside_another_shares_its_ctrl_c(capsys):
+    """A scenario session's `up`: the first Ctrl-C is said once, wherever it lands; a shield raised for a
+    failed inner block ends with it, one raised by Ctrl-C stays."""
+    with interrupts.guarded() as outer:
+        with pytest.raises(ValueError), interrupts.guarded() as inner:
+            assert inner is outer
+            inner.shield()
+            raise ValueError("up failed, cleaned up")
+        assert not outer.shielded and not interrupts.stopping()
+        with pytest.raises(KeyboardInterrupt), interrupts.guarded():
+            os.kill(os.getpid(), signal.SIGINT)
+            raise AssertionError("the first Ctrl-C did not interrupt")
+        assert outer.shielded and interrupts.stopping()
+        os.kill(os.getpid(), signal.SIGINT)  # the session's cleanup goes on
+    said = capsys.readouterr().err.splitlines()
+    assert said == [interrupts.STOPPING, f"  {interrupts.STILL_CLEANING}"]
+    assert not interrupts.stopping()

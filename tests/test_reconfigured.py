@@ -1,4 +1,4 @@
-"""`with lab.reconfigured(...)`: the lab changed for a block, and ALWAYS put back."""
+"""`with lab.reconfigured(...)`: the lab changed for a block, and put back unless Ctrl-C stops the run."""
 
 import pytest
 
@@ -48,3 +48,20 @@ def test_an_unknown_option_is_refused_before_anything_changes(tmp_path):
     with pytest.raises(TypeError), lab.reconfigured(dpd=5):
         pass
     assert lab.options == Options(dpd_interval=None) and lab.events == []
+
+
+def test_after_ctrl_c_the_lab_is_not_put_back_the_process_takes_it_down(tmp_path, capsys):
+    import os
+    import signal
+
+    from lab import interrupts
+
+    lab = RecordingLab(tmp_path)
+    with pytest.raises(KeyboardInterrupt), interrupts.guarded():
+        with lab.reconfigured(undo=lambda: lab.events.append("undo"), dpd_interval=5):
+            os.kill(os.getpid(), signal.SIGINT)
+            raise AssertionError("Ctrl-C did not interrupt the block")
+    assert lab.events == ["restore dpd=5 any=()"]  # the change only: no undo, no restore on the way out
+    assert lab.options.dpd_interval is None
+    assert capsys.readouterr().err.splitlines() == [interrupts.STOPPING]
+    assert not interrupts.stopping()  # the guard is gone with its block
