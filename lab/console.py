@@ -26,7 +26,7 @@ from typing import IO
 import pexpect
 
 from lab.errors import CommandError, ConsoleBusy, ConsoleError, ConsoleTimeout
-from lab.settings import COMMAND, LOGIN
+from lab.settings import COMMAND, LOGIN, RESUMED_SYNC
 
 _PROMPT = r"[#$] ?$|[#$] "
 
@@ -201,8 +201,18 @@ class Console:
             ) from None
         return self._text(self._child.before)
 
-    def attach(self, timeout: float = LOGIN) -> None:
-        """From whatever state the console is in (login prompt, shell) to a shell in a known state."""
+    def attach(self, timeout: float = LOGIN, *, resumed: bool = False) -> None:
+        """From whatever state the console is in (login prompt, shell) to a shell in a known state.
+
+        `resumed`: a guest restored from a snapshot, whose shell was left in the known state (no prompt, no
+        echo) when it was saved: one sync round trip proves it, instead of waiting for a prompt that never
+        comes. Anything else on the line falls back to the full dialogue."""
+        if resumed:
+            try:
+                self._known_state(RESUMED_SYNC, at_least=RESUMED_SYNC)
+                return
+            except ConsoleTimeout:
+                pass
         deadline = time.monotonic() + timeout
         patterns = [r"[Ll]ogin: ?$|[Ll]ogin: ", self.password_prompt, _PROMPT]
         interrupted = False
@@ -252,14 +262,14 @@ class Console:
             break
         self._known_state(deadline - time.monotonic())
 
-    def _known_state(self, timeout: float) -> None:
+    def _known_state(self, timeout: float, at_least: float = 5.0) -> None:
         # No echo, no prompts, no job-control chatter, C locale: only our frames carry output.
         token = secrets.token_hex(4)
         self._child.send(
             "stty -echo 2>/dev/null; PS1=''; PS2=''; export LC_ALL=C; set +m 2>/dev/null; "
             f"printf '%s%s\\n' '@@IKL' 'SYNC{token}@@'\r"
         )
-        self.wait_for(re.escape(f"@@IKLSYNC{token}@@"), max(timeout, 5.0), "shell after login")
+        self.wait_for(re.escape(f"@@IKLSYNC{token}@@"), max(timeout, at_least), "shell after login")
 
     # --- commands --------------------------------------------------------------------------------------
     def run(

@@ -587,34 +587,52 @@ class Lab:
 
     def _restore(self, snap: snapshot.Snapshot) -> None:
         hv = self.hypervisor
-        with step(f"restore: {len(snap.hosts)} guests from warm snapshot {snap.key[:12]}, resumed together"):
-            (self.run_dir / "serial").mkdir(parents=True, exist_ok=True)  # the saved XML logs serial there
-            (self.run_dir / "impairments.json").unlink(missing_ok=True)  # the links are as they were saved
-            for host in snap.hosts:
-                disk = snap.disk(host)
-                if disk:  # a saved image holds RAM only: the disk must be as it was at the cut
-                    target = self.run_dir / "disks" / f"{host}.qcow2"
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(disk, target)
-            in_parallel(list(snap.hosts), lambda h: hv.restore(snap.memory_image(h)))
-            self._start_consoles(list(snap.hosts))
-        with step("restore: every console at a shell"):
-            in_parallel(self.hosts.values(), lambda h: h.console.attach())
+        hosts = list(snap.hosts)
+        (self.run_dir / "serial").mkdir(parents=True, exist_ok=True)  # the saved XML logs serial there
+        (self.run_dir / "impairments.json").unlink(missing_ok=True)  # the links are as they were saved
+        for host in hosts:
+            disk = snap.disk(host)
+            if disk:  # a saved image holds RAM only: the disk must be as it was at the cut
+                target = self.run_dir / "disks" / f"{host}.qcow2"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(disk, target)
+        took: dict[str, float] = {}
+
+        def restore(host: str) -> None:
+            started = time.monotonic()
+            hv.restore(snap.memory_image(host))
+            took[host] = time.monotonic() - started
+
+        with step(f"restore: {len(hosts)} guests from warm snapshot {snap.key[:12]}, in parallel, paused"):
+            in_parallel(hosts, restore)
+        for host in hosts:
+            progress.record(f"restore: libvirt restore of {host}", took[host])
+        with step("restore: consoles opened, guests resumed together"):
+            self._start_consoles(hosts)
+        with step("restore: every console at a shell (one sync line each)"):
+            in_parallel(self.hosts.values(), lambda h: h.console.attach(resumed=True))
 
     def verify(self, timeout: float = VERIFY_SECONDS) -> None:
-        """The lab is healthy: IKE SA ESTABLISHED on every gateway, and one ping crosses the tunnel."""
+        """The lab is healthy: IKE SA ESTABLISHED on every gateway, and one ping crosses the tunnel. The
+        checks run at once, one command per host while all is well."""
         assert self.topology
-        with step("verify: IKE SAs ESTABLISHED, one ping across the tunnel"):
-            wait_for_tunnel(self.gateways(), timeout)
-            probe = tunnel_probe(self.topology)
-            if probe:
-                source, target = self.hosts[probe[0]], probe[1]
-                source.wait_until(
-                    f"a ping from {source.name} to {target} across the tunnel",
-                    lambda: source.ping(target, count=1, timeout_s=1).received,
-                    bool,
-                    timeout,
-                )
+        probe = tunnel_probe(self.topology)
+
+        def ping_across() -> None:
+            assert probe
+            source, target = self.hosts[probe[0]], probe[1]
+            source.wait_until(
+                f"a ping from {source.name} to {target} across the tunnel",
+                lambda: source.ping(target, count=1, timeout_s=1).received,
+                bool,
+                timeout,
+            )
+
+        checks: list[Callable[[], None]] = [lambda: wait_for_tunnel(self.gateways(), timeout)]
+        if probe:
+            checks.append(ping_across)
+        with step("verify: IKE SAs ESTABLISHED, one ping across the tunnel, at once"):
+            in_parallel(checks, lambda check: check())
 
     def _own_snapshot(self) -> snapshot.Snapshot:
         """This lab's snapshot, taken of exactly the state it came up in; SnapshotError otherwise."""

@@ -15,6 +15,7 @@ from lab.errors import SettingsError
 BOOT = 300.0  # a guest from power-on to its login prompt or ready banner (software emulation is slow)
 LOGIN = 60.0  # a console from a login prompt to a root shell
 COMMAND = 60.0  # one console command, unless its caller knows better
+RESUMED_SYNC = 10.0  # a restored guest's shell answering its first sync line (else the full login dialogue)
 PING_SLACK = 30.0  # on top of ping's own count x per-reply wait: the console round trip, a busy guest
 CAPTURE = 15.0  # tcpdump to start listening (its pcap appears) or to stop
 # iked started to an ESTABLISHED IKE SA with child SAs on both gateways. Room for one exchange lost to the

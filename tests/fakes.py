@@ -67,7 +67,7 @@ class FakeConsole:
             raise CommandError(self.host, command, result.status, result.output, None)
         return result
 
-    def attach(self, timeout: float = 0) -> None:
+    def attach(self, timeout: float = 0, *, resumed: bool = False) -> None:
         self.attached = True
 
     def wait_for(self, pattern: str, timeout: float, what: str) -> str:

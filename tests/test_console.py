@@ -153,3 +153,17 @@ def test_a_console_that_closes_says_so_in_one_line(tmp_path):
         str(err.value) == "init: the console closed while waiting for start of `true` (last output: booting)"
     )
     console.close()
+
+
+def test_a_resumed_shell_is_proven_by_one_sync_line_without_waiting_for_a_prompt(console, tmp_path):
+    """A restored guest's shell was saved in the known state (no prompt, no echo): a new console on it
+    sends the sync line first instead of waiting for a prompt that never comes."""
+    console.close()
+    again = Console("local", ["/bin/sh", "-c", "stty -echo; PS1='' exec /bin/sh -i"], raw_log=tmp_path / "r2")
+    sent: list[str] = []
+    send = again._child.send
+    again._child.send = lambda data: (sent.append(data), send(data))[1]
+    again.attach(10, resumed=True)
+    assert len(sent) == 1 and sent[0].startswith("stty -echo") and "@@IKL" in sent[0]
+    assert again.run("echo ok").output == "ok\n"
+    again.close()
