@@ -186,6 +186,7 @@ class Console:
         if self._raw:
             self._child.logfile_read = self._raw
         self._serial = 0
+        self._synced = False  # our sync line came back: the shell is in the known state
 
     # --- getting a shell ------------------------------------------------------------------------------
     def wait_for(self, pattern: str, timeout: float, what: str) -> str:
@@ -205,11 +206,13 @@ class Console:
         """From whatever state the console is in (login prompt, shell) to a shell in a known state.
 
         `resumed`: a guest restored from a snapshot, whose shell was left in the known state (no prompt, no
-        echo) when it was saved: one sync round trip proves it, instead of waiting for a prompt that never
-        comes. Anything else on the line falls back to the full dialogue."""
-        if resumed:
+        echo) when it was saved. Then, and on a console this object already synced, one sync round trip
+        proves the shell instead of waiting for a prompt that never comes; anything else on the line falls
+        back to the full dialogue."""
+        if resumed or self._synced:
+            quick = min(RESUMED_SYNC, timeout)
             try:
-                self._known_state(RESUMED_SYNC, at_least=RESUMED_SYNC)
+                self._known_state(quick, at_least=quick)
                 return
             except ConsoleTimeout:
                 pass
@@ -269,7 +272,9 @@ class Console:
             "stty -echo 2>/dev/null; PS1=''; PS2=''; export LC_ALL=C; set +m 2>/dev/null; "
             f"printf '%s%s\\n' '@@IKL' 'SYNC{token}@@'\r"
         )
+        self._synced = False
         self.wait_for(re.escape(f"@@IKLSYNC{token}@@"), max(timeout, at_least), "shell after login")
+        self._synced = True
 
     # --- commands --------------------------------------------------------------------------------------
     def run(

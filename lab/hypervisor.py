@@ -320,7 +320,9 @@ def detect_accel(probe_kernel: Path | None, cache_dir: Path) -> Accel:
 
     /dev/kvm can exist and open while guests hang after the firmware, so the device node proves nothing:
     boot a real kernel under KVM and wait, with a deadline, for its first words on the serial port.
-    IKEDLAB_ACCEL=kvm|tcg overrides. The verdict is cached until the host reboots.
+    IKEDLAB_ACCEL=kvm|tcg overrides. The verdict is the host's, not the kernel's: cached until the host
+    reboots, whichever kernel probed (checkouts booting different images would otherwise take turns
+    re-probing, seconds each).
     """
     forced = settings.forced_accel()
     if forced:
@@ -330,7 +332,7 @@ def detect_accel(probe_kernel: Path | None, cache_dir: Path) -> Accel:
     if probe_kernel is None:
         return Accel("qemu", "no kernel to probe KVM with: software emulation")
     cache = cache_dir / "accel.json"
-    key = _host_boot_id() + ":" + str(probe_kernel)
+    key = _host_boot_id()
     try:
         saved = json.loads(cache.read_text())
         if saved.get("key") == key:

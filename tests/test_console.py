@@ -167,3 +167,11 @@ def test_a_resumed_shell_is_proven_by_one_sync_line_without_waiting_for_a_prompt
     assert len(sent) == 1 and sent[0].startswith("stty -echo") and "@@IKL" in sent[0]
     assert again.run("echo ok").output == "ok\n"
     again.close()
+
+
+def test_attaching_a_console_already_synced_is_one_sync_line(console):
+    sent: list[str] = []
+    send = console._child.send
+    console._child.send = lambda data: (sent.append(data), send(data))[1]
+    console.attach(10)  # `ikedlab up` prints the status table on the consoles it just used
+    assert len(sent) == 1 and "@@IKL" in sent[0]

@@ -164,3 +164,16 @@ def test_a_slow_domain_start_names_the_kvm_permission_cause(monkeypatch):
     reason = hypervisor.slow_start_reason(44.5)
     assert reason.startswith("starting a guest took 44s: /dev/kvm is root:600, so libvirt re-probes QEMU")
     assert "\n" not in reason and "setup-host.sh" in reason
+
+
+def test_the_kvm_verdict_is_the_hosts_whichever_kernel_probed(monkeypatch, tmp_path):
+    """Checkouts boot different images: a probe made with one kernel serves the next with another."""
+    monkeypatch.delenv("IKEDLAB_ACCEL", raising=False)
+    monkeypatch.setattr(hypervisor.os, "access", lambda path, mode: True)
+    probes = []
+    monkeypatch.setattr(
+        hypervisor, "_probe_kvm", lambda k: probes.append(k) or hypervisor.Accel("qemu", "hung")
+    )
+    assert hypervisor.detect_accel(tmp_path / "a" / "vmlinuz", tmp_path).kind == "qemu"
+    assert hypervisor.detect_accel(tmp_path / "b" / "vmlinuz", tmp_path).reason == "hung (cached)"
+    assert probes == [tmp_path / "a" / "vmlinuz"]
