@@ -86,7 +86,8 @@ def bench_up() -> list[str]:
         lines += [f"    {name:<62} {seconds:5.1f} s" for name, seconds in provisioning]
         lines.append(
             f"then saved as a warm snapshot and handed back:    {total - tunnel:6.1f} s"
-            " (at once: the cut must be the provisioned state, before anyone touches the lab)"
+            " (at once: the cut must be the provisioned state, before anyone touches the lab;"
+            " in the background the same seconds would freeze the learner's lab and replace its consoles)"
         )
         lines += [f"    {name:<62} {seconds:5.1f} s" for name, seconds in saving]
         lines += bench_control_channel(lab)
@@ -268,6 +269,11 @@ def bench_interop() -> list[str]:
     return lines
 
 
+def _load() -> str:
+    """The machine's load average (1, 5, 15 min): the figures mean little without it on a shared machine."""
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def main() -> int:
     progress.set_quiet(True)
     sections = [
@@ -282,9 +288,10 @@ def main() -> int:
     for key, title, function in sections:
         if only and key not in only:
             continue
-        print(f"== {title}", flush=True)
+        print(f"== {title}   (load average {_load()} before)", flush=True)
         for line in function():
             print(line, flush=True)
+        print(f"   (load average {_load()} after)", flush=True)
     return 0
 
 

@@ -367,23 +367,26 @@ class Lab:
         with step("boot: every guest at a shell"):
             in_parallel(self.hosts.values(), self._wait_booted)
 
-    def _start_consoles(self, hosts: list[str]) -> None:
+    def _start_consoles(self, hosts: list[str], opened: bool = False) -> None:
         """Control consoles on paused guests, then every guest resumed: nothing a guest prints is lost.
-        The one way guests start talking, for a cold boot and a restore alike (a restored QEMU has new ptys:
-        the same Host gets a new console)."""
-        assert self.topology
-        self.transcript = self.transcript or Transcript(self.run_dir / "console")
-        for name in hosts:
-            platform = self.platforms[name]
-            console = self._console(name, platform)
-            if name in self.hosts:
-                self.hosts[name].console = console
-            else:
-                self.hosts[name] = Host(
-                    self.topology.host(name), platform, console, self.run_dir / "artifacts"
-                )
+        The one way guests start talking, for a cold boot and a restore alike (`opened`: the restore opened
+        each console as soon as its guest was back)."""
+        if not opened:
+            for name in hosts:
+                self._open_control_console(name)
         for name in hosts:
             self.hypervisor.resume(domain_name(self.name, name))
+
+    def _open_control_console(self, name: str) -> None:
+        """A new control console on a (paused) guest; a restored QEMU has new ptys: the same Host gets it."""
+        assert self.topology
+        self.transcript = self.transcript or Transcript(self.run_dir / "console")
+        platform = self.platforms[name]
+        console = self._console(name, platform)
+        if name in self.hosts:
+            self.hosts[name].console = console
+        else:
+            self.hosts[name] = Host(self.topology.host(name), platform, console, self.run_dir / "artifacts")
 
     def _wait_booted(self, host: Host) -> None:
         ready = host.platform.login.ready
@@ -598,17 +601,20 @@ class Lab:
                 shutil.copyfile(disk, target)
         took: dict[str, float] = {}
 
+        self.transcript = self.transcript or Transcript(self.run_dir / "console")  # before the threads
+
         def restore(host: str) -> None:
             started = time.monotonic()
             hv.restore(snap.memory_image(host))
             took[host] = time.monotonic() - started
+            self._open_control_console(host)  # connecting while the other guests are still restored
 
         with step(f"restore: {len(hosts)} guests from warm snapshot {snap.key[:12]}, in parallel, paused"):
             in_parallel(hosts, restore)
         for host in hosts:
             progress.record(f"restore: libvirt restore of {host}", took[host])
-        with step("restore: consoles opened, guests resumed together"):
-            self._start_consoles(hosts)
+        with step("restore: guests resumed together"):
+            self._start_consoles(hosts, opened=True)
         with step("restore: every console at a shell (one sync line each)"):
             in_parallel(self.hosts.values(), lambda h: h.console.attach(resumed=True))
 
