@@ -199,7 +199,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         else:
             total = sum(seconds for _, seconds in progress.timings)
             progress.say(f"lab '{lab.name}' is up in {total:.1f}s; transcripts in {lab.run_dir / 'console'}")
-        _print_status(lab)
+        _print_status(lab, just_verified=True)
     finally:
         lab.close()
     return 0
@@ -321,11 +321,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if healthy else EXIT_ERROR
 
 
-def _print_status(lab) -> bool:  # noqa: ANN001
+def _print_status(lab, just_verified: bool = False) -> bool:  # noqa: ANN001
     """Print the status table; True when the lab is healthy."""
     from lab.status import print_status
 
-    return print_status(lab)
+    return print_status(lab, just_verified)
 
 
 def cmd_console(args: argparse.Namespace) -> int:

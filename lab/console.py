@@ -212,7 +212,7 @@ class Console:
         if resumed or self._synced:
             quick = min(RESUMED_SYNC, timeout)
             try:
-                self._known_state(quick, at_least=quick)
+                self._known_state(quick, at_least=quick, settled=True)
                 return
             except ConsoleTimeout:
                 pass
@@ -265,13 +265,14 @@ class Console:
             break
         self._known_state(deadline - time.monotonic())
 
-    def _known_state(self, timeout: float, at_least: float = 5.0) -> None:
-        # No echo, no prompts, no job-control chatter, C locale: only our frames carry output.
+    def _known_state(self, timeout: float, at_least: float = 5.0, settled: bool = False) -> None:
+        # No echo, no prompts, no job-control chatter, C locale: only our frames carry output. `settled`:
+        # the shell was put so before (a restored guest's): only the sync, with no program to start.
         token = secrets.token_hex(4)
-        self._child.send(
-            "stty -echo 2>/dev/null; PS1=''; PS2=''; export LC_ALL=C; set +m 2>/dev/null; "
-            f"printf '%s%s\\n' '@@IKL' 'SYNC{token}@@'\r"
+        setup = (
+            "" if settled else "stty -echo 2>/dev/null; PS1=''; PS2=''; export LC_ALL=C; set +m 2>/dev/null; "
         )
+        self._child.send(f"{setup}printf '%s%s\\n' '@@IKL' 'SYNC{token}@@'\r")
         self._synced = False
         self.wait_for(re.escape(f"@@IKLSYNC{token}@@"), max(timeout, at_least), "shell after login")
         self._synced = True

@@ -51,7 +51,6 @@ from lab.provision import (
     provision,
     restart_tunnel,
     tunnel_probe,
-    wait_for_tunnel,
 )
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,19}$")
@@ -112,6 +111,7 @@ class Lab:
         self.provisioned_options = self.options  # what `up` provisioned; `reset` brings these back
         self.restored_in: float | None = None  # seconds the last warm restore took, proof of health included
         self._media: dict[str, BootMedia] = {}  # host -> what `up` booted it from
+        self._proven: set[str] = set()  # hosts the last verify found healthy (shell answers, SAs up)
 
     # --- ownership -----------------------------------------------------------------------------------------
     def claim(
@@ -580,7 +580,7 @@ class Lab:
         started = time.monotonic()
         try:
             self._restore(snap)
-            self.verify()
+            self.verify(resumed=True)
         except IkedlabError as e:
             progress.say(f"  warm snapshot {snap.key[:12]} of lab '{self.name}' not used: {e.message}")
             self._remove_guests()
@@ -615,30 +615,45 @@ class Lab:
             progress.record(f"restore: libvirt restore of {host}", took[host])
         with step("restore: guests resumed together"):
             self._start_consoles(hosts, opened=True)
-        with step("restore: every console at a shell (one sync line each)"):
-            in_parallel(self.hosts.values(), lambda h: h.console.attach(resumed=True))
 
-    def verify(self, timeout: float = VERIFY_SECONDS) -> None:
-        """The lab is healthy: IKE SA ESTABLISHED on every gateway, and one ping crosses the tunnel. The
-        checks run at once, one command per host while all is well."""
+    def verify(self, timeout: float = VERIFY_SECONDS, resumed: bool = False) -> None:
+        """The lab is healthy: IKE SA ESTABLISHED on every gateway, and one ping crosses the tunnel.
+
+        `resumed`: the guests were just restored, their consoles new: each host first proves its shell (one
+        sync line), then does its part of the proof, every host at once; one command each while all is
+        well. The slowest shell and the slowest check are printed."""
         assert self.topology
         probe = tunnel_probe(self.topology)
+        gateways = {g.name for g in self.topology.gateways}
+        shell: dict[str, float] = {}
+        check: dict[str, float] = {}
 
-        def ping_across() -> None:
-            assert probe
-            source, target = self.hosts[probe[0]], probe[1]
-            source.wait_until(
-                f"a ping from {source.name} to {target} across the tunnel",
-                lambda: source.ping(target, count=1, timeout_s=1).received,
-                bool,
-                timeout,
-            )
+        def prove(host: Host) -> None:
+            started = time.monotonic()
+            if resumed:
+                host.console.attach(resumed=True)
+            shell[host.name] = time.monotonic() - started
+            if host.name in gateways:
+                host.wait_established(timeout)
+            if probe and host.name == probe[0]:
+                host.wait_until(
+                    f"a ping from {host.name} to {probe[1]} across the tunnel",
+                    lambda: host.ping(probe[1], count=1, timeout_s=1).received,
+                    bool,
+                    timeout,
+                )
+            check[host.name] = time.monotonic() - started - shell[host.name]
 
-        checks: list[Callable[[], None]] = [lambda: wait_for_tunnel(self.gateways(), timeout)]
-        if probe:
-            checks.append(ping_across)
-        with step("verify: IKE SAs ESTABLISHED, one ping across the tunnel, at once"):
-            in_parallel(checks, lambda check: check())
+        what = "every shell answers, " if resumed else ""
+        self._proven = set()
+        with step(f"verify: {what}IKE SAs ESTABLISHED, one ping across the tunnel, every host at once"):
+            in_parallel(self.hosts.values(), prove)
+        self._proven = set(self.hosts)
+        if resumed:
+            slowest = max(shell, key=lambda h: shell[h])
+            progress.record(f"verify: shell proven by one sync line (slowest: {slowest})", shell[slowest])
+        slowest = max(check, key=lambda h: check[h])
+        progress.record(f"verify: SAs and ping (slowest: {slowest})", check[slowest])
 
     def _own_snapshot(self) -> snapshot.Snapshot:
         """This lab's snapshot, taken of exactly the state it came up in; SnapshotError otherwise."""
@@ -673,7 +688,7 @@ class Lab:
         self._remove_guests()
         self.options = self.provisioned_options
         self._restore(snap)
-        self.verify()
+        self.verify(resumed=True)
 
     # --- attach to a running lab ---------------------------------------------------------------------------
     def attach(self, only: list[str] | None = None, lock_timeout: float | None = None) -> dict[str, Host]:
@@ -718,11 +733,15 @@ class Lab:
             self.hosts[name] = Host(self.topology.host(name), platform, console, self.run_dir / "artifacts")
         return self.hosts[name]
 
-    def status(self, answer_timeout: float = settings.STATUS_ANSWER) -> list[HostStatus]:
+    def status(
+        self, answer_timeout: float = settings.STATUS_ANSWER, just_verified: bool = False
+    ) -> list[HostStatus]:
         """Every host's state, whatever shape the lab is in: a stopped guest, a console that does not
-        answer (or another ikedlab process holds for longer than `answer_timeout`), iked not running."""
+        answer (or another ikedlab process holds for longer than `answer_timeout`), iked not running.
+        `just_verified` (`up`, right after `verify`): what verify read is the answer, asked no second time."""
         topology = self.topology or self._load_state()
         running = {d.host for d in self.hypervisor.domains(self.name) if d.running}
+        proven = self._proven if just_verified else set()
 
         def one(name: str) -> HostStatus:
             platform = self.platforms[name]
@@ -732,6 +751,9 @@ class Lab:
             row = HostStatus(name, platform.name, "stopped", addresses, "", healthy=False)
             if name not in running:
                 return dataclasses.replace(row, tunnel="-" if peer else "")
+            if name in proven:
+                tunnel = f"ESTABLISHED with {peer}" if peer else ""
+                return dataclasses.replace(row, state="running", tunnel=tunnel, healthy=True)
             try:
                 host = self._open_host(name, answer_timeout)
                 host.console.attach(answer_timeout)

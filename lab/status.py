@@ -39,9 +39,10 @@ def impairments(run_dir: Path) -> dict[str, str]:
     return described
 
 
-def print_status(lab: Lab) -> bool:
-    """Print the table; True when the lab is healthy (every host answers, every tunnel is up)."""
-    rows = lab.status()
+def print_status(lab: Lab, just_verified: bool = False) -> bool:
+    """Print the table; True when the lab is healthy (every host answers, every tunnel is up).
+    `just_verified`: `up` has just proven the lab (Lab.verify), the table shows what it found."""
+    rows = lab.status(just_verified=just_verified)
     RichConsole().print(status_table(lab, rows))
     return all(row.healthy for row in rows)
 

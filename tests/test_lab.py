@@ -288,7 +288,9 @@ def test_a_restore_that_is_not_healthy_falls_back_to_a_cold_boot(fake, monkeypat
     lab, hv, _ = fake
     lab.up(platform="linux")
     lab.down(quiet=True)
-    monkeypatch.setattr(Lab, "verify", lambda self, timeout=0: (_ for _ in ()).throw(ProvisionError("no SA")))
+    monkeypatch.setattr(
+        Lab, "verify", lambda self, timeout=0, resumed=False: (_ for _ in ()).throw(ProvisionError("no SA"))
+    )
     # Neither the old snapshot nor the fresh one proves healthy: the lab is booted cold and keeps none.
     assert lab.up(platform="linux") == "cold"
     assert snapshot.load("t") is None and len(hv.running) == 5
@@ -336,3 +338,18 @@ def test_the_snapshot_follows_the_image_it_booted_not_the_caches_current_link(fa
     lab.down(quiet=True)
     image_in(second, identity="manifest-2")  # a different image: the snapshot is stale
     assert lab.up(platform="linux") == "cold"
+
+
+def test_the_status_table_after_up_shows_what_verify_found_without_asking_again(fake):
+    lab, hv, consoles = fake
+    lab.up(platform="linux")
+    before = {host: len(c.log) for host, c in consoles.items()}
+    rows = lab.status(just_verified=True)
+    assert all(r.healthy and r.state == "running" for r in rows)
+    assert {r.host: r.tunnel for r in rows if r.tunnel} == {
+        "init": "ESTABLISHED with resp",
+        "resp": "ESTABLISHED with init",
+    }
+    assert {host: len(c.log) for host, c in consoles.items()} == before
+    lab.status()  # `ikedlab status`: asks every gateway
+    assert len(consoles["init"].log) > before["init"]
