@@ -160,5 +160,50 @@ def swanctl_conf(
     )
 
 
+#: iked.conf's transform names -> libreswan's.
+_LIBRESWAN = {
+    "aes-128": "aes128",
+    "aes-256": "aes256",
+    "hmac-sha2-256": "sha2_256",
+    "hmac-sha2-384": "sha2_384",
+    "hmac-sha2-512": "sha2_512",
+    "hmac-sha1": "sha1",
+    "ecp256": "dh19",
+    "ecp384": "dh20",
+    "curve25519": "dh31",
+    "modp2048": "modp2048",
+}
+#: Where the libreswan gateway's keys go (lab/platforms/libreswan.py writes it, ipsec.conf includes it).
+LIBRESWAN_KEYS_CONF = "/etc/ipsec.d/ikedlab-keys.conf"
+LIBRESWAN_LOG = "/var/log/pluto.log"
+
+
+def libreswan_conf(
+    topology: Topology,
+    host: Host,
+    *,
+    peer_any: bool = False,
+    proposals: Proposals | None = None,
+    dpd_interval: int | None = None,
+    lifetimes: Lifetimes | None = None,
+    note: str = "",
+) -> str:
+    """The gateway's ipsec.conf: iked.conf's policy for libreswan, with explicit proposals always and the
+    IKE group pinned (one KE payload iked accepts, no INVALID_KE round trip)."""
+    p = proposals or Proposals()
+    if p.ike_auth != p.ike_prf:  # libreswan's "ENC-HASH;GROUP" uses one hash for both
+        raise ValueError(f"libreswan: IKE integrity {p.ike_auth} and PRF {p.ike_prf} must be the same")
+    return _env.get_template("ipsec.conf.j2").render(
+        me=_side(topology, host),
+        peer=_side(topology, topology.peer_of(host)),
+        peer_any=peer_any,
+        ike=f"{_LIBRESWAN[p.ike_enc]}-{_LIBRESWAN[p.ike_auth]};{_LIBRESWAN[p.group]}",
+        esp=f"{_LIBRESWAN[p.child_enc]}-{_LIBRESWAN[p.child_auth]}",
+        dpd_interval=dpd_interval,
+        keys_conf=LIBRESWAN_KEYS_CONF,
+        log=LIBRESWAN_LOG,
+    )
+
+
 #: Each IKE daemon's configuration, by the platform's `config_kind`.
-RENDERERS = {"iked": iked_conf, "swanctl": swanctl_conf}
+RENDERERS = {"iked": iked_conf, "swanctl": swanctl_conf, "ipsec.conf": libreswan_conf}

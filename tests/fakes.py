@@ -113,6 +113,14 @@ RECORDED["strongswan"] = {
     "sa_none": DATA / "strongswan" / "list-sas-none.txt",
 }
 
+# libreswan on the Linux appliance: pluto's states, trafficstatus and the kernel's policies (sa_command);
+# the kernel's readings are the Linux platform's.
+RECORDED["libreswan"] = {
+    **RECORDED["linux"],
+    "sa_established": DATA / "libreswan" / "sa-established-resp.txt",
+    "sa_none": DATA / "libreswan" / "sa-none-resp.txt",
+}
+
 
 def recorded(platform: str, what: str) -> str:
     return RECORDED[platform][what].read_text()

@@ -52,7 +52,7 @@ def test_a_bad_topology_names_file_and_field_before_anything_starts(tmp_path):
 
 def test_an_unknown_platform_is_refused(tmp_path):
     line = one_line(ikedlab("up", "--platform", "obsd", tmp_path=tmp_path))
-    assert line == "ikedlab: unknown platform 'obsd' (known: linux, openbsd, strongswan)"
+    assert line == "ikedlab: unknown platform 'obsd' (known: libreswan, linux, openbsd, strongswan)"
 
 
 def test_a_bad_lab_name(tmp_path):

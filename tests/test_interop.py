@@ -180,7 +180,14 @@ def test_strongswan_keeps_keys_where_swanctl_reads_them_and_says_failure_its_way
 
 def test_the_shipped_matrix_has_the_required_cells() -> None:
     names = {c.name for c in load_matrix().cells}
-    for pair in ("iked-7.2--iked-7.4", "iked-7.4--iked-7.2", "iked-7.2--strongswan", "strongswan--iked-7.2"):
+    for pair in (
+        "iked-7.2--iked-7.4",
+        "iked-7.4--iked-7.2",
+        "iked-7.2--strongswan",
+        "strongswan--iked-7.2",
+        "iked-7.2--libreswan",
+        "libreswan--iked-7.2",
+    ):
         assert pair in names
 
 

@@ -128,7 +128,8 @@ def with_variant(recipe: Recipe, name: str) -> Recipe:
     """The recipe changed by images/linux/variants/<name>.yaml: another suite, more packages and files.
 
     A variant takes the whole package closure from its suite (libc, OpenSSL and all), so its programs find
-    the libraries they were built against; only the kernel stays the recipe's.
+    the libraries they were built against; only the kernel stays the recipe's. A package it adds is taken
+    even where the recipe excludes it.
     """
     path = recipe.directory / VARIANTS / f"{name}.yaml"
     known = variant_names(recipe.directory)
@@ -156,6 +157,11 @@ def with_variant(recipe: Recipe, name: str) -> Recipe:
         else:
             extra = tuple(a.strip("/") if field in ("require", "strip") else a for a in added)
             changes[field] = current + tuple(e for e in extra if e not in current)
+    # A package a variant names is wanted there even where the recipe leaves it out (a library its daemon
+    # links against).
+    packages, exclude = changes["packages"], changes["exclude"]
+    assert isinstance(packages, tuple) and isinstance(exclude, frozenset)
+    changes["exclude"] = exclude - set(packages)
     return dataclasses.replace(recipe, **changes)  # type: ignore[arg-type]
 
 

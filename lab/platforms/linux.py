@@ -148,8 +148,12 @@ class Linux(Platform, name="linux"):
         # The appliance has no os-release: its packages' versions are in the image's manifest.
         return (
             'echo "kernel=$(uname -srvm)"; echo "os=ikedlab Linux appliance (Debian packages)"; '
-            f'echo "iked=$({IKED} -V 2>&1 | head -1)"'
+            f'echo "iked=$({self.daemon_version_command()} 2>&1 | head -1)"'
         )
+
+    def daemon_version_command(self) -> str:
+        """Print the IKE daemon's version on its first line."""
+        return f"{IKED} -V"
 
     def kernel_ipsec_command(self) -> str:
         return f"echo '# ip -s xfrm state'; {IP} -s xfrm state; echo '# ip xfrm policy'; {IP} xfrm policy"

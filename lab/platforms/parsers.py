@@ -82,6 +82,15 @@ def iked_fatal_line(log: str, pattern: re.Pattern[str] = _IKED_FATAL_RE) -> str 
 IKED_FATAL = _IKED_FATAL_RE.pattern
 
 
+def iked_identity(identity: str) -> str:
+    """iked's way of naming an id ("FQDN/resp.example.com") for an id another daemon prints bare."""
+    try:
+        ipaddress.ip_address(identity)
+    except ValueError:
+        return f"UFQDN/{identity}" if "@" in identity else f"FQDN/{identity}"
+    return f"IPV4/{identity}"
+
+
 def strip_port(address: str) -> str:
     """iked's print_addr adds ':port' ('192.0.2.1:500', '[2001:db8::1]:500'); keep the address."""
     if address.startswith("["):

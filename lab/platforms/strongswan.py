@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from lab.platforms import Action, FileSpec
 from lab.platforms.linux import MODPROBE, Linux
+from lab.platforms.parsers import iked_identity
 from lab.readings import ChildSa, Flow, IkeSa, SaState
 
 if TYPE_CHECKING:
@@ -112,15 +113,6 @@ _CHILD_SPI = re.compile(r"^    (?P<dir>in|out)\s+(?P<spi>[0-9a-f]{8})")
 _CHILD_TS = re.compile(r"^    (?P<side>local|remote)\s+(?P<ts>.+)$")
 
 
-def _fqdn(identity: str) -> str:
-    """iked's way of naming an id ("FQDN/resp.example.com") for an id strongSwan prints bare."""
-    try:
-        ipaddress.ip_address(identity)
-    except ValueError:
-        return f"UFQDN/{identity}" if "@" in identity else f"FQDN/{identity}"
-    return f"IPV4/{identity}"
-
-
 def parse_swanctl_list_sas(text: str) -> SaState:
     """`swanctl --list-sas` -> the IKE SAs, their installed child SAs, and the flows each child covers.
 
@@ -140,7 +132,7 @@ def parse_swanctl_list_sas(text: str) -> SaState:
                     local=f"{ike['local']}:{ike['local_port']}",
                     peer=f"{ike['remote']}:{ike['remote_port']}",
                     state=ike["state"],
-                    peer_id=_fqdn(ike.get("remote_id", "")),
+                    peer_id=iked_identity(ike.get("remote_id", "")),
                     initiator=ike["initiator"] == "yes",
                     natt=ike.get("remote_port") == "4500" or ike.get("natt") == "yes",
                 )
