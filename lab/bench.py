@@ -201,20 +201,23 @@ def bench_control_channel(lab: Lab) -> list[str]:
         resp.run("true")
         samples.append(time.monotonic() - start)
     round_trip = statistics.median(samples) * 1000
+    wholes = []
     with lab.lent("resp"):
-        start = time.monotonic()
-        subprocess.run(
-            [sys.executable, "-m", "lab", "--name", lab.name, "exec", "resp", "--", "true"],
-            cwd=PROJECT_ROOT,
-            capture_output=True,
-            check=True,
-        )
-        whole = time.monotonic() - start
+        for _ in range(5):
+            start = time.monotonic()
+            subprocess.run(
+                [sys.executable, "-m", "lab", "--name", lab.name, "exec", "resp", "--", "true"],
+                cwd=PROJECT_ROOT,
+                capture_output=True,
+                check=True,
+            )
+            wholes.append(time.monotonic() - start)
+    whole = statistics.median(wholes)
     return [
         f"control channel round trip (`true` on resp, median of 20): {round_trip:6.0f} ms"
         f"   (goal ≤ {GOAL_ROUND_TRIP_MS:g} ms)",
-        f"`ikedlab exec resp -- true`, the whole command:             {whole:6.1f} s"
-        f"   (goal ≤ {GOAL_EXEC_SECONDS:g} s)",
+        f"`ikedlab exec resp -- true`, the whole command, median of 5: {whole:6.1f} s"
+        f" ({min(wholes):.1f}–{max(wholes):.1f})   (goal ≤ {GOAL_EXEC_SECONDS:g} s)",
     ]
 
 

@@ -15,6 +15,7 @@ import math
 import os
 import re
 import secrets
+import signal
 import sys
 import threading
 import time
@@ -29,6 +30,7 @@ from lab.errors import CommandError, ConsoleBusy, ConsoleError, ConsoleTimeout
 from lab.settings import COMMAND, LOGIN, RESUMED_SYNC
 
 _PROMPT = r"[#$] ?$|[#$] "
+SHELL_PROMPT = "# "  # the control shell's prompt once in a known state: what `_PROMPT` finds at attach
 
 
 @dataclass(frozen=True)
@@ -172,8 +174,13 @@ class Console:
         lock: ChannelLock | None = None,
         lock_timeout: float | None = None,
         on_wait: Callable[[str], None] | None = None,
+        connected: str | None = None,
     ) -> None:
+        """`connected`: a regex the console program prints once its line is through (virsh console: its
+        escape-character line). Nothing is typed before it: virsh drops what it reads while it connects,
+        and a lost Enter cost a 2 s prompt timeout on every attach."""
         self.host = host
+        self._connecting = connected
         self.transcript = transcript
         self.user, self.password, self.password_prompt = user, password, password_prompt
         self.lock = lock
@@ -189,8 +196,15 @@ class Console:
         self._synced = False  # our sync line came back: the shell is in the known state
 
     # --- getting a shell ------------------------------------------------------------------------------
+    def _connect(self, timeout: float) -> None:
+        """Once per console: wait until the console program is connected (see __init__)."""
+        if self._connecting is not None:
+            pattern, self._connecting = self._connecting, None
+            self.wait_for(pattern, timeout, "connection of the console program")
+
     def wait_for(self, pattern: str, timeout: float, what: str) -> str:
         """Wait for a regex on the console; return what came before it."""
+        self._connect(timeout)
         try:
             self._child.expect(pattern, timeout=timeout)
         except pexpect.TIMEOUT:
@@ -205,10 +219,10 @@ class Console:
     def attach(self, timeout: float = LOGIN, *, resumed: bool = False) -> None:
         """From whatever state the console is in (login prompt, shell) to a shell in a known state.
 
-        `resumed`: a guest restored from a snapshot, whose shell was left in the known state (no prompt, no
-        echo) when it was saved. Then, and on a console this object already synced, one sync round trip
-        proves the shell instead of waiting for a prompt that never comes; anything else on the line falls
-        back to the full dialogue."""
+        `resumed`: a guest restored from a snapshot, whose shell was left in the known state when it was
+        saved. Then, and on a console this object already synced, one sync round trip proves the shell
+        without the prompt dialogue; anything else on the line falls back to the full dialogue."""
+        self._connect(timeout)
         if resumed or self._synced:
             quick = min(RESUMED_SYNC, timeout)
             try:
@@ -266,12 +280,13 @@ class Console:
         self._known_state(deadline - time.monotonic())
 
     def _known_state(self, timeout: float, at_least: float = 5.0, settled: bool = False) -> None:
-        # No echo, no prompts, no job-control chatter, C locale: only our frames carry output. `settled`:
-        # the shell was put so before (a restored guest's): only the sync, with no program to start.
+        # No echo, no job-control chatter, C locale: only our frames carry output. A bare prompt (outside
+        # the frames, so never read as output) lets the next process's attach see this shell on its first
+        # Enter; without one it waited out a 2 s timeout. `settled`: the shell was put so before (a restored
+        # guest's): only the sync, with no program to start.
         token = secrets.token_hex(4)
-        setup = (
-            "" if settled else "stty -echo 2>/dev/null; PS1=''; PS2=''; export LC_ALL=C; set +m 2>/dev/null; "
-        )
+        shell = f"stty -echo 2>/dev/null; PS1='{SHELL_PROMPT}'; PS2=''; export LC_ALL=C; set +m 2>/dev/null; "
+        setup = "" if settled else shell
         self._child.send(f"{setup}printf '%s%s\\n' '@@IKL' 'SYNC{token}@@'\r")
         self._synced = False
         self.wait_for(re.escape(f"@@IKLSYNC{token}@@"), max(timeout, at_least), "shell after login")
@@ -405,7 +420,14 @@ class Console:
     def close(self) -> None:
         if self._child.isalive():
             # The carrier goes first: a thread still reading this console gets EOF at once, not a timeout.
-            self._child.terminate(force=True)
+            # SIGKILL straight away: virsh console ignores SIGHUP and SIGINT, and pexpect's polite sequence
+            # waited 0.1 s after each signal before it got there.
+            try:
+                self._child.kill(signal.SIGKILL)
+                self._child.wait()
+            except (OSError, pexpect.ExceptionPexpect):
+                pass  # already gone (another thread saw it end)
+            self._child.delayafterclose = 0  # reaped: nothing for the kernel to catch up on
         self._child.close(force=True)
         if self._raw:
             self._raw.close()

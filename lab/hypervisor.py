@@ -38,6 +38,7 @@ PORT_BASE, PORT_SPAN, PORTS_PER_LAB = 20000, 20000, 64
 KVM_PROBE_SECONDS = 20.0
 SLOW_START_SECONDS = 5.0  # one domain start slower than this is worth a line saying why
 CONTROL_DEVICE = "serial1"  # libvirt's alias of the second serial port: ikedlab's control channel
+CONSOLE_CONNECTED = r"Escape character is"  # virsh console's line once the guest's serial line is through
 
 
 @dataclass(frozen=True)

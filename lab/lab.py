@@ -27,6 +27,7 @@ from lab.console import ChannelLock, Console, Transcript
 from lab.errors import ConsoleBusy, HypervisorError, IkedlabError, LabError, SnapshotError
 from lab.host import Host
 from lab.hypervisor import (
+    CONSOLE_CONNECTED,
     SLOW_START_SECONDS,
     DomainSpec,
     Hypervisor,
@@ -438,6 +439,7 @@ class Lab:
             lock=lock or ChannelLock(self.run_dir / "locks" / f"{host}.console", host),
             lock_timeout=lock_timeout,
             on_wait=progress.say,
+            connected=CONSOLE_CONNECTED,
         )
 
     def reattach(self, name: str) -> Host:

@@ -3,6 +3,7 @@
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 
@@ -175,3 +176,28 @@ def test_attaching_a_console_already_synced_is_one_sync_line(console):
     console._child.send = lambda data: (sent.append(data), send(data))[1]
     console.attach(10)  # `ikedlab up` prints the status table on the consoles it just used
     assert len(sent) == 1 and "@@IKL" in sent[0]
+
+
+def test_a_shell_left_in_the_known_state_answers_enter_with_a_prompt(console):
+    """The next process's attach sees the shell at once, instead of waiting out its prompt timeout."""
+    from lab.console import _PROMPT
+
+    console.send_line("")
+    console.wait_for(_PROMPT, 5, "the control shell's prompt")
+    assert console.run("echo still in step").output == "still in step\n"
+
+
+def test_nothing_is_typed_before_the_console_program_is_connected(tmp_path):
+    """virsh console drops what it reads while it connects: a carrier that dies of early input stands in."""
+    carrier = (
+        "import os, select, sys\n"
+        "if select.select([0], [], [], 0.5)[0]: sys.exit(3)\n"
+        "print('Connected to domain; Escape character is ^]', flush=True)\n"
+        "os.execvp('sh', ['sh', '-i'])\n"
+    )
+    c = Console("local", [sys.executable, "-c", carrier], connected="Escape character is")
+    try:
+        c.attach(10)
+        assert c.run("echo through").output == "through\n"
+    finally:
+        c.close()

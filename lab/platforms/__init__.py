@@ -22,6 +22,7 @@ import yaml
 
 from lab.errors import IkedlabError
 from lab.readings import Capture, IpsecCounters, PingResult, SaState
+from lab.topology import SafeLoader
 
 if TYPE_CHECKING:
     from lab.topology import Host, Topology
@@ -122,7 +123,7 @@ def load_facts(path: Path) -> PlatformFacts:
     from lab.errors import PlatformError
 
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=SafeLoader)  # noqa: S506 - the safe loader
     except (OSError, yaml.YAMLError) as e:
         raise PlatformError(f"{path}: unreadable ({e})") from None
 
