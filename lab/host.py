@@ -170,7 +170,8 @@ class Host:
             state = self.platform.parse_sa(result.output) if result.ok else SaState()
             if not state.established and time.monotonic() - log_read[0] >= FATAL_LOG_INTERVAL:
                 log_read[0] = time.monotonic()
-                if line := iked_fatal_line(self.iked_log(self.iked_log_mark)):
+                log = self.iked_log(self.iked_log_mark)
+                if line := iked_fatal_line(log, self.platform.fatal_log_pattern()):
                     raise ProvisionError(f"{self.name}: iked gave up on the tunnel: {line}")
             return state
 

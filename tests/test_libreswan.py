@@ -115,3 +115,16 @@ def test_older_pluto_spellings_and_a_half_open_sa() -> None:
     state = parse_libreswan_sas(text)
     assert [s.state for s in state.ike_sas] == ["ESTABLISHED", "IKE_SA_INIT_I"]
     assert state.ike_sas[0].natt and state.established
+
+
+def test_pluto_saying_it_cannot_parse_the_peer_stops_the_wait_at_once() -> None:
+    from lab.platforms.parsers import iked_fatal_line
+
+    line = (
+        'Nov 28 07:09:02.143912: "init" #2: malformed payload in packet: ikev2 cert encoding of IKEv2 '
+        "Certificate Request Payload has an unknown value: 201 (0xc9)"
+    )
+    pattern = get_platform("libreswan").fatal_log_pattern()
+    assert iked_fatal_line(f"retransmission\n{line}\n", pattern) == line
+    assert iked_fatal_line("ikev2_send_auth_failed: authentication failed for ", pattern)  # iked's too
+    assert not iked_fatal_line(line, get_platform("linux").fatal_log_pattern())

@@ -116,6 +116,9 @@ class PlatformFacts:
     image_variant: str | None = None  # the Linux image variant a kernel-boot platform boots by default
     # What the IKE daemon logs when a peer's signature does not verify; {id} is the peer's id (escaped).
     auth_failure: str = r"authentication failed for FQDN/{id}"
+    # More of the daemon's own words for a tunnel that will not come up by waiting (a regex; iked's are
+    # always read: lab.platforms.parsers.IKED_FATAL).
+    fatal_log: str = ""
 
 
 def load_facts(path: Path) -> PlatformFacts:
@@ -170,6 +173,7 @@ def load_facts(path: Path) -> PlatformFacts:
         iked_versions={str(k): v for k, v in (data.get("iked_versions") or {}).items()},
         image_variant=data.get("image_variant"),
         auth_failure=data.get("auth_failure") or PlatformFacts.auth_failure,
+        fatal_log=str(data.get("fatal_log") or ""),
     )
 
 
@@ -246,6 +250,12 @@ class Platform:
     def auth_failure_pattern(self, peer_id: str) -> str:
         """A regex for the log line of a failed authentication of `peer_id`, in this daemon's words."""
         return self.facts.auth_failure.replace("{id}", re.escape(peer_id))
+
+    def fatal_log_pattern(self) -> re.Pattern[str]:
+        """A regex for a log line saying the tunnel will not come up: iked's words, and the daemon's own."""
+        from lab.platforms.parsers import IKED_FATAL
+
+        return re.compile("|".join(p for p in (IKED_FATAL, self.facts.fatal_log) if p))
 
     def why_not(self, capability: str) -> str:
         """The data file's reason this platform lacks `capability` ("" when it has it)."""
