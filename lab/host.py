@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import TypeVar
 
 from lab.console import Console, Result
-from lab.errors import CommandError, ConsoleError, ProvisionError
+from lab.errors import CommandError, ConsoleError, ConsoleTimeout, ProvisionError
 from lab.platforms import Action, FileSpec, Platform
 from lab.platforms.parsers import iked_fatal_line
 from lab.readings import Capture, IpsecCounters, PingResult, SaState
-from lab.settings import CAPTURE, COMMAND, PING_SLACK
+from lab.settings import CAPTURE, COMMAND, IKED_START, PING_SLACK
 from lab.topology import Host as HostSpec
 
 T = TypeVar("T")
@@ -158,6 +158,24 @@ class Host:
                     f"transcript: {self.console.transcript_path() or '-'}",
                 )
             time.sleep(interval)  # the pace of polling, not a guess at how long something takes
+
+    def wait_iked_started(self, timeout: float = IKED_START) -> None:
+        """Wait until iked answers a query of its SAs: its IKE process answers only from its event loop,
+        which it enters after registering with the kernel's key engine. On Linux that registration (PF_KEY
+        SADB_REGISTER) makes the kernel probe every IPsec algorithm, loading modules, and has taken 35-80 s
+        under emulation; the rest of start-up (configuration already queued to that process) takes ms."""
+        deadline = time.monotonic() + timeout
+        command = self.platform.sa_command()
+
+        def answers() -> bool:
+            # The query waits while iked's IKE process is busy starting: give it the time that is left.
+            remaining = max(1.0, deadline - time.monotonic())
+            try:
+                return self.run(command, timeout=remaining).ok
+            except ConsoleTimeout:
+                return False
+
+        self.wait_until(f"iked answering `{command}` (past its start-up)", answers, bool, timeout)
 
     def wait_established(self, timeout: float, stop: threading.Event | None = None) -> SaState:
         """Wait for the tunnel; fail at once when iked's log (since it last started) says it gave up."""

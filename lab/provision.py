@@ -106,12 +106,20 @@ def write_iked_conf(h: Host, text: str, source: str | None = None) -> None:
 
 
 def start_iked(gateways: list[Host], plan: Plan | None = None) -> None:
-    """Start iked on `gateways`, passive ones first (the plan's start order)."""
+    """Start iked on `gateways`, passive ones first (the plan's start order); a group starts only once every
+    iked of the group before it is past its start-up (Host.wait_iked_started).
+
+    Why: an iked still starting frees any half-open IKE SA when its start-up ends (OpenIKED's "sa_free:
+    reload"), and OpenIKED 7.2 already answers IKE_SA_INIT before that. An active peer started too early
+    loses its first exchange that way and tries again only after iked's 60 s initiator interval."""
     passive = [h for h in gateways if h.spec.ipsec and h.spec.ipsec.mode == "passive"]
     groups = [[h for h in gateways if h.name in names] for names in plan.start_order()] if plan else None
     in_parallel(gateways, lambda h: h.mark_iked_log())  # what iked says from now on is about this start
-    for group in groups or (passive, [h for h in gateways if h not in passive]):
+    ordered = [g for g in groups or (passive, [h for h in gateways if h not in passive]) if g]
+    for i, group in enumerate(ordered):
         in_parallel(group, lambda h: h.check(h.platform.iked_start_command()))
+        if i < len(ordered) - 1:
+            in_parallel(group, lambda h: h.wait_iked_started())
 
 
 def stop_iked(gateways: list[Host]) -> None:

@@ -22,6 +22,9 @@ CAPTURE = 15.0  # tcpdump to start listening (its pcap appears) or to stop
 # peer's start-up (seen here: the passive iked answers IKE_SA_INIT, then frees that SA as it loads its
 # configuration, "sa_free: reload"; the initiator retransmits IKE_AUTH into the void, gives up, starts again).
 SA_TIMEOUT = 180.0
+# iked started to its IKE process answering (past start-up; see Host.wait_iked_started): seen 35-80 s on Linux
+# under emulation when the kernel probes its algorithms, loading modules, as iked registers with PF_KEY.
+IKED_START = 150.0
 IKED_RETRY = 60.0  # iked's initiator tries again after this long when its first exchange was lost (e.g. to
 # the peer's own start-up, which frees a half-open SA when it loads its configuration)
 RECOVERY = 120.0  # a tunnel back by itself after a peer lost it: a liveness check, retransmits, new exchange
