@@ -22,6 +22,7 @@ from pathlib import Path
 from lab import PROJECT_ROOT, progress, settings, snapshot
 from lab.images import linux_image
 from lab.lab import Lab
+from lab.provision import start_iked, stop_iked, wait_for_tunnel
 
 GOAL_UP_SECONDS = 15.0
 GOAL_GUEST_MIB = 128.0
@@ -34,6 +35,8 @@ GOAL_WARM_SPEEDUP = 5.0
 GOAL_MAKE_TEST_SECONDS = 240.0
 GOAL_XDIST_SPEEDUP = 1.6
 GOAL_WALKTHROUGH_SECONDS = 60.0  # docs/walkthrough.md run whole, on a lab that is up
+SLOW_RESTART_SECONDS = 30.0  # iked restarted on both gateways: slower than this means a lost first exchange
+RESTARTS = 20
 _CALL_LINE = re.compile(r"^\s*([0-9.]+)s call\s+(\S+)")
 
 
@@ -125,6 +128,40 @@ def bench_up() -> list[str]:
     finally:
         lab.down(quiet=True, snapshots=True)
         lab.close()
+
+
+def restart_seconds(lab: Lab, count: int = RESTARTS) -> list[float]:
+    """iked stopped and started again on both gateways `count` times: seconds from the start to the tunnel."""
+    gateways = lab.gateways()
+    seconds = []
+    for _ in range(count):
+        stop_iked(gateways)
+        start = time.monotonic()
+        start_iked(gateways, lab.plan())
+        wait_for_tunnel(gateways)
+        seconds.append(time.monotonic() - start)
+    return seconds
+
+
+def bench_restarts() -> list[str]:
+    """The iked start-up race: how often a restart of both gateways takes longer than one clean exchange."""
+    lab = Lab("bench-restart")
+    lab.down(quiet=True)
+    try:
+        lab.up(platform=settings.SCENARIO_PLATFORM, save_snapshot=False)
+        seconds = restart_seconds(lab)
+    finally:
+        lab.down(quiet=True)
+        lab.close()
+    slow = [s for s in seconds if s > SLOW_RESTART_SECONDS]
+    return [
+        row(
+            f"iked restarted on both gateways, start → tunnel ({len(seconds)}×)",
+            f"median {statistics.median(seconds):5.1f} s, max {max(seconds):5.1f} s",
+        ),
+        row(f"    restarts over {SLOW_RESTART_SECONDS:g} s", f"{len(slow)} of {len(seconds)}", "0"),
+        f"    load average {os.getloadavg()[0]:.1f} (2 cores, shared)",
+    ]
 
 
 def bench_make_lab_up() -> list[str]:
@@ -306,6 +343,7 @@ def main() -> int:
         ("image", "Linux appliance image", bench_image),
         ("up", "Lab up: cold, saved, restored warm", bench_up),
         ("make-lab-up", "make lab-up, twice", bench_make_lab_up),
+        ("restarts", "iked restarts (the start-up race)", bench_restarts),
         ("scenarios", "Scenarios", bench_scenarios),
         ("make-test", "make test", bench_make_test),
         ("interop", "Interop matrix (optional: BENCH=interop runs it)", bench_interop),
