@@ -182,9 +182,12 @@ class Host:
 
         log_read = [0.0]  # when iked's log was last read: every few seconds, not at every poll, since
         # each read is processes in a guest whose CPU iked needs under software emulation
+        deadline = time.monotonic() + timeout
 
         def reading() -> SaState:
-            result = self.run(self.platform.sa_command())  # fails while iked opens its control socket
+            # Fails while iked opens its control socket, and waits while its IKE process is still starting
+            # (see wait_iked_started): give that query the time that is left, not one command's.
+            result = self.run(self.platform.sa_command(), timeout=max(COMMAND, deadline - time.monotonic()))
             state = self.platform.parse_sa(result.output) if result.ok else SaState()
             if not state.established and time.monotonic() - log_read[0] >= FATAL_LOG_INTERVAL:
                 log_read[0] = time.monotonic()
