@@ -79,6 +79,8 @@ def load_matrix(path: Path = MATRIX) -> Matrix:
     for i, entry in enumerate(data.get("known") or []):
         if not isinstance(entry, dict) or not {"cell", "test", "reason", "reference"} <= set(entry):
             raise IkedlabError(f"{path}: known[{i}]: expected cell, test, reason and reference")
+        if entry["test"] == "*" and "lab_error" not in entry:  # the whole cell: only for the error it names
+            raise IkedlabError(f"{path}: known[{i}]: a whole-cell entry (test '*') needs lab_error, a regex")
         known.append({k: str(v) for k, v in entry.items()})
     return Matrix(tuple(cells), tuple(known))
 

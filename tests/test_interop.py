@@ -237,3 +237,20 @@ def test_a_build_rides_on_the_appliance_initramfs_as_a_second_archive(tmp_path: 
     archive = gzip.decompress(out.read_bytes())  # the kernel reads both gzip members in order
     assert archive.index(b"packaged iked") < archive.index(b"built usr/sbin/iked")
     assert initrd_with_build(base, "cd" * 32, build) == out  # cached
+
+
+def test_a_whole_cell_known_failure_names_the_lab_error_it_stands_for(tmp_path: Path) -> None:
+    """A cell whose lab does not come up xfails only for the error it is known for (lab_error)."""
+    matrix = (
+        "sides:\n  a: {platform: linux}\n  b: {platform: libreswan}\ncells:\n  - [a, b]\n"
+        "known:\n  - {cell: a--b, test: '*', reason: r, reference: ref}\n"
+    )
+    (tmp_path / "m.yaml").write_text(matrix)
+    with pytest.raises(IkedlabError, match=r"known\[0\]: a whole-cell entry \(test '\*'\) needs lab_error"):
+        load_matrix(tmp_path / "m.yaml")
+    shipped = [k for k in load_matrix().known if k["test"] == "*"]
+    assert shipped and all(k["lab_error"] for k in shipped)
+    seen = 'init: iked gave up on the tunnel: "init" #2: malformed payload in packet: ikev2 cert encoding '
+    seen += "of IKEv2 Certificate Request Payload has an unknown value: 201 (0xc9)"
+    assert all(re.search(k["lab_error"], seen) for k in shipped)
+    assert not any(re.search(k["lab_error"], "init: the console closed") for k in shipped)
