@@ -14,7 +14,7 @@ import re
 from typing import TYPE_CHECKING, ClassVar
 
 from lab.platforms import Action, FileSpec
-from lab.platforms.linux import MODPROBE, Linux
+from lab.platforms.linux import Linux
 from lab.platforms.parsers import iked_identity
 from lab.readings import ChildSa, Flow, IkeSa, SaState
 
@@ -63,8 +63,7 @@ class StrongSwan(Linux, name="strongswan"):
 
     def ipsec_prepare_actions(self, host: Host) -> list[Action]:
         return [
-            f"{MODPROBE} xfrm_user",  # charon speaks XFRM over netlink
-            *self.kernel_readings_actions(),
+            *self.kernel_ipsec_actions(),  # xfrm_user (charon speaks XFRM over netlink) among them
             FileSpec("/etc/strongswan.d/ikedlab.conf", _SETTINGS),
             "mkdir -p /etc/swanctl/ecdsa /etc/swanctl/pubkey /etc/swanctl/conf.d",
             "chmod 700 /etc/swanctl/ecdsa",
