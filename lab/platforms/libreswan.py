@@ -16,7 +16,7 @@ import re
 from typing import TYPE_CHECKING, ClassVar
 
 from lab.platforms import Action, FileSpec
-from lab.platforms.linux import IP, MODPROBE, Linux
+from lab.platforms.linux import IP, Linux
 from lab.platforms.parsers import iked_identity
 from lab.readings import ChildSa, Flow, IkeSa, SaState
 from lab.render import LIBRESWAN_KEYS_CONF, LIBRESWAN_LOG
@@ -40,8 +40,7 @@ class Libreswan(Linux, name="libreswan"):
 
     def ipsec_prepare_actions(self, host: Host) -> list[Action]:
         return [
-            f"{MODPROBE} -a xfrm_user esp4",  # pluto speaks XFRM over netlink
-            *self.kernel_readings_actions(),
+            *self.kernel_ipsec_actions(),  # xfrm_user (pluto speaks XFRM over netlink) among them
             f"mkdir -p {self.pubkeys_dir} {NSS_DIR} /run/pluto /var/log",
             # No DNS in the lab: an empty resolv.conf keeps pluto and addconn from complaining at each start.
             FileSpec("/etc/resolv.conf", ""),
