@@ -15,7 +15,7 @@ from lab.host import Host
 from lab.ownership import ikedlab_for
 from lab.platforms.parsers import IKED_FATAL, iked_fatal_line
 from lab.readings import SaState
-from lab.settings import IKED_RETRY, SA_TIMEOUT
+from lab.settings import SA_TIMEOUT
 
 ANY_FAILURE = IKED_FATAL
 
@@ -31,7 +31,7 @@ class ExpectedFailureMissing(ProvisionError):
 
 
 def wait_for_failure(
-    gateways: list[Host], pattern: str, *, lab: str, timeout: float = SA_TIMEOUT + IKED_RETRY
+    gateways: list[Host], pattern: str, *, lab: str, timeout: float = SA_TIMEOUT
 ) -> Seen:
     """Watch the gateways' iked logs until one matches `pattern`; fail fast when the tunnel comes up.
     `lab` is the lab's name, for the hints."""

@@ -13,10 +13,10 @@ import dataclasses
 from lab.errors import LabError, ProvisionError
 from lab.lab import Lab
 from lab.provision import IKED_OK, restart_tunnel, write_iked_conf
-from lab.settings import IKED_RETRY, SA_TIMEOUT
+from lab.settings import SA_TIMEOUT
 
 
-def reconfigure(lab: Lab, host_name: str, iked_conf: str, timeout: float = SA_TIMEOUT + IKED_RETRY) -> None:
+def reconfigure(lab: Lab, host_name: str, iked_conf: str, timeout: float = SA_TIMEOUT) -> None:
     if not lab.hosts:
         lab.attach()
     gateways = lab.gateways()

@@ -18,15 +18,14 @@ COMMAND = 60.0  # one console command, unless its caller knows better
 RESUMED_SYNC = 10.0  # a restored guest's shell answering its first sync line (else the full login dialogue)
 PING_SLACK = 30.0  # on top of ping's own count x per-reply wait: the console round trip, a busy guest
 CAPTURE = 15.0  # tcpdump to start listening (its pcap appears) or to stop
-# iked started to an ESTABLISHED IKE SA with child SAs on both gateways. Room for one exchange lost to the
-# peer's start-up (seen here: the passive iked answers IKE_SA_INIT, then frees that SA as it loads its
-# configuration, "sa_free: reload"; the initiator retransmits IKE_AUTH into the void, gives up, starts again).
-SA_TIMEOUT = 180.0
-# iked started to its IKE process answering (past start-up; see Host.wait_iked_started): seen 35-80 s on Linux
-# under emulation when the kernel probes its algorithms, loading modules, as iked registers with PF_KEY.
-IKED_START = 150.0
-IKED_RETRY = 60.0  # iked's initiator tries again after this long when its first exchange was lost (e.g. to
-# the peer's own start-up, which frees a half-open SA when it loads its configuration)
+# The active side's iked started (the passive one is past its start-up: IKED_START) to an ESTABLISHED IKE SA
+# with child SAs on both gateways: the active iked's own start-up and one exchange. Seen 20-34 s with a load
+# average of 13-14 on the 2 cores (resp's signature step slowest); the rest is margin for a busier machine.
+SA_TIMEOUT = 90.0
+# iked started to its IKE process answering (past start-up; see Host.wait_iked_started): 5-11 s seen under
+# load, up to 68 s at a gateway's first start (the kernel loads its algorithm modules as iked registers with
+# PF_KEY); 35-80 s at every start before the image carried those modules and its kernel-modprobe filter.
+IKED_START = 120.0
 RECOVERY = 120.0  # a tunnel back by itself after a peer lost it: a liveness check, retransmits, new exchange
 STATUS_ANSWER = 15.0  # `ikedlab status`: a console (or its lock) silent this long is "no answer" (or "busy")
 EXEC = 3600.0  # `ikedlab exec`: it streams and passes Ctrl-C, so a long command is the user's call
