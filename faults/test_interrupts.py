@@ -60,6 +60,30 @@ class Terminal:
         finally:
             self._reader.join(5)
 
+    def press_ctrl_c(self, presses: int) -> None:
+        """Ctrl-C, and again once the first was said: a person pressing twice because cleanup takes long."""
+        for press in range(presses):
+            if press:
+                wait_for("the first Ctrl-C said", lambda: self.saw(STOPPING), EXIT_DEADLINE)
+            self.interrupt()
+
+    def stopped(self, lab: str) -> list[str]:
+        """Make sure the process is gone; the lab's domains it left, removed so the next run starts clean."""
+        if self.process.poll() is None:
+            self.process.kill()
+        left = domains(lab)
+        if left:  # the caller asserts there are none
+            ikedlab("--name", lab, "down", "--force")
+        return left
+
+    def assert_stopped_cleanly(self, code: int, expected: int, presses: int, left: list[str]) -> None:
+        said = "\n".join(self.lines)
+        assert code == expected, said
+        assert "Traceback" not in said, said
+        assert self.lines.count(STOPPING) == 1, said  # said once, at the first Ctrl-C
+        assert presses == 2 or STILL_CLEANING not in said, said
+        assert left == [], f"domains left behind: {left}"
+
 
 @pytest.mark.parametrize("presses", [1, 2], ids=["ctrl-c", "ctrl-c-twice"])
 def test_ctrl_c_while_guests_boot_leaves_nothing(presses: int, state_dir: Path) -> None:
@@ -72,23 +96,11 @@ def test_ctrl_c_while_guests_boot_leaves_nothing(presses: int, state_dir: Path) 
         )
         assert up.process.poll() is None, "`up` ended before it was interrupted:\n" + "\n".join(up.lines)
         assert len(domains(lab)) == 5
-        for press in range(presses):
-            if press:
-                time.sleep(1.0)  # a person pressing again because nothing seemed to happen
-            up.interrupt()
+        up.press_ctrl_c(presses)
         code = up.wait(EXIT_DEADLINE)
     finally:
-        if up.process.poll() is None:
-            up.process.kill()
-        left = domains(lab)
-        if left:  # asserted below; removed here so that the next run starts clean
-            ikedlab("--name", lab, "down", "--force")
-    said = "\n".join(up.lines)
-    assert code == 130, said
-    assert "Traceback" not in said, said
-    assert up.lines.count(STOPPING) == 1, said  # said once, at the first Ctrl-C
-    assert presses == 2 or STILL_CLEANING not in said, said
-    assert left == [], f"domains left behind: {left}"
+        left = up.stopped(lab)
+    up.assert_stopped_cleanly(code, 130, presses, left)
     assert_nothing_left(lab, state_dir)
 
 
@@ -132,27 +144,14 @@ def test_ctrl_c_in_a_scenario_run_stops_at_once_and_leaves_nothing(
         )
         assert run.process.poll() is None, "the run ended before it was interrupted:\n" + "\n".join(run.lines)
         pressed = time.monotonic()
-        for press in range(presses):
-            if press:
-                wait_for("the first Ctrl-C said", lambda: run.saw(STOPPING), EXIT_DEADLINE)
-            run.interrupt()
+        run.press_ctrl_c(presses)
         code = run.wait(EXIT_DEADLINE)
         print(f"exited {time.monotonic() - pressed:.1f}s after the first Ctrl-C")
     finally:
-        if run.process.poll() is None:
-            run.process.kill()
-        left = domains(lab)
-        if left:  # asserted below; removed here so that the next run starts clean
-            ikedlab("--name", lab, "down", "--force")
-    said = "\n".join(run.lines)
-    after = (
-        run.lines[next(i for i, line in enumerate(run.lines) if STOPPING in line) :]
-        if run.saw(STOPPING)
-        else []
+        left = run.stopped(lab)
+    run.assert_stopped_cleanly(code, PYTEST_INTERRUPTED, presses, left)
+    after = run.lines[next((i for i, line in enumerate(run.lines) if STOPPING in line), 0) :]
+    assert not any(RESTORE_STEP in line for line in after), (
+        "the lab was put back before going down:\n" + "\n".join(run.lines)
     )
-    assert code == PYTEST_INTERRUPTED, said
-    assert run.lines.count(STOPPING) == 1, said  # said once, at the first Ctrl-C
-    assert not any(RESTORE_STEP in line for line in after), "the lab was put back before going down:\n" + said
-    assert presses == 2 or STILL_CLEANING not in said, said
-    assert left == [], f"domains left behind: {left}"
     assert_nothing_left(lab, state_dir)
