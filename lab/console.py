@@ -427,7 +427,7 @@ class Console:
                 self._child.wait()
             except (OSError, pexpect.ExceptionPexpect):
                 pass  # already gone (another thread saw it end)
-            self._child.delayafterclose = 0  # reaped: nothing for the kernel to catch up on
+            self._child.ptyproc.delayafterclose = 0  # reaped: nothing for the kernel to catch up on
         self._child.close(force=True)
         if self._raw:
             self._raw.close()
