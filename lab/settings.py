@@ -23,8 +23,8 @@ CAPTURE = 15.0  # tcpdump to start listening (its pcap appears) or to stop
 # average of 13-14 on the 2 cores (resp's signature step slowest); the rest is margin for a busier machine.
 SA_TIMEOUT = 90.0
 # iked started to its IKE process answering (past start-up; see Host.wait_iked_started): 5-11 s seen under
-# load, up to 68 s at a gateway's first start (the kernel loads its algorithm modules as iked registers with
-# PF_KEY); 35-80 s at every start before the image carried those modules and its kernel-modprobe filter.
+# load; 35-80 s at every start while the kernel still ran modprobe for each algorithm it lacks as iked
+# registers with PF_KEY (now off on gateways: lab/platforms/linux.py, kernel_ipsec_actions).
 IKED_START = 120.0
 RECOVERY = 120.0  # a tunnel back by itself after a peer lost it: a liveness check, retransmits, new exchange
 STATUS_ANSWER = 15.0  # `ikedlab status`: a console (or its lock) silent this long is "no answer" (or "busy")
