@@ -31,6 +31,7 @@ def test_ipsec_conf_names_the_guides_ids_flows_and_pinned_proposals() -> None:
         "ike=aes256-sha2_256;dh19",  # the group pinned: one KE payload iked accepts
         "esp=aes256-sha2_512",  # no AES-GCM, no hmac-sha2-256: what iked on Linux can do
         "pfs=no",
+        "leftupdown=%disabled",
         "also=ikedlab-keys",
         f"include {render.LIBRESWAN_KEYS_CONF}",
     ):
