@@ -175,6 +175,19 @@ def test_strongswan_keeps_keys_where_swanctl_reads_them_and_says_failure_its_way
     assert not re.search(swan.auth_failure_pattern("init.example.com"), iked_line)
 
 
+
+def test_libreswan_says_a_failed_signature_its_way() -> None:
+    pluto = get_platform("libreswan")
+    # pluto 5.2's line in scenario 6 (resp), measured on a libreswan lab.
+    line = (
+        'Nov 28 08:29:10.837104: "resp" #1: authentication failed: using ECDSA with SHA2_512 for '
+        "'@init.example.com' tried preloaded: *ZvyrEYUeR *ZvyrEYUeR"
+    )
+    assert re.search(pluto.auth_failure_pattern("init.example.com"), line)
+    assert not re.search(pluto.auth_failure_pattern("resp.example.com"), line)
+    iked_line = "ikev2_msg_authverify: authentication failed for FQDN/init.example.com"
+    assert not re.search(pluto.auth_failure_pattern("init.example.com"), iked_line)
+
 # --- the matrix -----------------------------------------------------------------------------------
 
 
