@@ -162,8 +162,9 @@ class Host:
     def wait_iked_started(self, timeout: float = IKED_START) -> None:
         """Wait until iked answers a query of its SAs: its IKE process answers only from its event loop,
         which it enters after registering with the kernel's key engine. On Linux that registration (PF_KEY
-        SADB_REGISTER) makes the kernel probe every IPsec algorithm, loading modules, and has taken 35-80 s
-        under emulation; the rest of start-up (configuration already queued to that process) takes ms."""
+        SADB_REGISTER) makes the kernel look up every IPsec algorithm: 35-80 s under emulation while each
+        missing one ran modprobe, seconds since the gateways' kernel is made ready first
+        (Linux.kernel_ipsec_actions); the rest of start-up (configuration already queued) takes ms."""
         deadline = time.monotonic() + timeout
         command = self.platform.sa_command()
 
@@ -180,17 +181,18 @@ class Host:
     def wait_established(self, timeout: float, stop: threading.Event | None = None) -> SaState:
         """Wait for the tunnel; fail at once when iked's log (since it last started) says it gave up."""
 
-        log_read = [0.0]  # when iked's log was last read: every few seconds, not at every poll, since
+        log_read = 0.0  # when iked's log was last read: every few seconds, not at every poll, since
         # each read is processes in a guest whose CPU iked needs under software emulation
         deadline = time.monotonic() + timeout
 
         def reading() -> SaState:
+            nonlocal log_read
             # Fails while iked opens its control socket, and waits while its IKE process is still starting
             # (see wait_iked_started): give that query the time that is left, not one command's.
             result = self.run(self.platform.sa_command(), timeout=max(COMMAND, deadline - time.monotonic()))
             state = self.platform.parse_sa(result.output) if result.ok else SaState()
-            if not state.established and time.monotonic() - log_read[0] >= FATAL_LOG_INTERVAL:
-                log_read[0] = time.monotonic()
+            if not state.established and time.monotonic() - log_read >= FATAL_LOG_INTERVAL:
+                log_read = time.monotonic()
                 log = self.iked_log(self.iked_log_mark)
                 if line := iked_fatal_line(log, self.platform.fatal_log_pattern()):
                     raise ProvisionError(f"{self.name}: iked gave up on the tunnel: {line}")
