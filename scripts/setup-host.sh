@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepare a Debian 12 machine to run ikedlab: system packages, and libvirtd/virtlogd running.
 # Idempotent: safe to run before every `make lab-up` / `make test`; does nothing that is already done.
-set -euo pipefail
+set -Eeuo pipefail  # -E: the ERR trap below also fires inside functions (as_root)
 
 PACKAGES=(
   qemu-system-x86 qemu-utils
@@ -15,8 +15,15 @@ PACKAGES=(
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
+# Each step names itself, so a failure says which one stopped the setup (not only make's "Error 1").
+step="start"
+trap 'echo "setup: failed while $step (exit $?)" >&2' ERR
+
 # One dpkg-query for all packages: this runs before every `make lab-up`, whose warm path takes seconds.
-installed=" $(dpkg-query -W -f='${Package}:${Status}\n' "${PACKAGES[@]}" 2>/dev/null \
+# dpkg-query exits 1 when any named package is unknown to dpkg (a bare machine): that is an answer, not an
+# error, so its status is ignored and only its lines are read.
+step="asking dpkg which packages are installed"
+installed=" $( { dpkg-query -W -f='${Package}:${Status}\n' "${PACKAGES[@]}" 2>/dev/null || true; } \
   | sed -n 's/:install ok installed$//p' | tr '\n' ' ') "
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -24,22 +31,27 @@ for p in "${PACKAGES[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
+  step="updating apt's package lists (apt-get update)"
   as_root apt-get update -qq
+  step="installing ${#missing[@]} packages (apt-get install ${missing[*]})"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 # libvirtd refuses to start without the user its QEMU driver is configured for.
+step="creating the libvirt-qemu user"
 if ! getent passwd libvirt-qemu >/dev/null; then
   getent group kvm >/dev/null || as_root groupadd --system kvm
   getent group libvirt-qemu >/dev/null || as_root groupadd --system libvirt-qemu
   as_root useradd --system --no-create-home --home-dir /var/lib/libvirt --shell /usr/sbin/nologin \
     -g libvirt-qemu -G kvm libvirt-qemu
 fi
+step="making libvirt's directories"
 as_root mkdir -p /var/log/libvirt/qemu /var/run/libvirt /var/lib/libvirt/qemu /var/cache/libvirt
 
 # /dev/kvm as Debian's udev rule leaves it (root:kvm 0660). On machines without udev it can be root:root
 # 0600: libvirt's cached QEMU capabilities then say KVM while its QEMU user cannot open the device, the
 # cache is judged stale and QEMU is re-probed on every domain start (tens of seconds each).
+step="setting /dev/kvm's group and mode"
 if [ -c /dev/kvm ]; then
   if [ "$(stat -c '%G %a' /dev/kvm)" != "kvm 660" ]; then
     echo "setup: /dev/kvm to root:kvm 0660 (Debian's default), so libvirt's capability cache stays valid"
@@ -48,6 +60,7 @@ if [ -c /dev/kvm ]; then
   fi
 fi
 
+step="starting virtlogd and libvirtd"
 running() { pgrep -x "$1" >/dev/null 2>&1; }
 running virtlogd || { echo "setup: starting virtlogd"; as_root virtlogd -d; }
 running libvirtd || { echo "setup: starting libvirtd"; as_root libvirtd -d; }
