@@ -2,7 +2,7 @@
 
 The new file is written and judged by `iked -n` first (a rejected file is reported with iked's own line and
 the running iked is left alone). Then iked restarts on every gateway, passive side first — on Linux a
-gateway whose peer restarted alone keeps its dead SAs (see README, Known limits) — and ikedlab waits for the
+gateway whose peer restarted alone keeps its dead SAs (see docs/known-limits.md) — and ikedlab waits for the
 tunnel, or reports the line of iked's log that says why it will not come up.
 """
 
