@@ -11,6 +11,7 @@ PACKAGES=(
   debian-archive-keyring                       # image variants from other Debian suites (trixie)
   cmake make bison libevent-dev libssl-dev      # `up --iked-source`: OpenIKED portable built on the host
   graphviz  # ikedlab graph: the lab as SVG/PNG
+  ruby      # tests/test_vagrantfile.py runs the Vagrantfile's own Ruby (skipped without it)
 )
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
