@@ -19,6 +19,7 @@ from pathlib import Path
 from lab import progress
 from lab.command import clean_env, run
 from lab.errors import CommandFailed, IkedConfError
+from lab.gate import FQDN, shown
 
 #: Reserved words of iked.conf (OpenBSD 6.x-7.x and OpenIKED portable): a gateway's name becomes a macro
 #: (`init="192.0.2.1"`), and a macro named like a keyword is a syntax error.
@@ -31,8 +32,6 @@ KEYWORDS = frozenset(
     stickyaddress tag tap tcpmd5 to tolerate transport tunnel user vendorid""".split()
 )
 
-_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_FQDN = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
 _VERDICT_LINE = re.compile(r"^(?P<file>[^:]+): ?(?P<line>\d+): ?(?P<message>.*)$")
 HOST_CHECK_TIMEOUT = 30.0
 
@@ -50,15 +49,10 @@ def srcid_problem(srcid: str) -> str | None:
         pass
     else:
         return (
-            f"'{srcid}' is an IP address: iked would make it an IP identity, and ikedlab installs keys "
+            f"{shown(srcid)} is an IP address: iked would make it an IP identity, and ikedlab installs keys "
             "for FQDN identities (such as init.example.com)"
         )
-    if len(srcid) > 253 or not _FQDN.match(srcid):
-        return (
-            f"'{srcid}' is not an FQDN identity: lower-case letters, digits, '-' and '.' "
-            "(such as init.example.com)"
-        )
-    return None
+    return FQDN.problem(srcid)
 
 
 def gateway_name_problem(host: str) -> str | None:

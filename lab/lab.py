@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab import interrupts, ownership, progress, settings, snapshot
+from lab import gate, interrupts, ownership, progress, settings, snapshot
 from lab import topology as topo
 from lab.bundle import record_media, scrub
 from lab.command import run
@@ -54,7 +53,6 @@ from lab.provision import (
     tunnel_probe,
 )
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,19}$")
 DEFAULT_NAME = settings.LAB_NAME
 EVIDENCE_PROBLEM = "(evidence)"  # save_evidence's key for what could not be had
 EVIDENCE_TAIL = 8  # lines of iked's log shown beside a failure
@@ -97,8 +95,8 @@ class LabState:
 
 class Lab:
     def __init__(self, name: str = DEFAULT_NAME, run_dir: Path | None = None) -> None:
-        if not NAME_RE.match(name):
-            raise LabError(f"lab name '{name}': use 1-20 lower-case letters, digits and '-'")
+        if problem := gate.LAB.problem(name):
+            raise LabError(problem)
         self.name = name
         self.run_dir = run_dir or state_root() / "labs" / name
         self.state_file = self.run_dir / "state.json"

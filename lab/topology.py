@@ -15,11 +15,12 @@ from typing import Any, Literal
 
 import yaml
 
+from lab import gate
 from lab.errors import TopologyError
+from lab.gate import shown
 from lab.ikedconf import gateway_name_problem, macro_name, srcid_problem
 
 GUIDE = "guide.yaml"
-NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 
 
 @dataclass(frozen=True)
@@ -102,26 +103,60 @@ def load(path: Path | str | None, known_platforms: tuple[str, ...]) -> Topology:
     `known_platforms` (lab.platforms.load_topology passes the registry's)."""
     path = Path(path) if path else guide_path()
     try:
-        text = path.read_text()
-    except OSError as e:
-        raise TopologyError(path, [f"cannot read the file: {e.strerror}"]) from None
+        text = gate.read_text(path, gate.TOPOLOGY_BYTES)
+    except gate.GateError as e:
+        raise TopologyError(path, [e.message]) from None
     return parse(text, path, known_platforms)
 
 
 def parse(text: str, path: Path, known_platforms: tuple[str, ...]) -> Topology:
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - safe loader subclass
-    except _DuplicateKey as e:
+        data = _load_yaml(text)
+    except _Refused as e:
         raise TopologyError(path, [str(e)]) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark else ""
-        raise TopologyError(path, [f"{where}not valid YAML: {getattr(e, 'problem', e)}"]) from None
+        problem = getattr(e, "problem", None) or getattr(e, "reason", None) or "unreadable"
+        raise TopologyError(path, [f"{where}not valid YAML: {problem}"]) from None
     return _Validator(path, known_platforms).topology(data)
 
 
-class _DuplicateKey(yaml.YAMLError):
-    pass
+class _Refused(yaml.YAMLError):
+    """YAML that parses but that a topology may not hold (a key given twice, an alias)."""
+
+
+def _load_yaml(text: str) -> Any:
+    """The YAML document, refused when it uses an alias: a topology has no need of one, and aliases nest
+    into values whose expansion is exponential in the file's size (a billion laughs)."""
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _refuse_aliases(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _refuse_aliases(root: yaml.Node) -> None:
+    """An alias is the anchored node met a second time: walk the node graph once, stop at the first."""
+    seen: set[int] = set()
+    todo = [root]
+    while todo:
+        node = todo.pop()
+        if id(node) in seen:
+            line = node.start_mark.line + 1
+            raise _Refused(
+                f"line {line}: a value anchored here (&) is used again by an alias (*): "
+                "topologies take no aliases"
+            )
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            todo += [part for pair in node.value for part in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            todo += node.value
 
 
 #: PyYAML's safe loader, parsing in C when libyaml is there: ten times faster, and every command reads YAML.
@@ -137,7 +172,7 @@ class _StrictLoader(SafeLoader):  # type: ignore[misc,valid-type]
             key = self.construct_object(key_node, deep=deep)
             line = key_node.start_mark.line + 1
             if key in seen:
-                raise _DuplicateKey(f"line {line}: '{key}' is defined twice (first on line {seen[key]})")
+                raise _Refused(f"line {line}: {shown(key)} is defined twice (first on line {seen[key]})")
             seen[key] = line
         return super().construct_mapping(node, deep=deep)
 
@@ -157,15 +192,12 @@ class _Validator:
             raise TopologyError(self.path, ["the file must be a mapping with 'links' and 'hosts'"])
         for key in data:
             if key not in ("links", "hosts", "name", "description"):
-                self.problem(str(key), "unknown section (expected links, hosts)")
-        raw_links = self.mapping(data.get("links"), "links")
-        raw_hosts = self.mapping(data.get("hosts"), "hosts")
-        for name in raw_hosts:
-            if not NAME_RE.match(str(name)):
-                self.problem(f"hosts.{name}", "a host name is lower-case letters, digits and '-', at most 31")
+                self.problem(gate.key(key), "unknown section (expected links, hosts)")
+        raw_links = self.names(self.mapping(data.get("links"), "links"), "links", gate.LINK)
+        raw_hosts = self.names(self.mapping(data.get("hosts"), "hosts"), "hosts", gate.HOST)
         links = self.links(raw_links, raw_hosts)
         self.check_unique_addresses(links)
-        hosts = {str(n): self.host(str(n), h, links) for n, h in raw_hosts.items()}
+        hosts = {n: self.host(n, h, links) for n, h in raw_hosts.items()}
         self.check_ipsec(hosts)
         if self.problems:
             raise TopologyError(self.path, self.problems)
@@ -180,30 +212,40 @@ class _Validator:
             return {}
         return value
 
+    def names(self, section: dict[Any, Any], where: str, kind: gate.Name) -> dict[str, Any]:
+        """The section's entries whose names pass the gate; each other one is a problem (and is left out,
+        so that no later message, path or picture carries it)."""
+        kept: dict[str, Any] = {}
+        for name, value in section.items():
+            if problem := kind.problem(name):
+                self.problem(where, problem)
+            else:
+                kept[name] = value
+        return kept
+
     def links(self, raw_links: dict[Any, Any], raw_hosts: dict[Any, Any]) -> dict[str, Link]:
         links: dict[str, Link] = {}
         for name, raw in raw_links.items():
             where = f"links.{name}"
             raw = self.mapping(raw, where)
             try:
-                subnet = ipaddress.IPv4Network(str(raw.get("subnet")), strict=True)
+                subnet = ipaddress.IPv4Network(self.scalar(raw.get("subnet")), strict=True)
             except ValueError as e:
-                self.problem(f"{where}.subnet", f"'{raw.get('subnet')}' is not an IPv4 subnet ({e})")
+                self.problem(f"{where}.subnet", f"{shown(raw.get('subnet'))} is not an IPv4 subnet ({e})")
                 continue
             raw_ends = self.mapping(raw.get("ends"), f"{where}.ends")
             if raw_ends and len(raw_ends) != 2:
                 self.problem(f"{where}.ends", f"a link joins exactly two hosts, not {len(raw_ends)}")
             ends: dict[str, ipaddress.IPv4Address] = {}
             for host, address in raw_ends.items():
-                field_ = f"{where}.ends.{host}"
+                field_ = f"{where}.ends.{gate.key(host)}"
                 if host not in raw_hosts:
-                    self.problem(
-                        field_, f"unknown host '{host}' (hosts are: {', '.join(map(str, raw_hosts))})"
-                    )
+                    self.problem(field_, f"unknown host {shown(host)} (hosts are: {', '.join(raw_hosts)})")
+                    continue
                 try:
-                    ip = ipaddress.IPv4Address(str(address))
+                    ip = ipaddress.IPv4Address(self.scalar(address))
                 except ValueError:
-                    self.problem(field_, f"'{address}' is not an IPv4 address")
+                    self.problem(field_, f"{shown(address)} is not an IPv4 address")
                     continue
                 if ip not in subnet:
                     self.problem(field_, f"{ip} is outside the link's subnet {subnet}")
@@ -211,9 +253,16 @@ class _Validator:
                 elif ip in (subnet.network_address, subnet.broadcast_address):
                     self.problem(field_, f"{ip} is the subnet's network or broadcast address")
                     self.misaddressed.add(str(host))
-                ends[str(host)] = ip
-            links[str(name)] = Link(str(name), subnet, ends)
+                ends[host] = ip
+            links[name] = Link(name, subnet, ends)
         return links
+
+    @staticmethod
+    def scalar(value: Any) -> str:
+        """A YAML scalar as text for a parser; a mapping or list is no address (and is never str()'d)."""
+        if isinstance(value, dict | list):
+            raise ValueError("a single value is expected")
+        return str(value)
 
     def host(self, name: str, raw: Any, links: dict[str, Link]) -> Host:
         where = f"hosts.{name}"
@@ -221,7 +270,7 @@ class _Validator:
         for key in raw:
             if key not in ("interfaces", "gateway", "forwarding", "ipsec", "platform", "iked"):
                 self.problem(
-                    f"{where}.{key}",
+                    f"{where}.{gate.key(key)}",
                     "unknown field (expected interfaces, gateway, forwarding, ipsec, platform, iked)",
                 )
         on = [ln for ln, link in links.items() if name in link.ends]
@@ -234,9 +283,9 @@ class _Validator:
             if wanted.count(link_name) > 1:
                 # Two interfaces on one link would hold one address twice.
                 times = wanted.count(link_name)
-                self.problem(f"{where}.interfaces", f"link '{link_name}' is listed {times} times")
+                self.problem(f"{where}.interfaces", f"link {shown(link_name)} is listed {times} times")
             if link_name not in links:
-                self.problem(f"{where}.interfaces", f"unknown link '{link_name}'")
+                self.problem(f"{where}.interfaces", f"unknown link {shown(link_name)}")
             elif name not in links[link_name].ends:
                 self.problem(f"{where}.interfaces", f"'{name}' is not an end of link '{link_name}'")
             else:
@@ -252,9 +301,9 @@ class _Validator:
         gateway = None
         if raw.get("gateway") is not None:
             try:
-                gateway = ipaddress.IPv4Address(str(raw["gateway"]))
+                gateway = ipaddress.IPv4Address(self.scalar(raw["gateway"]))
             except ValueError:
-                self.problem(f"{where}.gateway", f"'{raw['gateway']}' is not an IPv4 address")
+                self.problem(f"{where}.gateway", f"{shown(raw['gateway'])} is not an IPv4 address")
             else:
                 if name in self.misaddressed:
                     pass
@@ -265,7 +314,10 @@ class _Validator:
 
         platform = raw.get("platform")
         if platform is not None and platform not in self.known_platforms:
-            self.problem(f"{where}.platform", f"'{platform}' is not one of {', '.join(self.known_platforms)}")
+            self.problem(
+                f"{where}.platform", f"{shown(platform)} is not one of {', '.join(self.known_platforms)}"
+            )
+            platform = None
 
         forwarding = raw.get("forwarding", False)
         if not isinstance(forwarding, bool):
@@ -276,7 +328,7 @@ class _Validator:
         iked = raw.get("iked")
         if iked is not None:
             if not isinstance(iked, str) or not re.fullmatch(r"\d+\.\d+", iked):
-                self.problem(f"{where}.iked", f'{iked!r}: expected a quoted version such as "7.4"')
+                self.problem(f"{where}.iked", f'{shown(iked)}: expected a quoted version such as "7.4"')
                 iked = None
             elif not ipsec:
                 self.problem(f"{where}.iked", "only a gateway (a host with an ipsec section) runs iked")
@@ -288,13 +340,19 @@ class _Validator:
             return None
         for key in raw:
             if key not in ("peer", "mode", "srcid", "protect"):
-                self.problem(f"{where}.{key}", "unknown field (expected peer, mode, srcid, protect)")
+                self.problem(
+                    f"{where}.{gate.key(key)}", "unknown field (expected peer, mode, srcid, protect)"
+                )
         peer = raw.get("peer")
         if not peer:
             self.problem(f"{where}.peer", "missing: an IPsec gateway needs a peer")
+        elif problem := gate.HOST.problem(peer):
+            self.problem(f"{where}.peer", problem)
+            peer = None
         mode = raw.get("mode", "active")
         if mode not in ("active", "passive"):
-            self.problem(f"{where}.mode", f"'{mode}' is not one of active, passive")
+            self.problem(f"{where}.mode", f"{shown(mode)} is not one of active, passive")
+            mode = "active"
         srcid = raw.get("srcid")
         if not srcid or not isinstance(srcid, str):
             self.problem(
@@ -304,8 +362,8 @@ class _Validator:
             self.problem(f"{where}.srcid", problem)
         protect = raw.get("protect")
         if protect not in [i.link for i in interfaces]:
-            self.problem(f"{where}.protect", f"'{protect}' is not one of this host's links")
-        return Ipsec(str(peer), mode, str(srcid), str(protect))
+            self.problem(f"{where}.protect", f"{shown(protect)} is not one of this host's links")
+        return Ipsec(str(peer), mode, srcid if isinstance(srcid, str) else "", str(protect))
 
     def check_unique_addresses(self, links: dict[str, Link]) -> None:
         seen: dict[ipaddress.IPv4Address, str] = {}

@@ -164,7 +164,7 @@ def test_attach_resolves_each_hosts_platform_from_the_state(fake, tmp_path):
 
 
 def test_bad_names_and_missing_state_are_one_line(tmp_path):
-    with pytest.raises(LabError, match="lab name 'Bad_Name'"):
+    with pytest.raises(LabError, match="'Bad_Name' is not a lab name"):
         Lab("Bad_Name")
     with pytest.raises(LabError, match="lab 'gone' is not up"):
         Lab("gone", run_dir=tmp_path).state()
