@@ -108,7 +108,7 @@ def test_ctrl_c_while_guests_boot_leaves_nothing(presses: int, state_dir: Path) 
 # there used to put the lab back from its snapshot (a restore of 10-20 s) before taking it down.
 SCENARIO = "scenarios/test_6_wrong_key.py::test_wrong_public_key_means_no_tunnel"
 LAB_CHANGED = "openssl ecparam"  # the scenario's first command: from here on the lab is changed
-RESTORE_STEP = "… restore:"  # Lab._restore's step, as progress prints it
+RESTORE_STEP = "… restore:"  # warm.restore's step, as progress prints it
 PYTEST_INTERRUPTED = 2  # pytest's exit status after Ctrl-C
 
 

@@ -14,101 +14,29 @@ included: it is needed to replay the lab, and it is the lab's own test secret.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import re
-import subprocess
 import tarfile
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lab.errors import IkedlabError, LabError
+from lab.redact import scrub
+from lab.versions import guest_versions, ikedlab_version, media_digests, recorded_media
 
 if TYPE_CHECKING:
-    from lab.host import Host
     from lab.lab import Lab
 
 FORMAT = 1
 RECENT_PCAPS = 8
-HASH_LIMIT = 256 * 1024 * 1024  # bigger boot files (a golden disk) are fingerprinted by size and time
-MEDIA_FILE = "media.json"
-
-_PEM_PRIVATE = re.compile(r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----", re.DOTALL)
-_LONG_HEX = re.compile(r"0x[0-9a-fA-F]{32,}")
-
-
-def scrub(text: str) -> str:
-    """A text with private keys and SA key material removed."""
-    text = _PEM_PRIVATE.sub("[a private key was here; ikedlab bundles never carry one]", text)
-    return _LONG_HEX.sub("0x[redacted]", text)
-
-
-# --- versions ----------------------------------------------------------------------------------------
-def file_digest(path: Path) -> str:
-    try:
-        stat = path.stat()
-    except OSError:
-        return "missing"
-    if stat.st_size > HASH_LIMIT:
-        return f"size:{stat.st_size}:mtime:{int(stat.st_mtime)}"
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
-
-
-def media_digests(media: dict[str, Any]) -> dict[str, dict[str, str]]:
-    """platform -> {kernel|initrd|disk: digest} of what the lab boots (BootMedia per platform)."""
-    found: dict[str, dict[str, str]] = {}
-    for platform, boot in media.items():
-        paths = {
-            part: Path(getattr(boot, part))
-            for part in ("kernel", "initrd", "disk")
-            if getattr(boot, part, None)
-        }
-        found[platform] = {part: file_digest(path) for part, path in paths.items()}
-        # A cached image says what it was built from (the Linux appliance: its manifest's hash, which covers
-        # every package version): worth more to a maintainer than a file's digest.
-        for path in paths.values():
-            key = _read_json(path.resolve().parent / "image.json").get("key")
-            if key:
-                found[platform]["manifest"] = f"key:{key}"
-                break
-    return found
-
-
-def record_media(run_dir: Path, media: dict[str, Any], release: str | None) -> None:
-    """Called by `up`: the digests of the images this lab boots, for bundles made later."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / MEDIA_FILE).write_text(
-        json.dumps({"release": release, "images": media_digests(media)}, indent=2)
-    )
-
-
-def ikedlab_version() -> dict[str, str]:
-    try:
-        version = metadata.version("ikedlab")
-    except metadata.PackageNotFoundError:
-        version = "unknown"
-    root = Path(__file__).resolve().parent.parent
-    commit = _git(root, "rev-parse", "HEAD")
-    dirty = bool(_git(root, "status", "--porcelain", "--untracked-files=no"))
-    return {"version": version, "commit": (commit or "unknown") + (" (modified)" if dirty else "")}
-
-
-def guest_versions(host: Host) -> dict[str, str]:
-    return host.platform.parse_versions(host.run(host.platform.versions_command()).output)
 
 
 def describe(lab: Lab) -> dict[str, Any]:
     """What a running lab is, for reports: topology, platforms, versions of ikedlab, images and guests."""
     state = lab.state()
-    media = _read_json(lab.run_dir / MEDIA_FILE)
+    media = recorded_media(lab.run_dir)
     return {
         "lab": lab.name,
         "topology": state.topology,
@@ -118,14 +46,6 @@ def describe(lab: Lab) -> dict[str, Any]:
         "images": media.get("images", {}),
         "guests": {name: guest_versions(host) for name, host in lab.hosts.items()},
     }
-
-
-def _git(root: Path, *args: str) -> str:
-    try:
-        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return done.stdout.strip() if done.returncode == 0 else ""
 
 
 # --- making a bundle ---------------------------------------------------------------------------------
@@ -163,7 +83,7 @@ def make_bundle(lab: Lab, out: Path | None, status_text: str = "") -> Path:
     out = out or lab.run_dir / "bundles" / f"{top}.tar.gz"
     out.parent.mkdir(parents=True, exist_ok=True)
     problems: list[str] = []
-    media = _read_json(lab.run_dir / MEDIA_FILE)
+    media = recorded_media(lab.run_dir)
     with tarfile.open(out, "w:gz") as tar:
         archive = _Archive(top, tar)
         topology_path = Path(state.topology)
@@ -234,13 +154,6 @@ def _guest_evidence(lab: Lab, archive: _Archive, problems: list[str]) -> dict[st
 def _recent_pcaps(run_dir: Path) -> list[Path]:
     pcaps = [p for sub in ("captures", "artifacts") for p in (run_dir / sub).glob("*.pcap")]
     return sorted(pcaps, key=lambda p: p.stat().st_mtime)[-RECENT_PCAPS:]
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def _readme(manifest: dict[str, Any], names: list[str], archive: str) -> str:

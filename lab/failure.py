@@ -30,9 +30,7 @@ class ExpectedFailureMissing(ProvisionError):
     """--expect-failure: the failure did not happen (the tunnel came up, or nothing matched in time)."""
 
 
-def wait_for_failure(
-    gateways: list[Host], pattern: str, *, lab: str, timeout: float = SA_TIMEOUT
-) -> Seen:
+def wait_for_failure(gateways: list[Host], pattern: str, *, lab: str, timeout: float = SA_TIMEOUT) -> Seen:
     """Watch the gateways' iked logs until one matches `pattern`; fail fast when the tunnel comes up.
     `lab` is the lab's name, for the hints."""
     regex = re.compile(pattern)

@@ -9,34 +9,18 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from collections.abc import Callable
 
-from lab.errors import IkedlabError, ProvisionError, first_and_more
+from lab.errors import ProvisionError, first_and_more
 from lab.host import Host
 from lab.ikedconf import name_lines
+from lab.parallel import in_parallel
 from lab.plan import KEYS, NETWORK, Options, Plan, rendered_iked_conf
 from lab.progress import step
 from lab.settings import SA_TIMEOUT
 from lab.topology import Topology
 
 IKED_OK = re.compile(r"configuration OK")
-T = TypeVar("T")
-
-
-def in_parallel(items: Iterable[T], action: Callable[[T], object]) -> None:
-    """Run `action` on each item (hosts, domains, host names) at once; raise the first failure, naming
-    its item, after all finish."""
-    items = list(items)
-    with ThreadPoolExecutor(max_workers=max(1, len(items))) as pool:
-        futures = [(item, pool.submit(action, item)) for item in items]
-    errors = [(item, f.exception()) for item, f in futures if f.exception()]
-    if errors:
-        item, error = errors[0]
-        if isinstance(error, IkedlabError):
-            raise error
-        raise ProvisionError(f"{getattr(item, 'name', item)}: {type(error).__name__}: {error}") from error
 
 
 def provision(
@@ -151,7 +135,6 @@ def wait_for_tunnel(gateways: list[Host], timeout: float = SA_TIMEOUT) -> None:
 __all__ = [
     "Options",  # the plan's, here too: scenarios and callers change a lab through provision's Options
     "exchange_keys",
-    "in_parallel",
     "install_iked_conf",
     "provision",
     "rendered_iked_conf",

@@ -19,7 +19,8 @@ import pytest
 from lab import interrupts, ownership, settings
 from lab.bundle import describe
 from lab.errors import IkedlabError
-from lab.lab import EVIDENCE_PROBLEM, Lab
+from lab.evidence import PROBLEM as EVIDENCE_PROBLEM
+from lab.lab import Lab
 from lab.platforms import get_platform, platform_names
 from lab.prune import prune
 

@@ -1,5 +1,8 @@
-"""The package's import graph: no cycles (imports inside functions count, TYPE_CHECKING-only ones do not), and
-every module imports on its own in a fresh interpreter state."""
+"""The package's import graph: no circles, and every module imports on its own in a fresh interpreter state.
+
+Every import counts: inside functions, and under TYPE_CHECKING too (two modules that name each other's types
+know each other; the reader walks a circle all the same). A package that exports names lazily (a module
+`__getattr__` over an `_EXPORTS` table, as lab.images does) imports the module each name comes from."""
 
 import ast
 import subprocess
@@ -18,8 +21,20 @@ def _module(path: Path) -> str:
 MODULES = {_module(p): p for p in sorted(LAB.rglob("*.py")) if p.name != "__main__.py"}
 
 
-def _type_checking_only(node: ast.AST) -> bool:
-    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+def _lazy_exports() -> dict[str, str]:
+    """`package.name` -> `package.module` for packages that import their public names on first use."""
+    found = {}
+    for name, path in MODULES.items():
+        if path.name != "__init__.py":
+            continue
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Assign | ast.AnnAssign) and "_EXPORTS" in ast.unparse(node):
+                table = ast.literal_eval(node.value)  # type: ignore[arg-type]
+                found.update({f"{name}.{k}": f"{name}.{v}" for k, v in table.items()})
+    return found
+
+
+LAZY = _lazy_exports()
 
 
 def _imports(path: Path) -> set[str]:
@@ -27,15 +42,13 @@ def _imports(path: Path) -> set[str]:
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
-        if _type_checking_only(node):
-            return
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
         for name in names:
-            parts = name.split(".")
+            parts = LAZY.get(name, name).split(".")
             found.update(
                 ".".join(parts[:i]) for i in range(1, len(parts) + 1) if ".".join(parts[:i]) in MODULES
             )
@@ -62,6 +75,11 @@ def test_the_import_graph_has_no_cycle():
 
     for name in sorted(graph):
         walk(name, [])
+
+
+def test_lazy_exports_are_seen():
+    assert LAZY["lab.images.build_openbsd_image"] == "lab.images.openbsd"
+    assert "lab.images.openbsd" in _imports(MODULES["lab.platforms.openbsd"])
 
 
 def test_topology_knows_no_platform():

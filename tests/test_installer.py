@@ -68,7 +68,7 @@ def peer(tmp_path: Path) -> Iterator[object]:
 
 @pytest.fixture(scope="module")
 def conf() -> str:
-    return render_install_conf(release="7.9")
+    return render_install_conf(LAB_ROOT_PASSWORD, release="7.9")
 
 
 # --- install.conf -------------------------------------------------------------------------------------
@@ -193,7 +193,12 @@ def test_timezone_outside_the_installers_list_has_no_answer(peer):
     # file's line is spent: "Question has no answer in response file".
     p = peer("ok")
     with pytest.raises(InstallerNoAnswer, match="timezone"):
-        run_install(p.child, render_install_conf(release="7.9", timezone="Europe/Nowhere"), FAST, QUICK)
+        run_install(
+            p.child,
+            render_install_conf(LAB_ROOT_PASSWORD, release="7.9", timezone="Europe/Nowhere"),
+            FAST,
+            QUICK,
+        )
 
 
 def test_utc_is_in_the_installers_zone_list(tmp_path):
@@ -208,7 +213,7 @@ def test_utc_is_in_the_installers_zone_list(tmp_path):
     names = sorted(p.name for p in zoneinfo.iterdir())
     listed = subprocess.run(["ls", "-1dF", *names], cwd=zoneinfo, capture_output=True, text=True, check=True)
     tzlist = listed.stdout.split()
-    timezone = answers(render_install_conf(release="7.9"))["What timezone are you in"]
+    timezone = answers(render_install_conf(LAB_ROOT_PASSWORD, release="7.9"))["What timezone are you in"]
     assert timezone in tzlist
     assert "Zulu" not in tzlist and "Zulu@" in tzlist  # the case a symbolic link would be
 
@@ -330,17 +335,17 @@ def test_build_writes_image_and_manifest_atomically(tmp_path, monkeypatch):
         fetched.append((release, kwargs["insecure"]))
         return Media(iso, False, "NOT VERIFIED (--insecure, no SHA256.sig)", "ab" * 32, release, arch)
 
-    def fake_install(qemu, disk, media, release, transcript, timeouts):
+    def fake_install(qemu, disk, media, release, transcript, timeouts, root_password):
         assert disk.exists() and disk.name.endswith(".partial")  # built beside, renamed at the end
         return 1234.0
 
     monkeypatch.setattr(builder, "fetch_media", fake_fetch)
     monkeypatch.setattr(builder, "_install", fake_install)
     monkeypatch.setattr(builder, "require", lambda program, package=None: shutil.which(program) or program)
-    image = builder.build_openbsd_image("7.9", iso=iso, insecure=True, cache_dir=tmp_path)
+    image = builder.build_openbsd_image("7.9", iso=iso, insecure=True, cache_dir=tmp_path, root_password="pw")
     assert image.path == tmp_path / "openbsd" / "openbsd-7.9-amd64.qcow2" and image.path.is_file()
     assert image.manifest["insecure"] is True and image.manifest["iso_sha256"] == "ab" * 32
     assert image.manifest["recipe"] == recipe_hash() and image.manifest["install_seconds"] == 1234
     assert not list((tmp_path / "openbsd").glob(".*"))  # no partial files left behind
-    again = builder.build_openbsd_image("7.9", iso=iso, insecure=True, cache_dir=tmp_path)
+    again = builder.build_openbsd_image("7.9", iso=iso, insecure=True, cache_dir=tmp_path, root_password="pw")
     assert again == image and len(fetched) == 1  # the cache answers; nothing fetched or installed

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from lab import render, topology
+from lab.domains import host_media
 from lab.errors import IkedlabError, PlatformError
 from lab.images.iked_build import IkedBuild, build_iked, tree_hash
 from lab.interop import Cell, Outcome, Side, cell_topology, junit_results, load_matrix, table
-from lab.lab import host_media, resolve_platforms
-from lab.platforms import BootMedia, IkedChoice, get_platform, load_topology
+from lab.platforms import BootMedia, IkedChoice, get_platform, load_topology, resolve_platforms
 from lab.platforms.strongswan import parse_swanctl_list_sas
 
 DATA = Path(__file__).parent / "data" / "strongswan"
@@ -175,7 +175,6 @@ def test_strongswan_keeps_keys_where_swanctl_reads_them_and_says_failure_its_way
     assert not re.search(swan.auth_failure_pattern("init.example.com"), iked_line)
 
 
-
 def test_libreswan_says_a_failed_signature_its_way() -> None:
     pluto = get_platform("libreswan")
     # pluto 5.2's line in scenario 6 (resp), measured on a libreswan lab.
@@ -187,6 +186,7 @@ def test_libreswan_says_a_failed_signature_its_way() -> None:
     assert not re.search(pluto.auth_failure_pattern("resp.example.com"), line)
     iked_line = "ikev2_msg_authverify: authentication failed for FQDN/init.example.com"
     assert not re.search(pluto.auth_failure_pattern("init.example.com"), iked_line)
+
 
 # --- the matrix -----------------------------------------------------------------------------------
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from fakes import FakeConsole, recorded
 
+from lab import guests, snapshot, status
 from lab import lab as labmod
-from lab import snapshot
-from lab.errors import ConsoleTimeout, LabError, ProvisionError
-from lab.hypervisor import Accel
+from lab.errors import ConsoleTimeout, HypervisorError, LabError, ProvisionError
+from lab.hypervisor import Accel, LabDomain, domain_name
 from lab.lab import Lab
 from lab.platforms import BootMedia, Platform, platform_names
 
@@ -42,7 +42,7 @@ class FakeHypervisor:
 
     def domains(self, lab=None):
         return [
-            labmod.LabDomain(s.name, s.lab, s.host, s.platform, s.name in self.running, None)
+            LabDomain(s.name, s.lab, s.host, s.platform, s.name in self.running, None)
             for s in self.specs.values()
             if lab in (None, s.lab)
         ]
@@ -87,8 +87,8 @@ def fake(monkeypatch, tmp_path):
 
     monkeypatch.setattr(labmod, "detect_accel", lambda kernel, cache: Accel("qemu", "test"))
     monkeypatch.setattr(labmod, "check_ports_free", lambda ports, lab: None)
-    monkeypatch.setattr(labmod, "run", lambda argv: None)  # qemu-img for disk overlays
-    monkeypatch.setattr(Lab, "_console", console)
+    monkeypatch.setattr(guests, "run", lambda argv: None)  # qemu-img for disk overlays
+    monkeypatch.setattr(guests.Guests, "console", console)
     monkeypatch.setenv("IKEDLAB_STATE_DIR", str(tmp_path / "state"))
     for name in ("vmlinuz", "initrd", "golden.qcow2"):
         (tmp_path / name).write_bytes(b"image")
@@ -102,7 +102,7 @@ def fake(monkeypatch, tmp_path):
     for cls in Platform._registry.values():
         monkeypatch.setattr(cls, "boot_media", lambda self, release=None, iked=None: media)
     lab = Lab("t", run_dir=tmp_path / "run")
-    lab._hypervisor = hv  # type: ignore[assignment]
+    lab.guests._hypervisor = hv  # type: ignore[assignment]
     return lab, hv, consoles
 
 
@@ -157,7 +157,7 @@ def test_attach_resolves_each_hosts_platform_from_the_state(fake, tmp_path):
     lab, hv, _ = fake
     lab.up(platform="linux")
     again = Lab("t", run_dir=lab.run_dir)
-    again._hypervisor = hv  # type: ignore[assignment]
+    again.guests._hypervisor = hv  # type: ignore[assignment]
     hosts = again.attach(only=["init"])
     assert list(hosts) == ["init"] and again.platforms["resp"].name == "linux"
     assert again.plan().hosts["init"].iked_conf == lab.plan().hosts["init"].iked_conf
@@ -213,11 +213,11 @@ def test_hints_name_the_lab_unless_it_is_the_default(tmp_path):
 def test_status_always_shows_every_host_and_says_what_is_wrong(fake):
     lab, hv, consoles = fake
     lab.up(platform="linux")
-    rows = {r.host: r for r in lab.status()}
+    rows = {r.host: r for r in status.rows(lab)}
     assert all(r.healthy and r.state == "running" for r in rows.values())
     assert rows["init"].tunnel == "ESTABLISHED with resp" and rows["inet"].tunnel == ""
 
-    hv.running.discard(labmod.domain_name("t", "inet"))  # the guest died (virsh destroy)
+    hv.running.discard(domain_name("t", "inet"))  # the guest died (virsh destroy)
     consoles["resp"].failing.add(lab.platforms["resp"].sa_command())  # iked was killed
 
     def silent(timeout=0):
@@ -225,7 +225,7 @@ def test_status_always_shows_every_host_and_says_what_is_wrong(fake):
 
     consoles["initlan"].attach = silent  # type: ignore[method-assign]
     consoles["init"].answers[lab.platforms["init"].sa_command()] = recorded("linux", "sa_none")
-    rows = {r.host: r for r in lab.status()}
+    rows = {r.host: r for r in status.rows(lab)}
     assert (rows["inet"].state, rows["inet"].healthy) == ("stopped", False)
     assert (rows["resp"].state, rows["resp"].tunnel) == ("running", "iked not running")
     assert rows["initlan"].state == "no answer"
@@ -300,7 +300,7 @@ def test_a_snapshot_that_cannot_be_saved_leaves_a_cold_lab_and_no_snapshot(fake,
     lab, hv, _ = fake
 
     def full_disk(name, path):
-        raise labmod.HypervisorError(f"cannot save {name} to {path}: No space left on device")
+        raise HypervisorError(f"cannot save {name} to {path}: No space left on device")
 
     monkeypatch.setattr(hv, "save", full_disk)
     assert lab.up(platform="linux") == "cold"
@@ -344,12 +344,12 @@ def test_the_status_table_after_up_shows_what_verify_found_without_asking_again(
     lab, hv, consoles = fake
     lab.up(platform="linux")
     before = {host: len(c.log) for host, c in consoles.items()}
-    rows = lab.status(just_verified=True)
+    rows = status.rows(lab, just_verified=True)
     assert all(r.healthy and r.state == "running" for r in rows)
     assert {r.host: r.tunnel for r in rows if r.tunnel} == {
         "init": "ESTABLISHED with resp",
         "resp": "ESTABLISHED with init",
     }
     assert {host: len(c.log) for host, c in consoles.items()} == before
-    lab.status()  # `ikedlab status`: asks every gateway
+    status.rows(lab)  # `ikedlab status`: asks every gateway
     assert len(consoles["init"].log) > before["init"]

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from lab import bundle, capture, failure, traffic
+from lab import bundle, capture, failure, redact, traffic, versions
 from lab.cli import build_parser
 from lab.errors import LabError
 from lab.host import Host
@@ -99,7 +99,7 @@ PEM = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIB\n-----END EC PRIVATE KEY-----\
 
 def test_scrub_removes_private_keys_and_sa_keys_but_keeps_spis():
     text = f"before\n{PEM}after\n\tenc cbc(aes) 0x{'ab' * 32}\nspi 0x229bfa8c ispi 0xe0f1a5b6180a86f6\n"
-    clean = bundle.scrub(text)
+    clean = redact.scrub(text)
     assert "PRIVATE KEY" not in clean and "ab" * 32 not in clean
     assert "0x229bfa8c" in clean and "0xe0f1a5b6180a86f6" in clean and "before" in clean
 
@@ -157,7 +157,7 @@ def test_a_bundle_holds_the_evidence_and_never_a_private_key(tmp_path):
     lab = _FakeLab(tmp_path / "run")
     kernel = tmp_path / "vmlinuz"
     kernel.write_bytes(b"kernel")
-    bundle.record_media(lab.run_dir, {"linux": BootMedia(kernel=kernel)}, None)
+    versions.record_media(lab.run_dir, {"linux": BootMedia(kernel=kernel)}, None)
     archive = bundle.make_bundle(lab, tmp_path / "b.tar.gz", "status table")  # type: ignore[arg-type]
     with tarfile.open(archive) as tar:
         members = {m.name.split("/", 1)[1]: tar.extractfile(m).read() for m in tar.getmembers()}

@@ -26,7 +26,6 @@ from lab.command import clean_env, require, run
 from lab.errors import ImageError
 from lab.images.installer import InstallerError, Timeouts, Typing, run_install
 from lab.images.media import IMAGES_DIR, Media, check_release, fetch_media, openbsd_cache_dir
-from lab.platforms.openbsd import LAB_ROOT_PASSWORD
 from lab.progress import say, step
 
 ARCH = "amd64"
@@ -62,8 +61,8 @@ def recipe_hash(images_dir: Path = IMAGES_DIR) -> str:
 
 
 def render_install_conf(
+    root_password: str,
     hostname: str = "ikedlab",
-    root_password: str = LAB_ROOT_PASSWORD,
     release: str = "",
     timezone: str = "UTC",
     disk: str = "sd0",
@@ -175,8 +174,11 @@ def build_openbsd_image(
     rebuild: bool = False,
     sig: Path | str | None = None,
     timeouts: Timeouts | None = None,
+    *,
+    root_password: str,
 ) -> OpenBSDImage:
-    """The golden image for `release`, from the cache or built now (see the module's docstring)."""
+    """The golden image for `release`, from the cache or built now (see the module's docstring).
+    `root_password` is the one the platform's console logs in with (its data file's)."""
     check_release(release)
     if not rebuild and (cached := cached_openbsd_image(release, cache_dir)) is not None:
         trust = "" if cached.verified else ", from UNVERIFIED media"
@@ -199,7 +201,7 @@ def build_openbsd_image(
     try:
         run([qemu_img, "create", "-q", "-f", "qcow2", partial, DISK_SIZE])
         with step(f"Installing OpenBSD {release} into a new image (serial transcript: {transcript})"):
-            seconds = _install(qemu, partial, media, release, transcript, timeouts)
+            seconds = _install(qemu, partial, media, release, transcript, timeouts, root_password)
         os.replace(partial, final)
     finally:
         partial.unlink(missing_ok=True)
@@ -227,10 +229,16 @@ def build_openbsd_image(
 
 
 def _install(
-    qemu: str, disk: Path, media: Media, release: str, transcript: Path, timeouts: Timeouts | None
+    qemu: str,
+    disk: Path,
+    media: Media,
+    release: str,
+    transcript: Path,
+    timeouts: Timeouts | None,
+    root_password: str,
 ) -> float:
     argv = qemu_argv(qemu, disk, media.iso, _accel())
-    conf = render_install_conf(release=release)
+    conf = render_install_conf(root_password, release=release)
     with transcript.open("w", encoding="utf-8") as log:
         child = pexpect.spawn(
             argv[0], argv[1:], encoding="utf-8", codec_errors="replace", env=clean_env(), timeout=None

@@ -61,7 +61,7 @@ class OpenBSD(Platform, name="openbsd"):
     def build_image(self, **options: Any) -> str:
         from lab.images import build_openbsd_image
 
-        image = build_openbsd_image(**options)
+        image = build_openbsd_image(**options, root_password=self.login.password or "")
         return f"openbsd {image.release} image: {image.path}"
 
     # --- provisioning -------------------------------------------------------------------------------

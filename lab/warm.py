@@ -1,0 +1,180 @@
+"""Warm labs: a provisioned lab saved as one consistent cut of every guest, and brought back from it.
+
+What a snapshot is made of (`inputs`, each input by name so a stale one says what changed), which image files
+a lab boots so its snapshot stays usable (`kept_media`), the save (every guest paused first, then each one's
+memory written) and the restore (every QEMU back paused, in parallel, consoles opened as each returns, then
+all resumed together). lab/snapshot.py keeps the files; proving the restored lab healthy is lab/verify.py's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from lab import ownership, progress, snapshot
+from lab.console import Transcript
+from lab.errors import SnapshotError
+from lab.guests import Guests
+from lab.hypervisor import DomainSpec, domain_xml
+from lab.images import mark_in_use
+from lab.parallel import in_parallel
+from lab.plan import Plan
+from lab.platforms import BootMedia
+from lab.progress import step
+from lab.topology import Topology
+
+
+def inputs(
+    lab: str,
+    topology: Topology,
+    plan: Plan,
+    specs: list[DomainSpec],
+    media: dict[str, BootMedia],
+    hypervisor_version: str,
+) -> snapshot.Inputs:
+    """Everything a provisioned lab is made of, each by name, so a stale snapshot says what changed."""
+    options = plan.options
+    values = {
+        "lab name": lab,
+        "topology": snapshot.digest(topology.path.read_bytes()),
+        "provisioning code": snapshot.code_version(),
+        "hypervisor": hypervisor_version,
+        "options": snapshot.digest(
+            json.dumps(
+                asdict(dataclasses.replace(options, iked_conf_sources={})), sort_keys=True, default=str
+            )
+        ),
+    }
+    for host, boot in media.items():
+        # The image's content, not where its files are: the cache's `current` link moving (another
+        # checkout's build) changes no snapshot. Files only for an image whose build is not reproducible.
+        values[f"image {host}"] = boot.identity or snapshot.file_identity(
+            [f for f in (boot.kernel, boot.initrd, boot.disk) if f]
+        )
+    for spec in specs:
+        values[f"domain {spec.host}"] = snapshot.digest(domain_xml(spec))
+        # Every file and command provisioning puts in the guest, the rendered iked.conf included.
+        values[f"files {spec.host}"] = snapshot.digest(repr(plan.hosts[spec.host].actions()))
+    daemons = sorted({m.daemon for m in media.values() if m.daemon})
+    summary = {
+        "topology": topology.path.name,
+        "platforms": ",".join(sorted(set(options.platforms.values()))),
+        "images": " ".join(sorted({values[f"image {h}"][:12] for h in media})),
+    }
+    if daemons:
+        summary["IKE"] = ",".join(daemons)
+    if options.iked_conf:
+        summary["own iked.conf"] = ",".join(sorted(options.iked_conf))
+    return snapshot.Inputs(values, summary)
+
+
+def kept_media(lab: str, media: dict[str, BootMedia]) -> dict[str, BootMedia]:
+    """Each host boots the image files its lab's snapshot booted, while they exist and hold the same image
+    (same identity): the saved domains name those files, and another checkout's build of the same image
+    into a new cache folder must neither make the snapshot stale nor take its files away."""
+    try:
+        snap = snapshot.load(lab)
+    except SnapshotError:
+        return media  # said, and booted cold, by `up`
+    if snap is None:
+        return media
+    kept = dict(media)
+    for host, boot in media.items():
+        booted = snap.booted(host)
+        if not boot.identity or booted.get("identity") != boot.identity:
+            continue
+        files = {k: Path(booted[k]) if booted.get(k) else None for k in ("kernel", "initrd", "disk")}
+        if any((getattr(boot, k) is None) != (f is None) for k, f in files.items()):
+            continue
+        if all(f.is_file() for f in files.values() if f):
+            kept[host] = dataclasses.replace(
+                boot, kernel=files["kernel"], initrd=files["initrd"], disk=files["disk"]
+            )
+            mark_in_use(next(f for f in files.values() if f))
+    return kept
+
+
+def boot_record(boot: BootMedia | None) -> dict[str, str]:
+    """The image files a host booted and the image's identity, for its snapshot entry."""
+    if boot is None:
+        return {}
+    files = {"kernel": boot.kernel, "initrd": boot.initrd, "disk": boot.disk}
+    return {**{k: str(f) for k, f in files.items() if f}, "identity": boot.identity}
+
+
+def save(guests: Guests, inputs: snapshot.Inputs, media: dict[str, BootMedia]) -> snapshot.Snapshot:
+    """Save the running lab as one consistent cut: every guest paused first, then each one's memory
+    (and OpenBSD's disk overlay) written. The guests stop; `restore` brings them back."""
+    hv = guests.hypervisor
+    domains = hv.domains(guests.name)
+    with step(f"snapshot: {len(domains)} guests paused together, memory saved"):
+        quiesce = [h for h in guests.hosts.values() if h.platform.before_snapshot_command()]
+        in_parallel(quiesce, lambda h: h.run(h.platform.before_snapshot_command() or "true"))
+        for host in guests.hosts.values():
+            host.console.close()  # and its channel lock: a restored QEMU has new ptys, opened anew
+        for d in domains:
+            hv.suspend(d.name)
+        writer = snapshot.Writer(guests.name, inputs)
+        try:
+            in_parallel(domains, lambda d: hv.save(d.name, writer.memory_path(d.host)))
+            for d in domains:
+                disk = guests.run_dir / "disks" / f"{d.host}.qcow2"
+                writer.add(d.host, d.name, disk if disk.exists() else None, boot_record(media.get(d.host)))
+            return writer.commit()
+        except BaseException:
+            writer.abandon()
+            raise
+
+
+def restore(guests: Guests, snap: snapshot.Snapshot) -> None:
+    """Every guest of `snap` back, paused, in parallel, its console opened as it returns; then all resumed
+    together."""
+    hv = guests.hypervisor
+    run_dir = guests.run_dir
+    hosts = list(snap.hosts)
+    (run_dir / "serial").mkdir(parents=True, exist_ok=True)  # the saved XML logs serial there
+    (run_dir / "impairments.json").unlink(missing_ok=True)  # the links are as they were saved
+    for host in hosts:
+        disk = snap.disk(host)
+        if disk:  # a saved image holds RAM only: the disk must be as it was at the cut
+            target = run_dir / "disks" / f"{host}.qcow2"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(disk, target)
+    took: dict[str, float] = {}
+
+    guests.transcript = guests.transcript or Transcript(run_dir / "console")  # before the threads
+
+    def back(host: str) -> None:
+        started = time.monotonic()
+        hv.restore(snap.memory_image(host))
+        took[host] = time.monotonic() - started
+        guests.open_control_console(host)  # connecting while the other guests are still restored
+
+    with step(f"restore: {len(hosts)} guests from warm snapshot {snap.key[:12]}, in parallel, paused"):
+        in_parallel(hosts, back)
+    for host in hosts:
+        progress.record(f"restore: libvirt restore of {host}", took[host])
+    with step("restore: guests resumed together"):
+        guests.start_consoles(hosts, opened=True)
+
+
+def own_snapshot(lab: str, snapshot_key: str) -> snapshot.Snapshot:
+    """Lab `lab`'s snapshot, taken of exactly the state it came up in (`snapshot_key`); SnapshotError
+    otherwise."""
+    snap = snapshot.load(lab)
+    again = ownership.ikedlab_for(lab)
+    if snap is None or snap.key != snapshot_key:
+        raise SnapshotError(
+            f"lab '{lab}' has no snapshot of the state it came up in",
+            f"`{again} down` then `{again} up` (a cold up saves one)",
+        )
+    why = snap.problem()
+    if why:
+        raise SnapshotError(
+            f"snapshot of lab '{lab}' is corrupt: {why}", f"`{again} down` then `{again} up --cold`"
+        )
+    return snap
