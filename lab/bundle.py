@@ -4,7 +4,7 @@
 show sa` and the kernel's SAs and policies (in the platform's own spelling), ESP/AH counters, versions (guest
 kernels and OS, iked, the boot images' digests, ikedlab's version and git commit), console transcripts,
 serial logs, recent pcaps and the status table, with a README saying how to replay it. `ikedlab up --from
-BUNDLE` reads manifest.json back and boots the same lab, after saying exactly what differs here.
+BUNDLE` (lab/replay.py) reads manifest.json back and boots the same lab, after saying what differs here.
 
 Secrets: private keys never leave their guests (the bundle reads no key file), and every text that goes in
 is scrubbed anyway: a PEM private key block becomes a marker, and long hex strings (the SA keys that
@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lab.errors import IkedlabError, LabError
+from lab.errors import IkedlabError
 from lab.redact import scrub
-from lab.versions import guest_versions, ikedlab_version, media_digests, recorded_media
+from lab.versions import guest_versions, ikedlab_version, recorded_media
 
 if TYPE_CHECKING:
     from lab.lab import Lab
@@ -200,83 +200,3 @@ def _readme(manifest: dict[str, Any], names: list[str], archive: str) -> str:
         "Files: " + ", ".join(sorted(names)),
     ]
     return "\n".join(lines) + "\n"
-
-
-# --- replaying a bundle ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Replay:
-    """What `up --from` needs, unpacked into the lab's run directory (it outlives the command)."""
-
-    topology: Path
-    platforms: dict[str, str]
-    iked_conf_files: dict[str, Path]
-    expect_failure: str | None
-    release: str | None
-    manifest: dict[str, Any]
-
-
-def open_bundle(archive: Path, into: Path) -> Replay:
-    """Unpack a bundle's replay inputs (manifest, topology, user files) into `into`."""
-    try:
-        tar = tarfile.open(archive, "r:gz")
-    except (OSError, tarfile.TarError) as e:
-        raise LabError(f"{archive}: not an ikedlab bundle ({e})") from None
-    with tar:
-        members = {m.name.split("/", 1)[-1]: m for m in tar.getmembers() if m.isfile()}
-        if "manifest.json" not in members:
-            raise LabError(f"{archive}: not an ikedlab bundle (no manifest.json)")
-
-        def read(name: str) -> bytes:
-            if name not in members:
-                raise LabError(f"{archive}: the manifest names {name}, which the bundle lacks")
-            f = tar.extractfile(members[name])
-            assert f is not None
-            return f.read()
-
-        manifest = json.loads(read("manifest.json"))
-        if manifest.get("format") != FORMAT:
-            raise LabError(f"{archive}: bundle format {manifest.get('format')}, this ikedlab reads {FORMAT}")
-        into.mkdir(parents=True, exist_ok=True)
-        topology = into / manifest.get("topology_name", "topology.yaml")
-        topology.write_bytes(read(manifest["topology"]))
-        files: dict[str, Path] = {}
-        for host, name in manifest.get("iked_conf", {}).items():
-            files[host] = into / f"{host}.iked.conf"
-            files[host].write_bytes(read(name))
-            files[host].chmod(0o600)
-    return Replay(
-        topology,
-        dict(manifest["platforms"]),
-        files,
-        manifest.get("expect_failure"),
-        manifest.get("release"),
-        manifest,
-    )
-
-
-def differences(replay: Replay, media: dict[str, Any]) -> list[str]:
-    """What differs between the bundle's lab and the one about to boot here, one line each."""
-    found = []
-    here = media_digests(media)
-    for platform, parts in replay.manifest.get("images", {}).items():
-        for part, digest in parts.items():
-            now = here.get(platform, {}).get(part)
-            if now != digest:
-                found.append(f"{platform} image {part}: bundle {_short(digest)}, here {_short(now)}")
-    then, now_version = replay.manifest.get("ikedlab", {}), ikedlab_version()
-    for key in ("version", "commit"):
-        if then.get(key) != now_version[key]:
-            found.append(f"ikedlab {key}: bundle {then.get(key)}, here {now_version[key]}")
-    return found
-
-
-def default_platform(platforms: dict[str, str]) -> str:
-    """The platform `up` gives hosts whose topology names none: the bundle's most common one."""
-    names = list(platforms.values())
-    return max(sorted(set(names)), key=names.count)
-
-
-def _short(digest: str | None) -> str:
-    if not digest:
-        return "none"
-    return digest.split(":", 1)[0] + ":" + digest.split(":", 1)[1][:12] if ":" in digest else digest[:12]

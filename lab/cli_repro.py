@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lab import progress
+from lab import gate, progress
 from lab.errors import IkedlabError, LabError
 from lab.ownership import ikedlab_for
 
@@ -87,26 +87,33 @@ def up_inputs(lab: Lab, args: argparse.Namespace, iked_conf_files: dict[str, Pat
     topology, platform, release = args.topology, args.platform, args.release
     expect: str | None = args.expect_failure
     if args.from_bundle:
-        from lab.bundle import default_platform, differences, open_bundle
         from lab.platforms import get_platform
+        from lab.replay import default_platform, differences, failure_pattern, open_bundle
 
-        replay = open_bundle(args.from_bundle, lab.run_dir.parent / f".{lab.name}-bundle")
+        replay = open_bundle(args.from_bundle, lab.run_dir / "replay")
         topology = args.topology or replay.topology
         platform = default_platform(replay.platforms)
         release = args.release or replay.release
         iked_conf_files = {**replay.iked_conf_files, **iked_conf_files}
         if expect is None:
-            expect = replay.expect_failure
+            expect = failure_pattern(replay, ANY_FAILURE)
         media = {p: get_platform(p).boot_media(release) for p in set(replay.platforms.values())}
         changed = differences(replay, media)
         progress.say(
             f"replaying {args.from_bundle.name}: "
             + ("the same images and ikedlab" if not changed else "differs here: " + "; ".join(changed))
         )
-        if expect:
+        if expect and args.expect_failure is None and expect != ANY_FAILURE:
+            progress.say(
+                f"the bundle's lab reproduces an iked failure: expecting {replay.expect_failure!r} "
+                "(a bundle's pattern is matched as plain text; --expect-failure REGEX to match a regex)"
+            )
+        elif expect:
             progress.say(f"the bundle's lab reproduces an iked failure: expecting /{expect}/")
     if expect == "":
         expect = ANY_FAILURE
+    elif expect:
+        gate.regex(expect, "--expect-failure")  # the user's own: one line when it does not compile
     tunnel: Callable[[list[Host]], object] | None = None
     if expect:
         pattern = expect

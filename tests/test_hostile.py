@@ -7,14 +7,21 @@ in a picture or report, and reach a guest byte for byte when it is a file iked a
 
 from __future__ import annotations
 
+import io
+import json
+import re
+import tarfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from test_cli import ikedlab, one_line
 
-from lab import topology
-from lab.errors import TopologyError
+from lab import cli_repro, replay, topology
+from lab.cli import build_parser
+from lab.errors import LabError, TopologyError
+from lab.replay import open_bundle
 
 PLATFORMS = ("linux", "openbsd")
 GUIDE = topology.guide_path().read_text()
@@ -113,3 +120,135 @@ def test_a_binary_topology_on_the_command_line_is_one_line(tmp_path):
     binary.write_bytes(b"\x00\x01\xff\xfe" * 64)
     line = one_line(ikedlab("graph", "--topology", str(binary), tmp_path=tmp_path))
     assert line == "ikedlab: site.yaml: not UTF-8 text (byte 0xff at offset 2)"
+
+
+# --- bundles ------------------------------------------------------------------------------------------------
+
+CONF = b"ikev2 'resp' passive esp\n"
+
+
+def _manifest(**changes: object) -> dict:
+    manifest = {
+        "format": 1,
+        "topology": "topology.yaml",
+        "topology_name": "site.yaml",
+        "platforms": {
+            "initlan": "linux",
+            "init": "linux",
+            "inet": "linux",
+            "resp": "linux",
+            "resplan": "linux",
+        },
+        "iked_conf": {"resp": "user/resp.iked.conf"},
+        "expect_failure": None,
+    }
+    manifest.update(changes)
+    return manifest
+
+
+def _bundle(tmp_path: Path, manifest: object, members: dict[str, bytes] | None = None) -> Path:
+    """A tar.gz laid out as `ikedlab bundle` lays one out: everything under one top folder."""
+    files = {"topology.yaml": GUIDE.encode(), "user/resp.iked.conf": CONF, **(members or {})}
+    manifest_bytes = manifest if isinstance(manifest, bytes) else json.dumps(manifest).encode()
+    files["manifest.json"] = manifest_bytes
+    path = tmp_path / "evil.tar.gz"
+    with tarfile.open(path, "w:gz", compresslevel=1) as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name if name.startswith("/") else f"ikedlab-x/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _replay(tmp_path: Path, archive: Path) -> LabError:
+    """Open the bundle into a lab folder; return the one-line refusal, after checking that nothing was
+    written outside that folder."""
+    lab_dir = tmp_path / "state" / "labs" / "x"
+    lab_dir.mkdir(parents=True)
+    before = {p for p in tmp_path.rglob("*")}
+    with pytest.raises(LabError) as caught:
+        open_bundle(archive, lab_dir / "replay")
+    after = {p for p in tmp_path.rglob("*")}
+    assert {p for p in after - before if lab_dir not in p.parents} == set()
+    assert all("\n" not in line for line in caught.value.lines()), caught.value.lines()
+    return caught.value
+
+
+def test_a_topology_name_that_climbs_out_of_the_lab_folder_is_refused(tmp_path):
+    archive = _bundle(tmp_path, _manifest(topology_name="../../../../escaped.yaml"))
+    error = _replay(tmp_path, archive)
+    assert "topology_name: '../../../../escaped.yaml' is not a file name" in error.message
+    assert not list(tmp_path.rglob("escaped.yaml"))
+
+
+def test_a_host_name_that_climbs_out_of_the_lab_folder_is_refused(tmp_path):
+    archive = _bundle(tmp_path, _manifest(iked_conf={"../../../../escaped": "user/resp.iked.conf"}))
+    error = _replay(tmp_path, archive)
+    assert "iked_conf: '../../../../escaped' is not a host name" in error.message
+    assert not list(tmp_path.rglob("escaped.iked.conf"))
+
+
+@pytest.mark.parametrize(
+    "manifest, says",
+    [
+        (b"\x1f\x8b not json", "manifest.json: not UTF-8 text"),
+        (b"[1, 2]", "manifest.json: expected a JSON object, found a list"),
+        (b"[" * 100_000, "manifest.json: not JSON"),
+        ({"format": 1}, "manifest.json: topology: None is not a topology file of the bundle"),
+        (_manifest(platforms=["linux"]), "manifest.json: platforms: expected a mapping, found a list"),
+        (_manifest(iked_conf={"resp": 7}), "manifest.json: iked_conf.resp: 7 is not a user file"),
+        (_manifest(images={"linux": "x"}), "manifest.json: images.linux: expected a mapping"),
+        (_manifest(expect_failure="a\nb"), "manifest.json: expect_failure: 'a\\nb' is not a line"),
+        (_manifest(topology="../topology.yaml"), "manifest.json: topology: '../topology.yaml' is not"),
+    ],
+)
+def test_a_malformed_manifest_is_one_line(tmp_path, manifest, says):
+    error = _replay(tmp_path, _bundle(tmp_path, manifest))
+    assert error.message.startswith(f"{tmp_path / 'evil.tar.gz'}: {says}"), error.message
+
+
+def test_a_gzip_bomb_in_a_member_the_replay_reads_is_refused_by_its_size(tmp_path):
+    bomb = b"\0" * (64 << 20)  # 64 MiB of zeros: 64 KiB of gzip
+    error = _replay(tmp_path, _bundle(tmp_path, _manifest(), {"topology.yaml": bomb}))
+    assert error.message.endswith(
+        "'topology.yaml' is 67108864 bytes, more than the 256 KiB ikedlab reads of it"
+    )
+
+
+def test_a_gzip_bomb_anywhere_stops_at_the_cap_on_all_bytes(tmp_path, monkeypatch):
+    monkeypatch.setattr(replay, "BUNDLE_BYTES", 8 << 20)  # the real cap is 1 GiB: the same path, faster
+    archive = _bundle(tmp_path, _manifest(), {"pcaps/wan1.pcap": b"\0" * (32 << 20)})
+    error = _replay(tmp_path, archive)
+    assert error.message.endswith("once uncompressed: not a bundle ikedlab reads")
+
+
+def test_archive_members_named_to_climb_out_are_never_written(tmp_path):
+    archive = _bundle(tmp_path, _manifest(), {"/etc/evil": b"x", "../../evil": b"x", "user/../../e": b"x"})
+    into = tmp_path / "labs" / "x" / "replay"
+    replayed = open_bundle(archive, into)
+    assert sorted(p.name for p in into.iterdir()) == ["resp.iked.conf", "site.yaml"]
+    assert replayed.iked_conf_files["resp"].read_bytes() == CONF
+    assert {p.name for p in tmp_path.rglob("*")} == {
+        "evil.tar.gz",
+        "labs",
+        "x",
+        "replay",
+        "site.yaml",
+        "resp.iked.conf",
+    }
+
+
+def test_a_bundles_expected_failure_is_matched_as_plain_text(tmp_path, monkeypatch):
+    # The bundle's author chose this regex: over "aaaa…!" it backtracks for ever (2^n steps).
+    evil = "(a+)+$"
+    archive = _bundle(tmp_path, _manifest(expect_failure=evil))
+    monkeypatch.setattr("lab.platforms.get_platform", lambda name: SimpleNamespace(boot_media=lambda r: None))
+    monkeypatch.setattr("lab.replay.media_digests", lambda media: {})
+    lab = SimpleNamespace(name="x", run_dir=tmp_path / "labs" / "x")
+    args = build_parser().parse_args(["up", "--from", str(archive)])
+    inputs = cli_repro.up_inputs(lab, args, {})  # type: ignore[arg-type]
+    assert inputs["expect_failure"] == re.escape(evil)
+    started = time.monotonic()
+    assert not re.search(inputs["expect_failure"], "a" * 64 + "!")
+    assert re.search(inputs["expect_failure"], f"iked: {evil} said iked")
+    assert time.monotonic() - started < 0.1

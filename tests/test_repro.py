@@ -19,6 +19,7 @@ from lab.host import Host
 from lab.impair import Impairment, clear_command, impair_command
 from lab.platforms import BootMedia
 from lab.platforms import load_topology as load
+from lab.replay import differences, open_bundle
 
 # --- impairment ---------------------------------------------------------------------------------------------
 
@@ -172,15 +173,15 @@ def test_a_bundle_holds_the_evidence_and_never_a_private_key(tmp_path):
     assert manifest["images"]["linux"]["kernel"].startswith("sha256:")
     assert manifest["expect_failure"] == "authentication failed"
 
-    replay = bundle.open_bundle(archive, tmp_path / "replay")
+    replay = open_bundle(archive, tmp_path / "replay")
     assert replay.platforms["init"] == "linux" and replay.expect_failure == "authentication failed"
     assert replay.iked_conf_files["resp"].read_text() == "ikev2 'resp' passive esp psk 'lab'\n"
     assert load(replay.topology).hosts.keys() == load().hosts.keys()
-    assert bundle.differences(replay, {"linux": BootMedia(kernel=kernel)}) == [] or all(
-        line.startswith("ikedlab") for line in bundle.differences(replay, {"linux": BootMedia(kernel=kernel)})
+    assert differences(replay, {"linux": BootMedia(kernel=kernel)}) == [] or all(
+        line.startswith("ikedlab") for line in differences(replay, {"linux": BootMedia(kernel=kernel)})
     )
     kernel.write_bytes(b"another kernel")
-    changed = bundle.differences(replay, {"linux": BootMedia(kernel=kernel)})
+    changed = differences(replay, {"linux": BootMedia(kernel=kernel)})
     assert any(line.startswith("linux image kernel: bundle sha256:") for line in changed)
 
 
@@ -188,7 +189,7 @@ def test_something_that_is_no_bundle_is_one_line(tmp_path):
     junk = tmp_path / "junk.tar.gz"
     junk.write_bytes(b"not a tarball")
     with pytest.raises(LabError, match="junk.tar.gz: not an ikedlab bundle"):
-        bundle.open_bundle(junk, tmp_path / "x")
+        open_bundle(junk, tmp_path / "x")
 
 
 # --- iked's failures, traffic -------------------------------------------------------------------------------
