@@ -7,17 +7,37 @@ is the topology with its tunnels "not running". lab.report draws its run's lab w
 
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import jinja2
+from markupsafe import Markup
+
 from lab.command import run
 from lab.errors import IkedlabError
-from lab.render import template
 from lab.topology import Host, Topology
 
 FORMATS = ("svg", "png", "dot")
 NOT_RUNNING = "not running"
+
+
+def dot_id(value: object) -> Markup:
+    """A value as a DOT quoted string. graphviz's lexer knows one escape in quoted strings, \\" (and keeps
+    \\\\ as a pair: a trailing backslash cannot eat the closing quote); control characters become spaces."""
+    text = re.sub(r"[\x00-\x1f\x7f]", " ", str(value)).replace("\\", "\\\\").replace('"', '\\"')
+    return Markup(f'"{text}"')
+
+
+#: DOT with HTML-like labels: autoescape makes every value plain text inside <…>, dot_id quotes the IDs.
+_DOT = jinja2.Environment(
+    loader=jinja2.PackageLoader("lab", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+)
+_DOT.filters["dot_id"] = dot_id
 
 
 @dataclass(frozen=True)
@@ -129,8 +149,8 @@ def dot_source(lab: LabView) -> str:
                 "b": b,
             }
         )
-    title = f"lab <b>{name}</b>: {len(hosts)} hosts, {len(links)} links"
-    return template("lab.dot.j2").render(
+    title = Markup("lab <b>{}</b>: {} hosts, {} links").format(name, len(hosts), len(links))
+    return _DOT.get_template("lab.dot.j2").render(
         name=name, title=title, hosts=hosts, links=links, tunnels=tunnels(topology, states)
     )
 

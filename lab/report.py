@@ -9,7 +9,7 @@ ARTIFACTS/report.html.
 
 from __future__ import annotations
 
-import html
+import base64
 import json
 import sys
 import time
@@ -85,14 +85,24 @@ def evidence_links(case: Case, folder: Path, base: Path) -> list[tuple[str, str]
     return links
 
 
-def picture(topology: Topology | None) -> str:
+@dataclass(frozen=True)
+class Picture:
+    """The lab's picture for the report: an SVG (base64, shown as an <img>: a browser runs no script and
+    follows no link inside an image, whatever a topology's names smuggled into it), else its text drawing."""
+
+    svg_base64: str = ""
+    text: str = "(no topology recorded)"
+
+
+def picture(topology: Topology | None) -> Picture:
     """The lab as lab.graph draws it: SVG through graphviz, its text drawing where graphviz is missing."""
     if topology is None:
-        return "<p>(no topology recorded)</p>"
+        return Picture()
     try:
-        return graph.topology_svg(topology)
+        svg = graph.topology_svg(topology)
     except IkedlabError:
-        return f"<pre>{html.escape(graph.text(graph.LabView(topology)))}</pre>"
+        return Picture(text=graph.text(graph.LabView(topology)))
+    return Picture(svg_base64=base64.b64encode(svg.encode()).decode())
 
 
 def _versions(info: dict[str, Any]) -> list[tuple[str, str]]:

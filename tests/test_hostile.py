@@ -10,15 +10,17 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 import tarfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import jinja2
 import pytest
 from test_cli import ikedlab, one_line
 
-from lab import cli_repro, replay, topology
+from lab import cli_repro, gate, graph, replay, report, topology
 from lab.cli import build_parser
 from lab.errors import LabError, TopologyError
 from lab.replay import open_bundle
@@ -252,3 +254,44 @@ def test_a_bundles_expected_failure_is_matched_as_plain_text(tmp_path, monkeypat
     assert not re.search(inputs["expect_failure"], "a" * 64 + "!")
     assert re.search(inputs["expect_failure"], f"iked: {evil} said iked")
     assert time.monotonic() - started < 0.1
+
+
+# --- pictures and reports -----------------------------------------------------------------------------------
+
+
+def _past_the_gate(tmp_path: Path, monkeypatch) -> topology.Topology:
+    """A topology whose names got past the gate (as if its rules had a hole): the picture and the report
+    must still carry them as text only."""
+    anything = gate.Name("a name", r"(?s).+", "anything")
+    monkeypatch.setattr(gate, "HOST", anything)
+    monkeypatch.setattr(gate, "LINK", anything)
+    text = GUIDE.replace("  lan1: {", f"  '{SCRIPT_LINK}': {{").replace("[lan1]", f"['{SCRIPT_LINK}']")
+    text = text.replace("[wan1, lan1]", f"[wan1, '{SCRIPT_LINK}']").replace("protect: lan1", "protect: wan1")
+    evil_host = 'a\\" URL="javascript:alert(2)" <script>alert(3)</script>'
+    return load_text(tmp_path, text.replace("initlan", json.dumps(evil_host)))
+
+
+@pytest.mark.skipif(not shutil.which("dot"), reason="graphviz is not installed (apt-get install graphviz)")
+def test_no_name_adds_a_link_or_a_script_to_the_picture(tmp_path, monkeypatch):
+    svg = graph.draw(graph.dot_source(graph.LabView(_past_the_gate(tmp_path, monkeypatch))), "svg").decode()
+    assert "href" not in svg and "<script" not in svg and "javascript:alert" in svg  # there, as text
+    assert "<a " not in svg
+
+
+def test_the_report_shows_the_picture_as_an_image_never_as_markup(tmp_path, monkeypatch):
+    shown = report.picture(_past_the_gate(tmp_path, monkeypatch))
+    page = (
+        jinja2.Environment(
+            loader=jinja2.PackageLoader("lab", "templates"), autoescape=True, undefined=jinja2.StrictUndefined
+        )
+        .get_template("report.html.j2")
+        .render(
+            verdict="passed",
+            totals={"passed": 0, "failed": 0, "skipped": 0, "seconds": 0},
+            suites=[],
+            picture=shown,
+            versions=[],
+            generated="now",
+        )
+    )
+    assert "<script" not in page and "javascript:" not in page and "<svg" not in page

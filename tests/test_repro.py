@@ -1,7 +1,9 @@
 """Fast tests of the bug reproducers' tools: impairment commands, capture streaming, bundles (secrets never
 inside, replay inputs), iked's error lines, traffic sizes, and the command line that drives them."""
 
+import base64
 import json
+import re
 import struct
 import tarfile
 import threading
@@ -275,4 +277,6 @@ def test_the_report_shows_verdicts_picture_versions_and_evidence(tmp_path):
     assert 'class="badge xfailed">xfailed' in page and "AssertionError: resp has a tunnel" in page
     assert 'href="scenarios/test_no_tunnel/resp.iked.log"' in page
     assert 'href="scenarios/test_no_tunnel/wan1.pcap"' in page
-    assert ("<svg" in page or "<pre>" in page) and "resplan" in page and "OpenIKED 7.2" in page
+    shown = re.search(r'src="data:image/svg\+xml;base64,([^"]+)"', page)
+    drawing = base64.b64decode(shown[1]).decode() if shown else page
+    assert ("<svg" in drawing or "<pre>" in page) and "resplan" in drawing and "OpenIKED 7.2" in page
