@@ -17,7 +17,9 @@ import pytest
 
 from lab.images import cached_openbsd_image
 from lab.images.installer import (
+    MENU,
     PER_MACHINE_FILES,
+    PS2,
     RC_CONF_LOCAL,
     InstallerChecksumFailed,
     InstallerError,
@@ -33,7 +35,7 @@ from lab.images.openbsd import qemu_argv, recipe_hash, render_install_conf, ttys
 from lab.platforms.openbsd import LAB_ROOT_PASSWORD
 
 FAKE = Path(__file__).parent / "data" / "openbsd" / "fake_installer.py"
-FAST = Timeouts(boot=10, prompt=10, install=30, question_stall=1.5, prompt_quiet=2.5, work_stall=5, halt=5)
+FAST = Timeouts(boot=10, prompt=10, install=30, question_stall=1.5, work_stall=5, halt=5)
 QUICK = Typing(chunk=16, delay=0)
 
 
@@ -143,12 +145,71 @@ def test_successful_install(peer, conf):
     cleanup = next(c for c in commands if c.startswith("{ test -f /mnt/etc/rc.conf"))
     assert f"rm -f {' '.join(PER_MACHINE_FILES)} " in cleanup
     assert "echo library_aslr=NO >>/mnt/etc/rc.conf.local" in cleanup
+    assert record["rc_conf_local"] == "library_aslr=NO\n"
+    assert record["relink_kit_left"] is False  # KARL: /etc/rc's reorder_kernel finds no kit
     assert commands[-1] == "halt -p"
+    assert record["reset"]  # the key after "Please press any key to reboot": QEMU exits on the reset
+    assert record["unknown"] == []  # every command typed is one the fake (and the ramdisk's ksh) knows
     # ikedlab's control channel: a root getty on tty01 (com1), the learner's com0 untouched.
     ttys = {fields[0]: fields for fields in (line.split() for line in record["ttys"].splitlines())}
     assert ttys["tty01"][1:] == ['"/usr/libexec/getty', 'std.115200"', "vt220", "on", "secure"]
     assert ttys["tty00"][-2:] == ["on", "secure"] and len(ttys) == 6
     assert all(len(c) < 255 for c in commands)  # OpenBSD's terminal line limit (MAX_CANON)
+
+
+def test_the_ramdisk_shell_names_the_host_after_the_install(peer, conf):
+    # bin/ksh main.c 1.100 sets PS1 to `\\h\\$ ` and lex.c 1.80 expands \\h to the short host name: bare "# "
+    # on the ramdisk, "ikedlab# " once install.sub has set the name. The fake, left with ksh's default PS1,
+    # shows exactly that: a dialogue waiting for "# " after CONGRATULATIONS would wait out its stall timeout.
+    from lab.images.installer import RAMDISK_PROMPT
+
+    p = peer("ok")
+    child = p.child
+    for typed in ("set tty com0", "boot"):
+        child.expect("boot> ")
+        child.send(typed + "\r")
+    child.expect(MENU)
+    child.send("S\r")
+    child.expect(RAMDISK_PROMPT)
+    assert child.after.lstrip("\r\n") == "# "  # no host name on the ramdisk yet
+    child.send("cat > /install.conf <<'EOF'\r")
+    for line in conf.strip().splitlines():
+        child.expect(PS2)
+        child.send(line + "\r")
+    child.expect(PS2)
+    child.send("EOF\r")
+    child.expect(RAMDISK_PROMPT)
+    child.send("install -af /install.conf\r")
+    child.expect("CONGRATULATIONS!", timeout=20)
+    child.expect(RAMDISK_PROMPT)
+    assert child.after.lstrip("\r\n") == "ikedlab# "
+    assert p.record["prompts"] == ["# ", "# ", "ikedlab# "]
+
+
+@pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img is not installed")
+def test_builder_makes_the_golden_image_through_the_fake_install_vm(tmp_path, monkeypatch):
+    # The image builder, whole, with the fake VM where QEMU would be: boot, install, the post-install
+    # prompt (which ksh shows as "ikedlab# " unless told otherwise), cleaning, halt and QEMU's exit.
+    from lab.images import openbsd as builder
+
+    iso = tmp_path / "install79.iso"
+    iso.write_bytes(b"iso")
+    record = tmp_path / "vm.json"
+
+    def fake_fetch(release, arch, mirror, iso_arg, cache_dir, **kwargs):
+        return Media(iso, False, "NOT VERIFIED (--insecure, no SHA256.sig)", "ab" * 32, release, arch)
+
+    monkeypatch.setattr(builder, "fetch_media", fake_fetch)
+    monkeypatch.setattr(builder, "qemu_argv", lambda *_: [sys.executable, str(FAKE), "ok", str(record)])
+    monkeypatch.setattr(builder, "Typing", lambda: QUICK)
+    monkeypatch.setattr(builder, "require", lambda program, package=None: shutil.which(program) or program)
+    image = builder.build_openbsd_image("7.9", iso=iso, insecure=True, cache_dir=tmp_path, timeouts=FAST)
+    assert image.path.is_file() and image.manifest["release"] == "7.9"
+    seen = json.loads(record.read_text())
+    assert seen["commands"][-1] == "halt -p" and seen["reset"]
+    assert seen["relink_kit_left"] is False
+    transcript = (tmp_path / "openbsd" / "openbsd-7.9-amd64.install.log").read_text()
+    assert "CONGRATULATIONS!" in transcript and "rebooting..." in transcript
 
 
 def test_golden_image_carries_no_shared_seed_and_no_dead_removals():
@@ -251,10 +312,13 @@ def test_garbled_conf_is_typed_again(peer, conf):
 
 
 def test_question_without_answer(peer, conf):
-    p = peer("noanswer")
+    # install.sub's _autorespond: no line for a question without a default ends the install with the
+    # question, lowercased, in the message.
+    p = peer("ok")
+    without_hostname = "\n".join(line for line in conf.splitlines() if not line.startswith("System hostname"))
     with pytest.raises(InstallerNoAnswer) as caught:
-        run_install(p.child, conf, FAST, QUICK)
-    assert "frobnicate the widgets?" in caught.value.question.lower()
+        run_install(p.child, without_hostname, FAST, QUICK)
+    assert caught.value.question == "system hostname? (short form, e.g. 'foo')"
     assert "\n" not in str(caught.value)
     assert "install.conf does not answer" in str(caught.value)
 
@@ -349,3 +413,4 @@ def test_build_writes_image_and_manifest_atomically(tmp_path, monkeypatch):
     assert not list((tmp_path / "openbsd").glob(".*"))  # no partial files left behind
     again = builder.build_openbsd_image("7.9", iso=iso, insecure=True, cache_dir=tmp_path, root_password="pw")
     assert again == image and len(fetched) == 1  # the cache answers; nothing fetched or installed
+

@@ -1,12 +1,17 @@
 """OpenBSD's unattended install, driven over a serial console.
 
 From power-on to power-off: at `boot>` (SeaBIOS with serial output, or UEFI) switch the loader to com0 and
-boot; at "(I)nstall, (U)pgrade, (A)utoinstall or (S)hell?" take the shell; write /install.conf with a
-heredoc, typed slowly and read back (a fast line has come back truncated on this console); run
-`install -af /install.conf`; wait for "CONGRATULATIONS!" while failing fast on the installer's own failure
-messages or on a prompt nobody answers; with `-a` the installer then returns to the shell by itself
-(distrib/miniroot/install.sub: `$AI && exit`, no "Exit to (S)hell" question); remove the per-machine state
-the installer left in /mnt so each guest makes its own at first boot; `halt -p`.
+boot; at "(I)nstall, (U)pgrade, (A)utoinstall or (S)hell?" take the shell and give it a prompt of our own
+(ksh's default, `\\h\\$ `, shows the host name once the installer has set one: "# " before, "ikedlab# "
+after); write /install.conf with a heredoc, typed slowly and read back (a fast line has come back truncated
+on this console); run `install -af /install.conf`; wait for "CONGRATULATIONS!" while failing fast on the
+installer's own failure messages or on a prompt nobody answers; with `-a` the installer then returns to the
+shell by itself (distrib/miniroot/install.sub: `$AI && exit`, no "Exit to (S)hell" question); remove the
+per-machine state the installer left in /mnt so each guest makes its own at first boot, and the kernel
+relink kit (KARL); `halt -p`, and the key the install kernel waits for before it resets (QEMU then exits).
+
+Every OpenBSD string waited for here is in tests/data/openbsd/strings.yaml with the source file and revision
+it was read in (tests/test_openbsd_strings.py holds each pattern below against that list).
 
 The console is anything pexpect-like: `expect(patterns, timeout)`, `send(text)`, `before`, `after`
 (pexpect.spawn in the image builder, a fake serial peer in the tests). Each failure is a typed error with
@@ -26,24 +31,34 @@ import pexpect
 from lab.errors import ImageError
 from lab.progress import say
 
-# --- what the installer and the ramdisk print -----------------------------------------------------------
+# --- what the loader, the ramdisk, the installer and the kernel print ------------------------------------
 BOOT_PROMPT = re.compile(r"boot> ?")
 WELCOME = re.compile(r"Welcome to the OpenBSD/\S+ (\S+) installation program")
 MENU = re.compile(r"\(I\)nstall, \(U\)pgrade, \(A\)utoinstall or \(S\)hell\? ?")
-#: The ramdisk's root shell, idle at the end of the output. disklabel's layout (printed before the sets)
-#: has lines starting with "#", so during the install this counts only after CONGRATULATIONS, or after a
-#: quiet period (the installer gave up and returned to the shell).
-SHELL_PROMPT = re.compile(r"(?:^|\n)# ?$")
-PS2 = re.compile(r"(?:^|\n)> ?$")  # the shell asking for the next heredoc line
-LINE = re.compile(r"[^\r\n]*[\r\n]")  # one line of output, or one redraw of a progress bar (\r)
-CONGRATULATIONS = "CONGRATULATIONS!"
+#: ksh's default prompt for root, `\h\$ `: the short host name (none yet on the ramdisk: "# "; "ikedlab# "
+#: once install.sub has set it) and '#'. Only the (S)hell's first prompt is read with it: the dialogue then
+#: sets PS1 to BUILD_PS1, which no host name, disklabel line or installer question can look like.
+RAMDISK_PROMPT = re.compile(r"(?:^|\n)[A-Za-z0-9-]*# ?$")
+PS2 = re.compile(r"(?:^|\n)> ?$")  # the shell asking for the next heredoc line (ksh's PS2)
+CONGRATULATIONS = re.compile(r"CONGRATULATIONS!")
 NO_ANSWER = re.compile(r'Question has no answer in response file:?\s*"?(?P<question>[^"\r\n]*)"?')
 CHECKSUM_FAILED = re.compile(r"Checksum test for (?P<set>\S+) failed")
 INSTALL_FAILED = re.compile(r"Installation of (?P<set>\S+) failed")
 PANIC = re.compile(r"\bpanic: (?P<what>.*)")
-HALTED = re.compile(r"halted|Please press any key to reboot|powered? ?down|syncing disks")
+#: `halt -p` on the install kernel: RAMDISK_CD is a SMALL_KERNEL, whose boot() skips the ACPI power-off,
+#: says it halted and waits for a key; the key makes it reset, and QEMU's -no-reboot turns that into an exit.
+PRESS_KEY = re.compile(r"Please press any key to reboot")
+
+# --- our own text: the prompt we set, markers we echo ------------------------------------------------------
+BUILD_PS1 = "ikedlab-build# "
+SHELL_PROMPT = re.compile(rf"(?:^|\n){re.escape(BUILD_PS1)}$")
+LINE = re.compile(r"[^\r\n]*[\r\n]")  # one line of output, or one redraw of a progress bar (\r)
 #: A line that waits for an answer: ends in '?', ':' or a "[default]".
 QUESTION_LIKE = re.compile(r"(?:\?|:|\])\s*$")
+CONF_END = re.compile(r"(?:^|\n)CONF-END")
+#: Patterns above that match ikedlab's own text, not OpenBSD's (every other one is held against the
+#: recorded OpenBSD strings by tests/test_openbsd_strings.py).
+OWN_PATTERNS = ("SHELL_PROMPT", "LINE", "QUESTION_LIKE", "CONF_END")
 
 CONF_PATH = "/install.conf"
 HEREDOC_END = "IKEDLAB_EOF"
@@ -55,6 +70,12 @@ PER_MACHINE_FILES = (
     "/mnt/etc/random.seed",  # install.sub's store_random: the entropy seeds the next boot starts from;
     "/mnt/var/db/host.random",  # /etc/rc writes fresh ones at each boot
 )
+#: The kernel relink kit. /etc/rc (rc 1.586) runs /usr/libexec/reorder_kernel at every boot, which relinks
+#: the kernel in a random order (KARL): minutes of CPU under emulation, in every guest, at every boot. The
+#: script (reorder_kernel.sh 1.15) starts with `df -t nonfs` of this directory under `set -o errexit`, so
+#: when it is gone the script ends there, silently, before its failure traps. The installer already removed
+#: kernel.tgz after its own relink; lab guests are throwaway overlays that never need another.
+KERNEL_RELINK_KIT = "/mnt/usr/share/relink/kernel"
 #: Lines added to the image's /etc/rc.conf.local. The image leaves out the comp set, and /etc/rc's
 #: reorder_libs relinks libc and libcrypto with `cc -shared` (cc is in comp): it would print
 #: "reordering libraries: failed." at every boot. Lab guests are throwaway overlays; say so instead.
@@ -124,7 +145,6 @@ class Timeouts:
     prompt: float = 120  # a shell prompt, an echo, a heredoc line
     install: float = 7200  # `install -af` to CONGRATULATIONS
     question_stall: float = 180  # quiet after something that looks like a question
-    prompt_quiet: float = 30  # quiet after a shell prompt before CONGRATULATIONS: the installer gave up
     work_stall: float = 1800  # quiet after anything else (the kernel relink prints nothing for minutes)
     halt: float = 300
 
@@ -226,9 +246,12 @@ class _Dialogue:
 
     def open_shell(self) -> None:
         self.type("S")
-        self.wait([SHELL_PROMPT], self.timeouts.prompt, "shell prompt from the installer's (S)hell")
-        # No line editor: ksh's emacs mode redraws long lines, which would garble what comes back.
-        self.command("set +o emacs; set +o vi", "shell prompt")
+        self.wait([RAMDISK_PROMPT], self.timeouts.prompt, "shell prompt from the installer's (S)hell")
+        # No line editor: ksh's emacs mode (dot.profile sets it) redraws long lines, which would garble what
+        # comes back. A prompt of our own: ksh's default one changes with the host name the install sets.
+        # The quotes keep the assignment's echo from looking like the prompt it sets.
+        quoted = "'" + BUILD_PS1[:7] + "''" + BUILD_PS1[7:] + "'"
+        self.command(f"set +o emacs; set +o vi; PS1={quoted}", "prompt set with PS1")
 
     def write_conf(self, conf: str) -> None:
         lines = [line.rstrip() for line in conf.strip().splitlines()]
@@ -242,7 +265,7 @@ class _Dialogue:
             self.wait([SHELL_PROMPT], self.timeouts.prompt, "shell prompt after the heredoc")
             # Read it back: the quotes keep the marker's echo from matching the marker itself.
             self.type(f"cat {CONF_PATH}; echo CONF''-END")
-            self.wait([re.compile(r"(?:^|\n)CONF-END")], self.timeouts.prompt, f"read-back of {CONF_PATH}")
+            self.wait([CONF_END], self.timeouts.prompt, f"read-back of {CONF_PATH}")
             printed = _text(self.console.before).replace("\r", "").split("\n")[1:]
             self.wait([SHELL_PROMPT], self.timeouts.prompt, "shell prompt")
             got = [line.rstrip() for line in printed if line.strip()]
@@ -263,10 +286,8 @@ class _Dialogue:
             now = time.monotonic()
             if now - start > t.install:
                 raise InstallerTimeout(f"the OpenBSD install took longer than {t.install:g}s", self.tail())
-            # Before CONGRATULATIONS a "#" at the end of a read is likely the start of a disklabel line.
-            prompt = [SHELL_PROMPT] if congratulated else []
-            patterns = [LINE, pexpect.EOF, pexpect.TIMEOUT, *prompt]
-            index = self.console.expect(patterns, timeout=min(t.question_stall, t.work_stall, t.prompt_quiet))
+            patterns = [LINE, pexpect.EOF, pexpect.TIMEOUT, SHELL_PROMPT]
+            index = self.console.expect(patterns, timeout=min(t.question_stall, t.work_stall))
             if index == 0:
                 line = (_text(self.console.before) + _text(self.console.after)).strip()
                 last_output = time.monotonic()
@@ -274,20 +295,20 @@ class _Dialogue:
                     self.remember(line)
                     self.judge(line, previous)
                     previous = line
-                    congratulated = congratulated or CONGRATULATIONS in line
+                    congratulated = congratulated or bool(CONGRATULATIONS.search(line))
             elif index == 3:
-                return
+                if congratulated:
+                    return
+                # Our prompt is back without CONGRATULATIONS: install.sub exited (`$AI && exit 1`).
+                last = previous or "none"
+                raise InstallerError(
+                    f"the OpenBSD installer quit before CONGRATULATIONS (last output: {last})", self.tail()
+                )
             elif index == 1:
                 raise InstallerExited("the OpenBSD VM exited during the install", self.tail())
             else:
                 pending = _text(self.console.before)
                 quiet = time.monotonic() - last_output
-                if SHELL_PROMPT.search(pending) and quiet >= t.prompt_quiet:
-                    last = previous or "none"
-                    raise InstallerError(
-                        f"the OpenBSD installer quit before CONGRATULATIONS (last output: {last})",
-                        self.tail(),
-                    )
                 pending = pending.strip()
                 if pending and QUESTION_LIKE.search(pending) and quiet >= t.question_stall:
                     raise InstallerStalled(pending.splitlines()[-1].strip(), round(quiet), self.tail())
@@ -307,7 +328,8 @@ class _Dialogue:
             raise InstallerError(f"the OpenBSD ramdisk kernel panicked: {m['what'].strip()}", self.tail())
 
     def clean(self) -> None:
-        """Remove per-machine state from the installed system (still mounted at /mnt); set RC_CONF_LOCAL."""
+        """Remove per-machine state from the installed system (still mounted at /mnt) and the kernel relink
+        kit; set RC_CONF_LOCAL. Two commands: OpenBSD's terminal takes at most 255 characters a line."""
         files = " ".join(PER_MACHINE_FILES)
         settings = "".join(f" && echo {line} >>/mnt/etc/rc.conf.local" for line in RC_CONF_LOCAL)
         mounted = "{ test -f /mnt/etc/rc.conf || mount /dev/sd0a /mnt; }"
@@ -317,6 +339,14 @@ class _Dialogue:
         )
         if not re.search(r"(?:^|\n)CLEANED", out.replace("\r", "")):
             raise InstallerError("could not clean the installed system in /mnt", _tail(out))
+        # The relink directory exists where /usr is mounted: without it the rm would pass and change nothing.
+        relink = KERNEL_RELINK_KIT.rsplit("/", 1)[0]
+        out = self.command(
+            f"test -d {relink} && rm -rf {KERNEL_RELINK_KIT} && echo KARL''OFF",
+            "shell prompt after removing the kernel relink kit",
+        )
+        if not re.search(r"(?:^|\n)KARLOFF", out.replace("\r", "")):
+            raise InstallerError(f"could not remove {KERNEL_RELINK_KIT} (is /usr mounted?)", _tail(out))
 
     def set_ttys(self, lines: Sequence[str]) -> None:
         """Give the installed system's /etc/ttys these terminals' lines (replacing their old ones).
@@ -339,10 +369,13 @@ class _Dialogue:
                 raise InstallerError(f"could not set {tty} in the installed system's /etc/ttys", _tail(out))
 
     def halt(self) -> None:
+        """`halt -p`; the install kernel halts without powering off and waits for a key, which resets it."""
         self.type("halt -p")
-        index = self.console.expect([HALTED, pexpect.EOF, pexpect.TIMEOUT], timeout=self.timeouts.halt)
+        index = self.console.expect([PRESS_KEY, pexpect.EOF, pexpect.TIMEOUT], timeout=self.timeouts.halt)
         if index == 2:
             raise InstallerTimeout(f"the OpenBSD VM did not halt within {self.timeouts.halt:g}s", self.tail())
+        if index == 0:
+            self.console.send("\r")
 
 
 def run_install(
@@ -384,6 +417,7 @@ __all__ = [
     "InstallerNoAnswer",
     "InstallerStalled",
     "InstallerTimeout",
+    "KERNEL_RELINK_KIT",
     "PER_MACHINE_FILES",
     "RC_CONF_LOCAL",
     "Timeouts",

@@ -1,18 +1,27 @@
 """A fake OpenBSD install VM on a serial line, for tests/test_installer.py.
 
-Run under pexpect (a pty: what is typed is echoed by the terminal, as a real console does). Prints the
-boot loader's and the installer's prompts in order and reads what the dialogue types. Usage:
+Run under pexpect (a pty: what is typed is echoed by the terminal, as a real console does). Usage:
 
     fake_installer.py SCENARIO RECORD.json
 
-SCENARIO: ok | direct (no boot> prompt) | silent (nothing after the BIOS) | noanswer | checksum | stall |
-garble (the first install.conf comes back truncated) | race (a pause right after the "#" that starts a
-disklabel line) | quit (the installer gives up before CONGRATULATIONS and returns to the shell) | vanish (the
-VM goes away during the sets). RECORD.json receives what the fake saw (install.conf, answers, commands).
+SCENARIO: ok | direct (no boot> prompt) | silent (nothing after the BIOS) | checksum | stall | garble (the
+first install.conf comes back truncated) | race (a pause right after the "#" that starts a disklabel line) |
+quit (the installer gives up before CONGRATULATIONS and returns to the shell) | vanish (the VM goes away
+during the sets). RECORD.json receives what the fake saw (install.conf, answers, commands, the prompts it
+showed).
 
-The dialogue follows distrib/miniroot/install.sub (do_install, install_sets, finish_up) for a machine with
-no network interface: the timezone is asked after the sets (no ftplist.cgi hint), the sets question offers
-only the CD and the disk, and with -a the script exits after CONGRATULATIONS (`$AI && exit`).
+Everything it prints comes from tests/data/openbsd/strings.yaml (OpenBSD's strings, each with the source file
+and revision it was read in), looked up by name: a name the list does not hold stops the fake with a
+KeyError. What it adds is what those programs echo back: the answers install.sub echoes after a question,
+the output of the commands typed (cat, the real /bin/sh running the /etc/ttys edits), and newlines.
+
+Behaviour, from the same sources: the ramdisk's ksh prompts with its default PS1 (`\\h\\$ `, expanded as
+lex.c does: the short host name, '#' for root), so the (S)hell's first prompt is "# " and, once install.sub
+has set the host name, "ikedlab# "; a PS1 assignment typed to it changes that. install.sub 1.1278's do_install
+asks its questions in order for a machine with one CD, one disk and no network card, answers them from the
+response file with _autorespond's rule (a key matches where it starts the question or follows a blank, and
+is followed by a blank, '?' or the end; each line once; lowercase compare), and with -a exits to the shell
+after CONGRATULATIONS. `halt -p` on the install kernel (a SMALL_KERNEL) halts, waits for a key and resets.
 """
 
 from __future__ import annotations
@@ -20,17 +29,30 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import strings  # noqa: E402 - tests/data/openbsd/strings.py, beside this file
 
 SCENARIO, RECORD = sys.argv[1], sys.argv[2]
-record: dict[str, object] = {"commands": [], "answers": [], "confs": []}
+S = strings.load()
+record: dict[str, object] = {"commands": [], "answers": [], "confs": [], "prompts": [], "unknown": []}
+shell_state = {"hostname": "", "ps1": S["ksh.ps1.default"].render()}
+VNAME, ARCH = "7.9", "amd64"
 
 
 def out(text: str) -> None:
     sys.stdout.write(text)
     sys.stdout.flush()
+
+
+def say(name: str, *args: object, end: str = "\n") -> None:
+    """Print a recorded string (filled in when it is a format)."""
+    out(S[name].render(*args) + end)
 
 
 def read() -> str:
@@ -48,129 +70,178 @@ def save() -> None:
     os.replace(RECORD + ".tmp", RECORD)
 
 
-# (question, default): None means no default, so install.conf must answer it.
-SETS_QUESTION = "Location of sets? (cd0 disk or 'done')"
-TIMEZONE_QUESTION = "What timezone are you in? ('?' for list)"
-QUESTIONS: list[tuple[str, str | None]] = [
-    ("System hostname? (short form, e.g. 'foo')", None),
-    ("Network interface to configure? (name, lladdr, '?', or 'done')", "done"),
-    ("DNS domain name? (e.g. 'example.com')", "my.domain"),
-    ("Password for root account? (will not echo)", None),
-    ("Start sshd(8) by default?", "yes"),
-    ("Do you want the X Window System to be started by xenodm(1)?", "no"),
-    ("Change the default console to com0?", "yes"),
-    ("Which speed should com0 use? (or 'done')", "9600"),
-    ("Setup a user? (enter a lower-case loginname, or 'no')", "no"),
-    ("Which disk is the root disk? ('?' for details)", "sd0"),
-    ("Encrypt the root disk with a (p)assphrase or (k)eydisk?", "no"),
-    ("Use (W)hole disk MBR, whole disk (G)PT or (E)dit?", "whole"),
-    ("URL to autopartitioning template for disklabel?", "none"),
-    ("Use (A)uto layout, (E)dit auto layout, or create (C)ustom layout?", "a"),
-    (SETS_QUESTION, "cd0"),
-    ("Pathname to the sets? (or 'done')", "7.9/amd64"),
-    ("Set name(s)? (or 'abort' or 'done')", "done"),
-    ("Directory does not contain SHA256.sig. Continue without verification?", "no"),
-    (SETS_QUESTION, "done"),
-    (TIMEZONE_QUESTION, None),
-]
-#: The installer's list of zones: `ls -1dF` over the base set's zoneinfo, so directories end in "/" and
-#: symbolic links in "@"; an answer must equal an entry. zic (usr.sbin/zic/zic.c) makes a Link such as
-#: UTC a hard link, so it is listed unmarked.
-TZLIST = ["Etc/", "Etc/UTC", "Europe/", "Europe/Paris", "GMT", "UTC", "Zulu"]
-#: `disklabel -h -A sd0 | egrep "^#  |^  [a-p]:"`, printed before the layout question.
-DISKLABEL = [
-    "#                size           offset  fstype [fsize bsize   cpg]",
-    "  a:             1.0G               64  4.2BSD   2048 16384     1 # /",
-    "  b:           512.0M          2097216    swap",
-]
+# --- ksh's prompt ------------------------------------------------------------------------------------------
+def prompt() -> str:
+    """PS1 as ksh expands it (bin/ksh/lex.c dopprompt): only the escapes the default prompt uses."""
+    short = shell_state["hostname"].split(".")[0]
+    text = shell_state["ps1"]
+    expanded = re.sub(r"\\(.)", lambda m: {"h": short, "$": "#"}[m[1]], text)  # KeyError: unknown escape
+    record["prompts"].append(expanded)  # type: ignore[attr-defined]
+    return expanded
 
 
-def answer_for(question: str, conf: list[list[object]]) -> str | None:
-    """The installer's rule: a key matches a whole-word part of the question; each line is used once."""
+# --- install.sub's questions ---------------------------------------------------------------------------
+class NoAnswer(Exception):
+    pass
+
+
+def autorespond(question: str, conf: list[list[object]]) -> str | None:
+    """install.sub's _autorespond: the first unused line whose key sits in the question as a word."""
+    q = question.lower()
     for entry in conf:
         key, value, used = entry
-        if not used and re.search(rf"(?<!\w){re.escape(str(key))}(?!\w)", question, re.IGNORECASE):
+        k = str(key).lower()
+        if not used and re.fullmatch(rf"(?:|.*[ \t]){re.escape(k)}(?:[ \t?].*|)", q, re.DOTALL):
             entry[2] = True
             return str(value)
     return None
 
 
-def install(conf_text: str) -> bool:
-    conf = [
-        [k.strip(), v.strip(), False] for k, _, v in (ln.partition("=") for ln in conf_text.splitlines()) if v
-    ]
-    questions = list(QUESTIONS)
-    if SCENARIO == "noanswer":
-        questions.insert(9, ("Frobnicate the widgets? (yes or no)", None))
-    out("Performing non-interactive install...\n")
-    for question, default in questions:
-        if SCENARIO == "stall" and question.startswith("Which disk"):
-            out(f"{question} [sd0] ")
-            time.sleep(30)  # a prompt nobody answers
-            return False
-        if question.startswith("Use (A)uto layout"):
-            disklabel()
-            if SCENARIO == "quit":
-                out("'/' must be configured!\n")  # install.sub exits; the shell prompt follows
-                return False
-        answer = ask(question, default, conf)
-        if answer is None:
-            return False
-        if question == TIMEZONE_QUESTION and answer not in TZLIST:
-            out(f"'{answer}' is not a valid timezone on this system.\n")
-            if ask(question, default, conf) is None:  # each line answers once: asked again, no answer
-                return False
-        if question.startswith("Directory does not contain") and answer != "yes":
-            out("Installation aborted: unverified sets refused.\n")
-            return False
-        if question.startswith("Set name"):
-            if SCENARIO == "checksum":
-                out("Checksum test for base79.tgz failed. Continue anyway? [no] no\n")
-                out("Installation of base79.tgz failed.\n")
-                return False
-            sets()
-    out("Saving configuration files... done.\nMaking all device nodes... done.\n")
-    out("Relinking to create unique kernel...")  # finish_up: quiet for minutes under emulation
-    time.sleep(0.3)
-    out(" done.\n\nCONGRATULATIONS! Your OpenBSD install has been successfully completed!\n\n")
-    out("When you login to your new system the first time, please read your mail\n")
-    out("using the 'mail' command.\n\n")
-    return True  # -a: install.sub exits here ($AI && exit), back to the shell that ran it
-
-
-def ask(question: str, default: str | None, conf: list[list[object]]) -> str | None:
-    out(f"{question}{f' [{default}]' if default else ''} ")
-    answer = answer_for(question, conf)
+def ask(name: str, conf: list[list[object]], default: str | None = None) -> str:
+    """install.sub's ask under AI: the question, [default], then the answer it found (or the default)."""
+    q = S[name].render()
+    default = S[name].default if default is None else default
+    out(f"{q} {f'[{default}] ' if default else ''}")
+    answer = autorespond(q, conf)
     if answer is None:
         answer = default
     if answer is None:
-        out(f'\nQuestion has no answer in response file: "{question.lower()}"\n')
-        return None
-    record["answers"].append([question, answer])  # type: ignore[attr-defined]
-    out(("" if "Password" in question else answer) + "\n")
+        out("\n")
+        say("install.no_answer", q.lower())
+        raise NoAnswer(q)
+    record["answers"].append([q, answer])  # type: ignore[attr-defined]
+    out(answer + "\n")
     return answer
 
 
-def disklabel() -> None:
-    out("The auto-allocated layout for sd0 is:\n")
-    for line in DISKLABEL:
-        if SCENARIO == "race" and line.startswith("#"):  # a serial read that ends right after the "#"
-            out(line[0])
-            time.sleep(1.0)
-            line = line[1:]
-        out(line + "\n")
-
-
-def sets() -> None:
-    for name in ("bsd", "bsd.rd", "base79.tgz"):
-        for percent in (0, 40, 80, 100):
-            bar = "*" * (percent // 10)
-            out(f"\rInstalling {name:<14} {percent:3d}% |{bar:<10}| {percent} MB    00:0{percent // 40} ETA")
-            time.sleep(0.01)
-            if SCENARIO == "vanish" and percent == 40:
-                save()
-                os._exit(0)  # QEMU went away: the serial line closes mid-set
+def ask_password(name: str, conf: list[list[object]]) -> str:
+    q = S[name].render()
+    out(q + " ")
+    answer = autorespond(q, conf)
+    if answer is None:
         out("\n")
+        say("install.no_answer", q.lower())
+        raise NoAnswer(q)
+    record["answers"].append([q, answer])  # type: ignore[attr-defined]
+    say("install.provided")
+    return answer
+
+
+def ask_which(name: str, conf: list[list[object]]) -> str:
+    """ask_which: the question is looked up without the "(or 'done')" it shows."""
+    q = S[name].render()
+    shown_default = S[name].default
+    bare = q.removesuffix(" (or 'done')")
+    out(f"{q} [{shown_default}] ")
+    answer = autorespond(bare, conf) or shown_default or "done"
+    record["answers"].append([q, answer])  # type: ignore[attr-defined]
+    out(answer + "\n")
+    return answer
+
+
+#: The installer's zone list: `ls -1dF` over the base set's zoneinfo, so directories end in "/" and symbolic
+#: links in "@"; zic (usr.sbin/zic/zic.c) makes a Link such as UTC a hard link, listed unmarked.
+TZLIST = ["Etc/", "Etc/UTC", "Europe/", "Europe/Paris", "GMT", "UTC", "Zulu"]
+
+
+def install(conf_text: str) -> bool:
+    """install.sub's do_install with -af, for the build VM; True when it reached CONGRATULATIONS."""
+    conf = [
+        [k.strip(), v.strip(), False] for k, _, v in (ln.partition("=") for ln in conf_text.splitlines()) if v
+    ]
+    try:
+        ask("install.q.terminal", conf)
+        hostname = ask("install.q.hostname", conf)
+        shell_state["hostname"] = hostname  # install.sub: hostname "$resp"
+        out("\n")
+        domain = ask("install.q.domain", conf)
+        shell_state["hostname"] = f"{hostname.split('.')[0]}.{domain}"  # hostname "$(hostname -s).$resp"
+        ask("install.q.nameservers", conf)
+        out("\n")
+        ask_password("install.q.root_password", conf)
+        ask("install.q.root_ssh_key", conf)
+        ask("install.q.sshd", conf)
+        ask("install.q.xenodm", conf)
+        ask("install.q.console", conf)
+        say("install.speeds")
+        ask_which("install.q.speed", conf)
+        ask("install.q.user", conf)
+        out("\n")
+        say("install.disks")
+        if SCENARIO == "stall":
+            out(f"{S['install.q.root_disk'].render()} [sd0] ")
+            time.sleep(30)  # a prompt nobody answers
+            return False
+        ask("install.q.root_disk", conf)
+        ask("install.q.encrypt", conf)
+        say("install.no_mbr")
+        ask("install.q.fdisk", conf)
+        say("install.fdisk_done")
+        ask("install.q.autopartition_url", conf)
+        say("install.layout_intro")
+        disklabel()
+        if SCENARIO == "quit":
+            say("install.root_missing")  # configure_disk: `$AI && exit 1`, the shell prompt follows
+            return False
+        ask("install.q.layout", conf)
+        out("\n")
+        say("install.lets_install")
+        ask("install.q.sets_location", conf)
+        ask("install.q.sets_path", conf, default=f"{VNAME}/{ARCH}")
+        say("install.select_sets")
+        ask("install.q.set_names", conf)
+        ask("install.q.set_names", conf)  # asked again until it reads done
+        if ask("install.q.unverified", conf) != "yes":
+            return False  # ask_yn's no: `$AI && exit 1`
+        for name in ("bsd", "bsd.rd", f"base{VNAME.replace('.', '')}.tgz", "BUILDINFO"):
+            if SCENARIO == "checksum" and name.endswith(".tgz"):
+                out(S["install.checksum_failed"].render(name) + " [no] no\n")
+                return False  # ask_yn's no: `$AI && exit 1`
+            install_set(name)
+        ask("install.q.sets_location", conf, default="done")
+        out("\n")
+        while True:
+            zone = ask("install.q.timezone", conf)
+            if zone in TZLIST:
+                break
+            say("install.bad_timezone", zone)
+    except NoAnswer:
+        return False
+    say("install.saving")
+    say("install.makedev")
+    say("install.relink", end="")
+    time.sleep(0.3)  # finish_up's relink: quiet for minutes under emulation
+    out("\n\n")
+    say("install.congratulations")
+    out("\n")
+    say("install.mail_hint")
+    say("install.mail_hint_2")
+    out("\n")
+    return True  # -a: install.sub exits here ($AI && exit), back to the shell that ran it
+
+
+def disklabel() -> None:
+    """`disklabel -h -A sd0 | egrep "^#  |^  [a-p]:"`: the header and the root partition's line."""
+    header = S["disklabel.header"].render()
+    if SCENARIO == "race":  # a serial read that ends right after the "#"
+        out(header[0])
+        time.sleep(1.0)
+        header = header[1:]
+    out(header + "\n")
+    line = S["disklabel.partition"].render("a", 1, 1.0, "G", 64, "4.2BSD")
+    line += S["disklabel.partition_ffs"].render(2048, 16384, 1) + "# /"
+    out(line + "\n")
+
+
+def install_set(name: str) -> None:
+    """ftp -D Installing: a progress meter redrawn on one line with \\r."""
+    for _ in range(3):
+        out("\r" + S["ftp.progress"].render(name))
+        time.sleep(0.01)
+        if SCENARIO == "vanish":
+            save()
+            os._exit(0)  # QEMU went away: the serial line closes mid-set
+    out("\n")
 
 
 # /etc/ttys as the installer leaves it with the console on com0 (amd64).
@@ -184,32 +255,64 @@ tty02	"/usr/libexec/getty std.9600"	unknown off
 """
 
 
-def edit_ttys(line: str) -> str:
-    """Run a command that edits /mnt/etc/ttys for real, in a scratch root, with /bin/sh."""
+def scratch_root() -> str:
+    """/mnt (the installed system, as install.sub leaves it) and /tmp, made once per run."""
     root = RECORD + ".root"
-    os.makedirs(root + "/mnt/etc", exist_ok=True)
-    os.makedirs(root + "/tmp", exist_ok=True)
-    if not os.path.exists(root + "/mnt/etc/ttys"):
-        with open(root + "/mnt/etc/ttys", "w") as f:
-            f.write(TTYS)
+    if os.path.isdir(root):
+        return root
+    for path in ("/mnt/etc", "/tmp", "/mnt/usr/share/relink/kernel/GENERIC", "/mnt/var/db"):
+        os.makedirs(root + path, exist_ok=True)
+    for path, text in (("/mnt/etc/ttys", TTYS), ("/mnt/etc/rc.conf", ""), ("/mnt/etc/rc.firsttime", "")):
+        if not os.path.exists(root + path):
+            with open(root + path, "w") as f:
+                f.write(text)
+    return root
+
+
+def run_in_root(line: str) -> str:
+    """Run a command the dialogue types against /mnt and /tmp, for real, in a scratch root, with /bin/sh."""
+    root = scratch_root()
     command = re.sub(r"(?<![\w.])/(mnt|tmp)/", lambda m: f"{root}/{m[1]}/", line)
+    command = command.replace("mount /dev/sd0a /mnt", "false")  # the fake's /mnt is always mounted
     done = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True)
     with open(root + "/mnt/etc/ttys") as f:
         record["ttys"] = f.read()
+    record["relink_kit_left"] = os.path.exists(root + "/mnt/usr/share/relink/kernel")
+    with open(root + "/mnt/etc/rc.conf") as f:
+        record["rc_conf"] = f.read()
+    if os.path.exists(root + "/mnt/etc/rc.conf.local"):
+        with open(root + "/mnt/etc/rc.conf.local") as f:
+            record["rc_conf_local"] = f.read()
     return done.stdout + done.stderr
+
+
+def halt() -> None:
+    """`halt -p` on the install kernel: no ACPI power-off in a SMALL_KERNEL; a key makes it reset."""
+    say("kernel.syncing")
+    out("\n")
+    say("kernel.halted")
+    say("kernel.press_key")
+    out("\n")
+    save()
+    sys.stdin.readline()
+    say("kernel.rebooting")
+    out("\n")
+    record["reset"] = True
+    save()
+    sys.exit(0)  # QEMU -no-reboot exits on the reset
 
 
 def shell() -> None:
     conf_text = ""
     garbled = SCENARIO == "garble"
     while True:
-        out("# ")
+        out(prompt())
         line = read()
         record["commands"].append(line)  # type: ignore[attr-defined]
         if m := re.fullmatch(r"cat > (\S+) <<'(\w+)'", line):
             lines = []
             while True:
-                out("> ")
+                out(S["ksh.ps2"].render())
                 body = read()
                 if body == m[2]:
                     break
@@ -220,35 +323,37 @@ def shell() -> None:
             conf_text = "\n".join(lines) + "\n"
             record["confs"].append(conf_text)  # type: ignore[attr-defined]
         elif line.startswith("cat /install.conf;"):
-            out(conf_text + "CONF-END\n")
+            out(conf_text + "CONF-END\n")  # cat, then `echo CONF''-END`
         elif line == "install -af /install.conf":
             install(conf_text)
-        elif line.startswith("{ test -f /mnt/etc/rc.conf"):
-            out("CLEANED\n")
-        elif "/mnt/etc/ttys" in line:
-            out(edit_ttys(line))
+        elif "/mnt/" in line:
+            out(run_in_root(line))
         elif line == "halt -p":
-            out("syncing disks... done\nThe operating system has halted.\n")
-            save()
-            sys.exit(0)
+            halt()
+        else:
+            for part in (p.strip() for p in line.split(";")):
+                if re.fullmatch(r"set [+-]o \w+", part):
+                    continue
+                if part.startswith("PS1="):
+                    shell_state["ps1"] = shlex.split(part)[0].removeprefix("PS1=")
+                    continue
+                record["unknown"].append(part)  # type: ignore[attr-defined]
 
 
 def main() -> None:
     if SCENARIO == "silent":  # the loader auto-booted on VGA: nothing more on the serial line
-        out("SeaBIOS (version 1.16.2)\nBooting from DVD/CD...\n")
+        say("seabios.booting")
         time.sleep(30)
     if SCENARIO != "direct":
-        out(">> OpenBSD/amd64 CDBOOT 3.65\nboot> ")
+        say("loader.prompt", end="")
         record["loader"] = [read()]
-        out("switching console to com0\n>> OpenBSD/amd64 CDBOOT 3.65\nboot> ")
+        say("loader.prompt", end="")  # the second boot>, now on com0
         record["loader"].append(read())  # type: ignore[attr-defined]
-        out("cd0a:/7.9/amd64/bsd.rd: 3987003+1657856+3872664+0+708608 [109+440+28]=0x9b1aa8\n")
-        out("entry point at 0x1001000\n")
-    out("Copyright (c) 1982, 1986, 1989, 1991, 1993\n\tThe Regents of the University of California.\n")
-    out("OpenBSD 7.9 (RAMDISK_CD) #42: Mon Apr  6 12:00:00 MDT 2026\n")
-    out("root on rd0a swap on rd0b dump on rd0b\nerase ^?, werase ^W, kill ^U, intr ^C, status ^T\n\n")
-    out("Welcome to the OpenBSD/amd64 7.9 installation program.\n")
-    out("(I)nstall, (U)pgrade, (A)utoinstall or (S)hell? ")
+        say("loader.booting", f"cd0a:/{VNAME}/{ARCH}/bsd.rd")
+    say("ramdisk.stty")
+    out("\n")
+    say("ramdisk.welcome", f"{ARCH}", VNAME)
+    say("ramdisk.menu", end="")
     record["menu"] = read()
     shell()
 
