@@ -54,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--keep-on-failure", action="store_true", help="leave the lab running if `up` fails")
     up.add_argument(
-        "--release", help="release to boot, for platforms with cached golden images (default: the newest)"
+        "--release",
+        help="release to boot, for platforms with cached golden images (default: the newest; OpenBSD: "
+        "snapshots boots the newest -current image)",
     )
     up.add_argument("--force", action="store_true", help="go ahead even if another live process owns the lab")
     cli_repro.add_up_options(up)
@@ -120,12 +122,17 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--release",
         default=settings.OPENBSD_RELEASE,
-        help=f"OpenBSD release (default {settings.OPENBSD_RELEASE})",
+        help=f"OpenBSD release (default {settings.OPENBSD_RELEASE}), or snapshots: OpenBSD -current from "
+        "snapshots/amd64, verified with the next release's key, one image per build date",
     )
     build.add_argument("--iso", type=Path, help="OpenBSD install ISO already on disk (SHA256.sig beside it)")
     build.add_argument("--sig", type=Path, help="SHA256.sig for --iso, when it is not beside the ISO")
     build.add_argument("--mirror", help="OpenBSD mirror URL")
-    build.add_argument("--signify-key", type=Path, help="the release's signify base public key")
+    build.add_argument(
+        "--signify-key",
+        type=Path,
+        help="the release's signify base public key (7.5 to 8.0 ship with ikedlab)",
+    )
     build.add_argument(
         "--insecure", action="store_true", help="accept media whose signature cannot be verified"
     )

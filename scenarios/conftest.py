@@ -37,6 +37,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--artifacts", default="artifacts/scenarios", help="where evidence folders go")
     group.addoption("--topology", default=None, help="a topology file (default: the guide's lab)")
     group.addoption(
+        "--release",
+        default=None,
+        help="the release of platforms with golden images (OpenBSD: 7.9, or snapshots for -current; "
+        "default: the newest release cached)",
+    )
+    group.addoption(
         "--known-failures",
         default=None,
         help="a JSON list of {test, reason, reference}: known interop failures, run as strict xfails",
@@ -115,11 +121,13 @@ def _session_lab(
     platform = config.getoption("--platform")
     record_testsuite_property("platform", platform)  # nightly runs: the JUnit report says what was tested
     try:
-        if not get_platform(platform).media_available():
+        release = config.getoption("--release")
+        if not get_platform(platform).media_available(release):
+            pinned = f" --release {release}" if release else ""
             pytest.skip(
-                f"no {platform} image in the cache: build one with "
-                f"`ikedlab image build --platform {platform}` (OpenBSD: --iso PATH, the install ISO and its "
-                "SHA256.sig), or run with --platform linux"
+                f"no {platform}{' ' + release if release else ''} image in the cache: build one with "
+                f"`ikedlab image build --platform {platform}{pinned}` (OpenBSD: --iso PATH, the install ISO "
+                "and its SHA256.sig), or run with --platform linux"
             )
     except IkedlabError as e:
         pytest.fail(str(e), pytrace=False)
@@ -135,7 +143,11 @@ def _session_lab(
             command=f"pytest scenarios{' (' + worker + ')' if worker else ''}", only_this_checkouts=True
         )
         lab.down(quiet=True)  # a lab of the same name left by a dead run of this checkout
-        lab.up(Path(config.getoption("--topology")) if config.getoption("--topology") else None, platform)
+        lab.up(
+            Path(config.getoption("--topology")) if config.getoption("--topology") else None,
+            platform,
+            release=config.getoption("--release"),
+        )
     except IkedlabError as e:
         lab.close()
         why = f"the lab did not come up: {e}" + (f" ({e.hint})" if e.hint else "")

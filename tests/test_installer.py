@@ -203,7 +203,9 @@ def test_builder_makes_the_golden_image_through_the_fake_install_vm(tmp_path, mo
     monkeypatch.setattr(builder, "qemu_argv", lambda *_: [sys.executable, str(FAKE), "ok", str(record)])
     monkeypatch.setattr(builder, "Typing", lambda: QUICK)
     monkeypatch.setattr(builder, "require", lambda program, package=None: shutil.which(program) or program)
-    image = builder.build_openbsd_image("7.9", iso=iso, insecure=True, cache_dir=tmp_path, timeouts=FAST)
+    image = builder.build_openbsd_image(
+        "7.9", iso=iso, insecure=True, cache_dir=tmp_path, timeouts=FAST, root_password=LAB_ROOT_PASSWORD
+    )
     assert image.path.is_file() and image.manifest["release"] == "7.9"
     seen = json.loads(record.read_text())
     assert seen["commands"][-1] == "halt -p" and seen["reset"]
@@ -414,3 +416,37 @@ def test_build_writes_image_and_manifest_atomically(tmp_path, monkeypatch):
     again = builder.build_openbsd_image("7.9", iso=iso, insecure=True, cache_dir=tmp_path, root_password="pw")
     assert again == image and len(fetched) == 1  # the cache answers; nothing fetched or installed
 
+
+@pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img is not installed")
+def test_snapshot_image_is_named_by_its_build_date(tmp_path, monkeypatch):
+    # `--release snapshots`: the installer greets with the snapshot's version (8.0 after 7.9), the image is
+    # one per build, and the newest release lookup (`up` without --release) never picks a snapshot.
+    from lab.images import openbsd as builder
+
+    iso = tmp_path / "install80.iso"
+    iso.write_bytes(b"iso")
+    buildinfo = tmp_path / "BUILDINFO"
+    buildinfo.write_text("Build date: 1779246720 - Wed May 20 03:12:00 UTC 2026\n")
+    greeted = []
+
+    def fake_current(arch, mirror, cache_dir):
+        return None, tmp_path / "SHA256.sig", buildinfo
+
+    def fake_fetch(release, arch, mirror, iso_arg, cache_dir, **kwargs):
+        return Media(iso, True, "signify: ...", "cd" * 32, release, arch, "8.0", "20260520-0312")
+
+    def fake_install(qemu, disk, media, version, transcript, timeouts, root_password):
+        greeted.append(version)
+        return 99.0
+
+    monkeypatch.setattr(builder, "current_snapshot", fake_current)
+    monkeypatch.setattr(builder, "fetch_media", fake_fetch)
+    monkeypatch.setattr(builder, "_install", fake_install)
+    monkeypatch.setattr(builder, "require", lambda program, package=None: shutil.which(program) or program)
+    image = builder.build_openbsd_image("snapshots", cache_dir=tmp_path, root_password="pw")
+    assert image.path.name == "openbsd-snapshot-20260520-0312-amd64.qcow2"
+    assert (image.manifest["version"], image.manifest["build"], greeted) == ("8.0", "20260520-0312", ["8.0"])
+    assert cached_openbsd_image("snapshots", tmp_path) == image
+    assert cached_openbsd_image(None, tmp_path) is None  # releases only
+    again = builder.build_openbsd_image("snapshots", cache_dir=tmp_path, root_password="pw")
+    assert again == image and greeted == ["8.0"]  # the same build: cached, nothing installed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.server
 import shutil
@@ -144,8 +145,9 @@ def test_missing_key(tmp_path):
     (tmp_path / "SHA256.sig").write_text("untrusted comment: x\n")
     with pytest.raises(MediaNotVerified) as caught:
         fetch_media(RELEASE, iso=iso, cache_dir=tmp_path)
-    assert (
-        str(caught.value) == "no signify key for OpenBSD 6.1 (openbsd-61-base.pub): pass --signify-key FILE"
+    assert str(caught.value) == (
+        "no signify key for OpenBSD 6.1 (openbsd-61-base.pub): fetch etc/signify/openbsd-61-base.pub "
+        "from OpenBSD's source tree and pass --signify-key FILE"
     )
     assert "base60.tgz" in (caught.value.hint or "")
 
@@ -174,12 +176,145 @@ def test_insecure_is_recorded_and_said(tmp_path, capsys):
     assert "WARNING" in capsys.readouterr().err
 
 
-def test_project_ships_the_75_key():
-    key = find_signify_key("7.5")
+NEXT_RELEASE = media.next_release(media.SUPPORTED_RELEASES[-1])
+
+
+@pytest.mark.parametrize("release", [*media.SUPPORTED_RELEASES, NEXT_RELEASE])
+def test_project_ships_a_key_for_every_release_and_the_next(release):
+    # Each traced to etc/signify/openbsd-NN-base.pub in OpenBSD's source (images/openbsd/README.md).
+    key = find_signify_key(release)
     assert key is not None and key.parent == media.PROJECT_KEYS_DIR
     comment, value = key.read_text().splitlines()
-    assert comment == "untrusted comment: openbsd 7.5 base public key"
-    assert value == "RWRGj1pRpprAfgeF/rgld4ubduChLvTkigA1Zj7WLDsVA4qfYSWOEI8q"
+    assert comment == f"untrusted comment: openbsd {release} base public key"
+    raw = base64.b64decode(value)
+    assert len(raw) == 42 and raw[:2] == b"Ed"  # signify: algorithm, 8-byte key number, Ed25519 key
+
+
+def test_shipped_keys_agree_with_openbsds_publications():
+    # 7.5: the value FACTS.md took from OpenBSD's docs; 7.9: the one openbsd.org/79.html lists.
+    published = {
+        "7.5": "RWRGj1pRpprAfgeF/rgld4ubduChLvTkigA1Zj7WLDsVA4qfYSWOEI8q",
+        "7.9": "RWTSdNN9A3yvWNn7mUjXwv9DOCOUnyfuV+mq1iGPIfD+NhN8EYnEQ1at",
+    }
+    for release, value in published.items():
+        key = find_signify_key(release)
+        assert key is not None and key.read_text().splitlines()[1] == value
+
+
+@needs_signify
+def test_release_build_needs_no_signify_key(signed, tmp_path, capsys):
+    # `image build --platform openbsd --release 7.9 --iso FILE`: the shipped 7.9 key is used. The test's
+    # media is signed by its own key, so the shipped one rejects it: that is the proof it was the one used.
+    from lab import cli
+
+    work = tmp_path / "79"
+    work.mkdir()
+    iso = work / "install79.iso"
+    iso.write_bytes(signed["iso"].read_bytes())
+    digest = hashlib.sha256(iso.read_bytes()).hexdigest()
+    (work / "SHA256").write_text(f"SHA256 (install79.iso) = {digest}\n")
+    secret = signed["key"].with_suffix(".sec")
+    signify("-S", "-e", "-s", secret, "-m", work / "SHA256", "-x", work / "SHA256.sig", cwd=work)
+    code = cli.main(["image", "build", "--platform", "openbsd", "--release", "7.9", "--iso", str(iso)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "openbsd-79-base.pub (checked against the wrong key)" in err
+    assert "--signify-key" not in err.splitlines()[0]
+
+
+# --- snapshots (OpenBSD -current) ------------------------------------------------------------------------
+
+SNAPSHOT_LIST = (
+    "untrusted comment: verify with openbsd-80-base.pub\nRWSMSt0e...\n"
+    "SHA256 (BUILDINFO) = " + "1" * 64 + "\nSHA256 (bsd.rd) = " + "2" * 64 + "\n"
+    "SHA256 (install80.iso) = " + "3" * 64 + "\n"
+)
+
+
+def test_snapshot_media_urls_and_key():
+    plan = media.media_plan("snapshots", sig_text=SNAPSHOT_LIST)
+    base = "https://cdn.openbsd.org/pub/OpenBSD/snapshots/amd64"
+    assert (plan.sig_url, plan.buildinfo_url, plan.iso_url) == (
+        f"{base}/SHA256.sig",
+        f"{base}/BUILDINFO",
+        f"{base}/install80.iso",
+    )
+    assert (plan.version, plan.key) == ("8.0", "openbsd-80-base.pub")
+    assert media.media_plan("snapshots") == plan  # before the list is read: the next release's, 8.0
+    assert find_signify_key(plan.version) == media.PROJECT_KEYS_DIR / "openbsd-80-base.pub"
+    release = media.media_plan("7.9", mirror="https://mirror.example/pub/OpenBSD/")
+    assert release.iso_url == "https://mirror.example/pub/OpenBSD/7.9/amd64/install79.iso"
+    assert release.key == "openbsd-79-base.pub"
+
+
+def test_snapshot_build_date_names_the_build():
+    # etc/Makefile's sha target: date -u "+Build date: %s - %+"
+    assert media.snapshot_build("Build date: 1747008000 - Mon May 12 00:00:00 UTC 2025\n") == "20250512-0000"
+    with pytest.raises(MediaUnavailable, match="BUILDINFO"):
+        media.snapshot_build("nothing here\n")
+
+
+@pytest.fixture
+def snapshot_mirror(tmp_path: Path) -> dict[str, Path]:
+    """snapshots/amd64/ with install80.iso, BUILDINFO and their list signed by a test key named as 8.0's."""
+    if SIGNIFY is None:
+        pytest.skip(f"{media.SIGNIFY} is not installed")
+    work = tmp_path / "mirror" / "snapshots" / "amd64"
+    work.mkdir(parents=True)
+    keys = tmp_path / "snapkeys"
+    keys.mkdir()
+    signify("-G", "-n", "-p", keys / "openbsd-80-base.pub", "-s", keys / "openbsd-80-base.sec", cwd=keys)
+
+    def publish(epoch: int) -> None:
+        (work / "install80.iso").write_bytes(f"snapshot {epoch}\n".encode() * 500)
+        (work / "BUILDINFO").write_text(f"Build date: {epoch} - some day\n")
+        lines = [
+            f"SHA256 ({name}) = {hashlib.sha256((work / name).read_bytes()).hexdigest()}\n"
+            for name in ("BUILDINFO", "install80.iso")
+        ]
+        (work / "SHA256").write_text("".join(lines))
+        sha, sig = work / "SHA256", work / "SHA256.sig"
+        signify("-S", "-e", "-s", "openbsd-80-base.sec", "-m", sha, "-x", sig, cwd=keys)
+
+    publish(1747008000)
+    return {"mirror": tmp_path / "mirror", "key": keys / "openbsd-80-base.pub", "publish": publish}  # type: ignore[dict-item]
+
+
+@needs_signify
+def test_snapshot_download_verify_and_next_build(snapshot_mirror, tmp_path):
+    root = snapshot_mirror["mirror"]
+
+    def handler(*args, **kwargs):
+        return RangeHandler(*args, directory=str(root), **kwargs)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        cache = tmp_path / "cache"
+        got = fetch_media("snapshots", mirror=url, cache_dir=cache, signify_key=snapshot_mirror["key"])
+        assert got.verified and got.snapshot and (got.version, got.build) == ("8.0", "20250512-0000")
+        assert got.iso == cache / "openbsd" / "snapshots" / "amd64" / "20250512-0000" / "install80.iso"
+        snapshot_mirror["publish"](1747094400)  # the next day's build
+        newer = fetch_media("snapshots", mirror=url, cache_dir=cache, signify_key=snapshot_mirror["key"])
+        assert newer.build == "20250513-0000" and newer.iso.is_file()
+        assert not got.iso.exists()  # one snapshot's download at a time
+    finally:
+        httpd.shutdown()
+
+
+def test_snapshot_signed_by_a_key_not_shipped_says_which_file_to_fetch(tmp_path):
+    work = tmp_path / "snap"
+    work.mkdir()
+    (work / "install81.iso").write_bytes(b"x")
+    (work / "BUILDINFO").write_text("Build date: 1800000000 - later\n")
+    (work / "SHA256.sig").write_text(SNAPSHOT_LIST.replace("80", "81"))
+    with pytest.raises(MediaNotVerified) as caught:
+        fetch_media("snapshots", iso=work / "install81.iso", cache_dir=tmp_path)
+    assert str(caught.value) == (
+        "no signify key for OpenBSD 8.1 (openbsd-81-base.pub): fetch etc/signify/openbsd-81-base.pub "
+        "from OpenBSD's source tree and pass --signify-key FILE"
+    )
 
 
 def test_bad_release():

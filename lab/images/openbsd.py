@@ -5,6 +5,9 @@ serial console on stdio, runs the unattended install (lab.images.installer) and 
 manifest in the cache's openbsd/ directory. The manifest is the cache key: the release, a hash of the recipe
 (images/openbsd/*), the ISO's SHA256 and whether it was verified. A recipe change makes the cached image
 stale; `cached_openbsd_image()` then answers None.
+
+`release="snapshots"` (OpenBSD -current) builds one image per snapshot build, named by its build date
+(openbsd-snapshot-20260520-0312-amd64.qcow2); `cached_openbsd_image("snapshots")` is the newest of them.
 """
 
 from __future__ import annotations
@@ -25,7 +28,16 @@ from lab import settings
 from lab.command import clean_env, require, run
 from lab.errors import ImageError
 from lab.images.installer import InstallerError, Timeouts, Typing, run_install
-from lab.images.media import IMAGES_DIR, Media, check_release, fetch_media, openbsd_cache_dir
+from lab.images.media import (
+    IMAGES_DIR,
+    SNAPSHOTS,
+    Media,
+    check_release_or_snapshots,
+    current_snapshot,
+    fetch_media,
+    openbsd_cache_dir,
+    snapshot_build,
+)
 from lab.progress import say, step
 
 ARCH = "amd64"
@@ -106,29 +118,49 @@ def _manifests(directory: Path) -> list[dict[str, Any]]:
     return manifests
 
 
-def _names(release: str) -> tuple[str, str]:
-    stem = f"openbsd-{release}-{ARCH}"
+BUILD_RE = re.compile(r"\d{8}-\d{4}")  # a snapshot's build date, as lab.images.media.snapshot_build writes it
+
+
+def _label(release: str, build: str = "") -> str:
+    """What names an image's files: the release (7.9), or a snapshot's build (snapshot-20260520-0312)."""
+    return f"snapshot-{build}" if release == SNAPSHOTS else release
+
+
+def _names(label: str) -> tuple[str, str]:
+    stem = f"openbsd-{label}-{ARCH}"
     return f"{stem}.qcow2", f"{stem}.json"
 
 
 def cached_openbsd_image(
-    release: str | None = None, cache_dir: Path | str | None = None
+    release: str | None = None, cache_dir: Path | str | None = None, build: str | None = None
 ) -> OpenBSDImage | None:
     """The cached image for `release` if it exists and was built from the current recipe.
 
-    Without a release: the newest release cached from the current recipe.
+    Without a release: the newest release cached from the current recipe (never a snapshot). For
+    "snapshots": the image of `build`, or without one the newest snapshot build cached.
     """
+    manifests = _manifests(openbsd_cache_dir(cache_dir))
     if release is None:
         found = (
             cached_openbsd_image(m["release"], cache_dir)
-            for m in _manifests(openbsd_cache_dir(cache_dir))
+            for m in manifests
             if isinstance(m.get("release"), str) and RELEASE_RE.fullmatch(m["release"])
         )
         images = sorted((i for i in found if i), key=lambda i: tuple(map(int, i.release.split("."))))
         return images[-1] if images else None
-    check_release(release)
+    check_release_or_snapshots(release)
+    if release == SNAPSHOTS and build is None:
+        builds = sorted(
+            str(m["build"])
+            for m in manifests
+            if m.get("release") == SNAPSHOTS and BUILD_RE.fullmatch(str(m.get("build", "")))
+        )
+        for newest in reversed(builds):
+            if (image := cached_openbsd_image(SNAPSHOTS, cache_dir, newest)) is not None:
+                return image
+        return None
     directory = openbsd_cache_dir(cache_dir)
-    disk_name, manifest_name = _names(release)
+    disk_name, manifest_name = _names(_label(release, build or ""))
     disk, manifest_path = directory / disk_name, directory / manifest_name
     if not (disk.is_file() and manifest_path.is_file()):
         return None
@@ -179,37 +211,49 @@ def build_openbsd_image(
 ) -> OpenBSDImage:
     """The golden image for `release`, from the cache or built now (see the module's docstring).
     `root_password` is the one the platform's console logs in with (its data file's)."""
-    check_release(release)
-    if not rebuild and (cached := cached_openbsd_image(release, cache_dir)) is not None:
+    check_release_or_snapshots(release)
+    # A snapshot's image is the current build's: its date comes first (two small files), then the cache.
+    build = None
+    if release == SNAPSHOTS and iso is None and not rebuild:
+        build = snapshot_build(current_snapshot(ARCH, mirror, cache_dir)[2].read_text(errors="replace"))
+    if not rebuild and (cached := cached_openbsd_image(release, cache_dir, build)) is not None:
         trust = "" if cached.verified else ", from UNVERIFIED media"
-        say(f"OpenBSD {release} image: {cached.path} (cached{trust})")
+        say(f"OpenBSD {_shown(cached.release, cached.manifest)} image: {cached.path} (cached{trust})")
         return cached
 
     media = fetch_media(
         release, ARCH, mirror, iso, cache_dir, sig=sig, signify_key=signify_key, insecure=insecure
     )
+    if media.snapshot and not rebuild and (cached := cached_openbsd_image(release, cache_dir, media.build)):
+        say(f"OpenBSD {_shown(release, cached.manifest)} image: {cached.path} (cached)")
+        return cached
     qemu = require("qemu-system-x86_64", "qemu-system-x86")
     qemu_img = require("qemu-img", "qemu-utils")
     directory = openbsd_cache_dir(cache_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    disk_name, manifest_name = _names(release)
+    label = _label(release, media.build)
+    disk_name, manifest_name = _names(label)
     final, manifest_path = directory / disk_name, directory / manifest_name
     partial = directory / f".{disk_name}.{os.getpid()}.partial"
-    transcript = directory / f"openbsd-{release}-{ARCH}.install.log"
+    transcript = directory / f"openbsd-{label}-{ARCH}.install.log"
     recipe = recipe_hash()
+    version = media.version or release  # what the installer greets with: 8.0 on a snapshot after 7.9
+    shown = f"-current {version} (snapshot {media.build})" if media.snapshot else release
 
     try:
         run([qemu_img, "create", "-q", "-f", "qcow2", partial, DISK_SIZE])
-        with step(f"Installing OpenBSD {release} into a new image (serial transcript: {transcript})"):
-            seconds = _install(qemu, partial, media, release, transcript, timeouts, root_password)
+        with step(f"Installing OpenBSD {shown} into a new image (serial transcript: {transcript})"):
+            seconds = _install(qemu, partial, media, version, transcript, timeouts, root_password)
         os.replace(partial, final)
     finally:
         partial.unlink(missing_ok=True)
 
-    key = f"openbsd-{release}-{ARCH}-{recipe[:12]}"
+    key = f"openbsd-{label}-{ARCH}-{recipe[:12]}"
     manifest = {
         "key": key,
         "release": release,
+        "version": version,
+        "build": media.build,
         "arch": ARCH,
         "recipe": recipe,
         "iso": media.iso.name,
@@ -224,8 +268,15 @@ def build_openbsd_image(
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     os.replace(tmp, manifest_path)  # the manifest last: its presence means a complete image
     if not media.verified:
-        say(f"WARNING: OpenBSD {release} image built from UNVERIFIED media ({media.how})")
+        say(f"WARNING: OpenBSD {shown} image built from UNVERIFIED media ({media.how})")
     return OpenBSDImage(final, release, key, manifest)
+
+
+def _shown(release: str, manifest: dict[str, Any]) -> str:
+    """7.9, or "-current 8.0 (snapshot 20260520-0312)"."""
+    if release != SNAPSHOTS:
+        return release
+    return f"-current {manifest.get('version', '?')} (snapshot {manifest.get('build', '?')})"
 
 
 def _install(
