@@ -68,20 +68,20 @@ class Host:
                 self.check(action)
 
     def write_file(self, path: str, content: str, mode: int = 0o644) -> None:
-        """Write a text file in the guest and prove it arrived intact (the serial line is no checksum)."""
-        text = (
-            content if content.endswith("\n") or not content else content + "\n"
-        )  # as a heredoc delivers it
+        """Write a file in the guest, byte for byte, and prove it arrived intact (the serial line is no
+        checksum). The body travels as base64 and the guest decodes it: typed as it is, a control byte in
+        it (Ctrl-C, Ctrl-D, a carriage return, in an iked.conf comment) is acted on by the guest's tty."""
+        data = content.encode()
         directory = shlex.quote(path.rsplit("/", 1)[0] or "/")
         target = shlex.quote(path)  # paths carry topology values (a peer's srcid names its key file)
         # One round trip: write, set the mode, and print the checksum of what landed.
         written = self.console.check(
-            f"mkdir -p {directory} && (umask 077 && cat > {target}) && chmod {mode:o} {target} && "
-            f"{self.platform.checksum_command(path)}",
-            stdin=text,
+            f"mkdir -p {directory} && (umask 077 && {self.platform.facts.base64_decode} > {target}) && "
+            f"chmod {mode:o} {target} && {self.platform.checksum_command(path)}",
+            stdin=base64_lines(data),
         )
         got = self.platform.parse_checksum(written.output)
-        want = hashlib.sha256(text.encode()).hexdigest()
+        want = hashlib.sha256(data).hexdigest()
         if got != want:
             raise ProvisionError(
                 f"{self.name}: {path} arrived corrupted over the console (sha256 {got} != {want})"
@@ -236,3 +236,14 @@ class Host:
         except (CommandError, ConsoleError, ValueError):
             saved = None  # the text is what the test reads; the pcap is evidence for humans
         box.append(dataclasses.replace(self.platform.parse_capture(text, kind), pcap=saved))
+
+
+#: base64 line length for files sent to guests: OpenBSD's b64decode -r decodes line by line (b64_pton on each,
+#: usr.bin/uudecode/uudecode.c), so each line is whole 4-character groups, well under its 1024-byte buffer.
+BASE64_LINE = 64
+
+
+def base64_lines(data: bytes) -> str:
+    """`data` in base64, BASE64_LINE characters a line: only [A-Za-z0-9+/=] and newlines reach a tty."""
+    text = base64.b64encode(data).decode()
+    return "".join(text[i : i + BASE64_LINE] + "\n" for i in range(0, len(text), BASE64_LINE))

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from lab import gate
 from lab.errors import LabError
 from lab.host import Host
 from lab.ownership import ikedlab_for
@@ -135,6 +136,8 @@ def short_lifetimes(child_seconds: int, ike_seconds: int = 0, child_bytes: str |
     """Lifetimes that make iked rekey soon; the IKE SA only when `ike_seconds` is given."""
     if child_seconds < MIN_LIFETIME or (ike_seconds and ike_seconds < MIN_LIFETIME):
         raise LabError(f"SA lifetimes of at least {MIN_LIFETIME}s: iked rekeys a little before they end")
+    if child_bytes is not None:
+        gate.BYTES.check(child_bytes, "--child-bytes")  # it is written into iked.conf
     return Lifetimes(ike_seconds=ike_seconds, child_seconds=child_seconds, child_bytes=child_bytes)
 
 

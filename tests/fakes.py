@@ -19,7 +19,8 @@ from lab.console import Result
 from lab.errors import CommandError
 from lab.platforms import FileSpec, Platform
 
-_WRITE = re.compile(r"^mkdir -p \S+ && \(umask 077 && cat > (\S+)\) && chmod ([0-7]+) \S+ && ")
+#: Host.write_file's command: the file travels as base64, decoded by the platform's own decoder.
+_WRITE = re.compile(r"^mkdir -p \S+ && \(umask 077 && (.+?) > (\S+)\) && chmod ([0-7]+) \S+ && ")
 FAKE_PEM = "-----BEGIN PUBLIC KEY-----\nFAKE{host}\n-----END PUBLIC KEY-----\n"
 
 
@@ -36,10 +37,12 @@ class FakeConsole:
 
     def run(self, command: str, *, timeout: float = 0, stdin: str | None = None) -> Result:
         if stdin is not None and (m := _WRITE.match(command)):
-            path = shlex.split(m.group(1))[0]
-            self.files[path] = stdin
-            self.log.append(FileSpec(path, stdin, int(m.group(2), 8)))
-            return Result(command, 0, f"{hashlib.sha256(stdin.encode()).hexdigest()}  {path}\n")
+            assert m.group(1) == self.platform.facts.base64_decode, command
+            data = base64.b64decode(stdin)  # as the guest's decoder would
+            path = shlex.split(m.group(2))[0]
+            self.files[path] = data.decode()
+            self.log.append(FileSpec(path, data.decode(), int(m.group(3), 8)))
+            return Result(command, 0, f"{hashlib.sha256(data).hexdigest()}  {path}\n")
         self.log.append(command)
         if command in self.failing:
             return Result(command, 1, "")

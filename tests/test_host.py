@@ -22,8 +22,8 @@ def host(request, tmp_path):
 
 def test_a_written_file_is_proven_by_its_checksum(host):
     host.write_file("/etc/x.conf", "a = 1", 0o600)
-    assert host.console.files["/etc/x.conf"] == "a = 1\n"  # as the heredoc delivers it
-    assert host.read_file("/etc/x.conf") == "a = 1\n"
+    assert host.console.files["/etc/x.conf"] == "a = 1"  # byte for byte
+    assert host.read_file("/etc/x.conf") == "a = 1"
 
 
 def test_a_file_corrupted_on_the_way_is_an_error_naming_host_and_path(host, monkeypatch):

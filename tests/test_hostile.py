@@ -7,6 +7,8 @@ in a picture or report, and reach a guest byte for byte when it is a file iked a
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import json
 import re
@@ -20,9 +22,11 @@ import jinja2
 import pytest
 from test_cli import ikedlab, one_line
 
-from lab import cli_repro, gate, graph, replay, report, topology
+from lab import cli_repro, gate, graph, replay, report, topology, traffic
 from lab.cli import build_parser
 from lab.errors import LabError, TopologyError
+from lab.host import Host
+from lab.platforms import get_platform
 from lab.replay import open_bundle
 
 PLATFORMS = ("linux", "openbsd")
@@ -295,3 +299,41 @@ def test_the_report_shows_the_picture_as_an_image_never_as_markup(tmp_path, monk
         )
     )
     assert "<script" not in page and "javascript:" not in page and "<svg" not in page
+
+
+# --- files and values sent to guests ------------------------------------------------------------------------
+
+#: An iked.conf iked accepts: control bytes in a comment (Ctrl-C, Ctrl-D, Ctrl-Z, Ctrl-\, a carriage return,
+#: NUL, ESC, DEL); typed into a tty they interrupt, end input, suspend, quit or turn into newlines.
+CONTROL_CONF = (
+    "# controls: \x03 \x04 \x1a \x1c \r \x00 \x1b[2J \x7f \x15 \x17 \x11 \x13 end\n"
+    'ikev2 "resp" passive esp from 10.0.2.0/24 to 10.0.1.0/24\n'
+    "# no newline at the end"
+)
+
+
+class _Tty:
+    """Records what would be typed into a guest's shell; answers a write with the checksum of what the
+    guest's decoder would make of it (base64 -d: the platform's own command)."""
+
+    def __init__(self) -> None:
+        self.typed: list[str] = []
+
+    def check(self, command: str, *, timeout: float = 60, stdin: str | None = None) -> SimpleNamespace:
+        self.typed += [command, stdin or ""]
+        return SimpleNamespace(output=hashlib.sha256(base64.b64decode(stdin or "")).hexdigest() + "  -\n")
+
+
+@pytest.mark.parametrize("platform", ["linux", "openbsd"])
+def test_no_byte_of_a_file_is_typed_into_a_guests_tty(platform):
+    tty = _Tty()
+    host = Host(topology.load(None, PLATFORMS).host("resp"), get_platform(platform), tty, Path("/none"))  # type: ignore[arg-type]
+    host.write_file("/etc/iked.conf", CONTROL_CONF, 0o600)  # proven by its sha256, so it arrived intact
+    typed = "".join(tty.typed)
+    assert not [c for c in typed if not c.isprintable() and c != "\n"], "a control byte reaches the tty"
+
+
+def test_a_child_bytes_value_cannot_add_lines_to_iked_conf():
+    with pytest.raises(gate.GateError, match=r"^--child-bytes: '64K\\nikev2 \"x\"' is not a byte count"):
+        traffic.short_lifetimes(20, child_bytes='64K\nikev2 "x"')
+    assert traffic.short_lifetimes(20, child_bytes="64K").child_bytes == "64K"

@@ -1,6 +1,7 @@
 """What reaches a guest is checked before any guest boots: a user's iked.conf judged by the host's iked and
 named by the user's file and line; topology values quoted wherever they meet a guest shell."""
 
+import base64
 import hashlib
 import shlex
 from pathlib import Path
@@ -98,7 +99,7 @@ class _RecordingConsole:
 
     def check(self, command: str, *, timeout: float = 60, stdin: str | None = None) -> Result:
         self.commands.append(command)
-        return Result(command, 0, hashlib.sha256((stdin or "").encode()).hexdigest() + "  -\n")
+        return Result(command, 0, hashlib.sha256(base64.b64decode(stdin or "")).hexdigest() + "  -\n")
 
     def run(self, command: str, *, timeout: float = 60) -> Result:
         return self.check(command)
@@ -112,7 +113,7 @@ def test_a_path_made_of_topology_values_reaches_the_shell_quoted(platform):
     awkward = "/etc/iked/pubkeys/fqdn/a b;reboot"
     host.write_file(awkward, "key\n")
     command = console.commands[-1]
-    assert f"cat > {shlex.quote(awkward)})" in command and " b;reboot" not in command.replace(
+    assert f" > {shlex.quote(awkward)})" in command and " b;reboot" not in command.replace(
         shlex.quote(awkward), ""
     )
 

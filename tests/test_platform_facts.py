@@ -56,6 +56,7 @@ description: a test platform
 interfaces: {prefix: em, offset: 0}
 memory_mib: 64
 boot: kernel
+base64_decode: base64 -d
 login: {ready: 'ready'}
 capabilities: [liveness_probes, esp_aes_gcm, esp_hmac_sha2_256, enc0, decapsulated_capture, pf, masquerade,
   link_impairment]

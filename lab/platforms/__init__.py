@@ -119,6 +119,8 @@ class PlatformFacts:
     # More of the daemon's own words for a tunnel that will not come up by waiting (a regex; iked's are
     # always read: lab.platforms.parsers.IKED_FATAL).
     fatal_log: str = ""
+    #: The guest's command decoding base64 from stdin to stdout (Host.write_file sends files encoded).
+    base64_decode: str = ""
 
 
 def load_facts(path: Path) -> PlatformFacts:
@@ -174,6 +176,7 @@ def load_facts(path: Path) -> PlatformFacts:
         image_variant=data.get("image_variant"),
         auth_failure=data.get("auth_failure") or PlatformFacts.auth_failure,
         fatal_log=str(data.get("fatal_log") or ""),
+        base64_decode=need(data, "base64_decode", str, ""),
     )
 
 
