@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from lab import cli_repro, progress, settings
+from lab import cli_repro, gate, progress, settings
 from lab.errors import IkedlabError
 
 EXIT_ERROR = 1
@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.debug else logging.WARNING, format="%(name)s: %(message)s"
     )
     try:
+        check_names(args)
         return _dispatch(args)
     except IkedlabError as e:
         if args.debug:
@@ -156,6 +157,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ikedlab: interrupted", file=sys.stderr)
         return 130
+
+
+#: Arguments that are names of the lab's parts, judged by the gate before any command looks them up (a host
+#: name becomes a lock file's name, a link name a pcap's).
+NAMES = {"host": gate.HOST, "link": gate.LINK, "at": gate.HOST, "source": gate.HOST, "name": gate.LAB}
+
+
+def check_names(args: argparse.Namespace) -> None:
+    for attribute, rule in NAMES.items():
+        value = getattr(args, attribute, None)
+        if value is not None:
+            rule.check(value, "--name" if attribute == "name" else attribute.upper())
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -221,11 +234,14 @@ def iked_choices(versions: list[str], source: str | None, topology: Path | None)
         host, _, version = item.partition("=")
         if not host or not version:
             raise IkedlabError(f"--iked-version {item}: expected HOST=VERSION, e.g. init=7.4")
+        gate.HOST.check(host, "--iked-version")
         choices[host] = IkedChoice(version=version)
     if source:
         host, sep, path = source.partition("=")
         if not sep:
             host, path = "", source
+        elif host:
+            gate.HOST.check(host, "--iked-source")
         tree = Path(path).expanduser()
         if not tree.is_dir():
             raise IkedlabError(f"--iked-source {source}: {tree} is not a directory")

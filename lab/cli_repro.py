@@ -195,9 +195,9 @@ def cmd_reconfigure(lab: Lab, args: argparse.Namespace) -> int:
     from lab.reconfigure import reconfigure
 
     try:
-        text = args.iked_conf.read_text()
-    except OSError as e:
-        raise LabError(f"--iked-conf {args.iked_conf}: cannot read it: {e.strerror}") from None
+        text = gate.read_text(args.iked_conf, gate.IKED_CONF_BYTES)
+    except gate.GateError as e:
+        raise LabError(f"--iked-conf {args.iked_conf}: {e.message}") from None
     reconfigure(lab, args.host, text)
     progress.say(f"{args.host} runs {args.iked_conf}; the tunnel is up again")
     return 0

@@ -19,7 +19,7 @@ from pathlib import Path
 from lab import progress
 from lab.command import clean_env, run
 from lab.errors import CommandFailed, IkedConfError
-from lab.gate import FQDN, shown
+from lab.gate import FQDN, HOST, IKED_CONF_BYTES, GateError, read_text, shown
 
 #: Reserved words of iked.conf (OpenBSD 6.x-7.x and OpenIKED portable): a gateway's name becomes a macro
 #: (`init="192.0.2.1"`), and a macro named like a keyword is a syntax error.
@@ -116,6 +116,8 @@ def parse_options(items: list[str]) -> dict[str, Path]:
         host, _, path = item.partition("=")
         if not host or not path:
             problems.append(f"--iked-conf {item}: expected HOST=FILE")
+        elif problem := HOST.problem(host):
+            problems.append(f"--iked-conf: {problem}")
         elif host in files:
             problems.append(f"--iked-conf {item}: {host} already has {files[host]}")
         else:
@@ -142,9 +144,9 @@ def read_user_confs(files: dict[str, Path], gateways: list[str], topology_name: 
             )
             continue
         try:
-            text = path.read_text()
-        except (OSError, UnicodeDecodeError) as e:
-            problems.append(f"{given}: cannot read {path}: {getattr(e, 'strerror', None) or e}")
+            text = read_text(path, IKED_CONF_BYTES)
+        except GateError as e:
+            problems.append(f"{given}: {e.message}")
             continue
         verdict = check_on_host(text, str(path))
         if verdict is None:

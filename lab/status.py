@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rich import box
 from rich.console import Console as RichConsole
 from rich.table import Table
 
@@ -47,7 +48,7 @@ def rows(
     def one(name: str) -> HostStatus:
         platform = guests.platforms[name]
         spec = topology.host(name)
-        addresses = ", ".join(f"{platform.interface_name(i.index)} {i.address}" for i in spec.interfaces)
+        addresses = "\n".join(f"{platform.interface_name(i.index)} {i.address}" for i in spec.interfaces)
         peer = topology.peer_of(spec).name if spec.ipsec else None
         row = HostStatus(name, platform.name, "stopped", addresses, "", healthy=False)
         if name not in running:
@@ -88,12 +89,20 @@ def rows(
 
 def status_table(lab: Lab, shown: list[HostStatus] | None = None) -> Table:
     """Every host, whatever shape the lab is in (Lab.status: stopped, no answer, iked not running...)."""
-    table = Table(title=f"lab {lab.name}")
+    # Readable at 80 columns, nothing cut: no vertical rules, the IKE daemon under the platform, one address
+    # a line, never folded (80 columns cut "198.51.100.254/24" to "198.51.100.254…" before); the tunnel
+    # wraps at its words.
+    table = Table(title=f"lab {lab.name}", box=box.SIMPLE_HEAD, pad_edge=False)
     daemons = lab.state().daemons if lab.state_file.exists() else {}  # "iked 7.4-1", "iked (local build …)"
-    for column in ("host", "platform", "ike daemon", "state", "addresses", "tunnel"):
-        table.add_column(column)
+    table.add_column("host", no_wrap=True)
+    table.add_column("platform", overflow="fold")
+    table.add_column("state", overflow="fold")
+    table.add_column("addresses", no_wrap=True)
+    table.add_column("tunnel", overflow="fold")
     for row in rows(lab) if shown is None else shown:
-        table.add_row(row.host, row.platform, daemons.get(row.host, ""), row.state, row.addresses, row.tunnel)
+        daemon = daemons.get(row.host, "")
+        platform = f"{row.platform}\n{daemon}" if daemon else row.platform
+        table.add_row(row.host, platform, row.state, row.addresses, row.tunnel)
     impaired = impairments(lab.run_dir)
     if impaired:
         table.caption = "impaired: " + "; ".join(f"{link} {how}" for link, how in impaired.items())

@@ -59,6 +59,9 @@ class TrafficResult:
         )
 
 
+MAX_SECONDS = 24 * 3600  # a day of echo requests at 50 a second: more is a mistake, not a test
+
+
 def packets_for(*, nbytes: int | None, seconds: float | None, size: int, interval: float) -> int:
     if (nbytes is None) == (seconds is None):
         raise LabError("traffic: give either --bytes or --seconds")
@@ -67,8 +70,8 @@ def packets_for(*, nbytes: int | None, seconds: float | None, size: int, interva
             raise LabError(f"--bytes {nbytes}: a positive number of bytes")
         return math.ceil(nbytes / (size + IP_ICMP_HEADERS))
     assert seconds is not None
-    if seconds <= 0:
-        raise LabError(f"--seconds {seconds:g}: a positive duration")
+    if not 0 < seconds <= MAX_SECONDS:  # also nan; inf made round() raise OverflowError
+        raise LabError(f"--seconds {seconds:g}: a positive duration of at most {MAX_SECONDS} s")
     return max(1, round(seconds / interval))
 
 

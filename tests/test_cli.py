@@ -57,7 +57,7 @@ def test_an_unknown_platform_is_refused(tmp_path):
 
 def test_a_bad_lab_name(tmp_path):
     assert one_line(ikedlab("--name", "No_Way", "status", tmp_path=tmp_path)).startswith(
-        "ikedlab: 'No_Way' is not a lab name: 1-20 lower-case letters"
+        "ikedlab: --name: 'No_Way' is not a lab name: 1-20 lower-case letters"
     )
 
 

@@ -337,3 +337,41 @@ def test_a_child_bytes_value_cannot_add_lines_to_iked_conf():
     with pytest.raises(gate.GateError, match=r"^--child-bytes: '64K\\nikev2 \"x\"' is not a byte count"):
         traffic.short_lifetimes(20, child_bytes='64K\nikev2 "x"')
     assert traffic.short_lifetimes(20, child_bytes="64K").child_bytes == "64K"
+
+
+# --- the command line ---------------------------------------------------------------------------------------
+
+
+def test_a_binary_iked_conf_for_reconfigure_is_one_line(tmp_path):
+    binary = tmp_path / "iked.conf"
+    binary.write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)))
+    line = one_line(ikedlab("reconfigure", "resp", "--iked-conf", str(binary), tmp_path=tmp_path))
+    assert line == f"ikedlab: --iked-conf {binary}: not UTF-8 text (byte 0x80 at offset 136)"
+
+
+def test_traffic_for_ever_is_one_line():
+    with pytest.raises(LabError, match=r"^--seconds inf: a positive duration of at most 86400 s$"):
+        traffic.packets_for(nbytes=None, seconds=float("inf"), size=1000, interval=0.02)
+    with pytest.raises(LabError, match=r"^--seconds nan"):
+        traffic.packets_for(nbytes=None, seconds=float("nan"), size=1000, interval=0.02)
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["exec", "init/../../x", "--", "true"], "HOST: 'init/../../x' is not a host name"),
+        (["capture", "../../../tmp/x"], "LINK: '../../../tmp/x' is not a link name"),
+        (["--name", "x\n", "status"], "--name: 'x\\n' is not a lab name"),
+        (["up", "--iked-conf", "../x=/dev/null"], "--iked-conf: '../x' is not a host name"),
+        (["up", "--expect-failure", "(a"], "--expect-failure '(a': not a regular expression"),
+    ],
+)
+def test_names_on_the_command_line_pass_the_gate(tmp_path, args, says):
+    env = {"IKEDLAB_LIBVIRT_URI": "test:///default"}
+    line = one_line(
+        ikedlab(*args, "--platform", "linux", tmp_path=tmp_path, env=env)
+        if args[0] == "up"
+        else ikedlab(*args, tmp_path=tmp_path, env=env)
+    )
+    assert line.startswith(f"ikedlab: {says}"), line
+    assert not (tmp_path / "state").exists() or not list((tmp_path / "state").rglob("*x*"))
