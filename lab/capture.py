@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from lab import gate
 from lab.command import require, run
 from lab.errors import LabError
 from lab.hypervisor import Hypervisor, domain_name
@@ -92,6 +93,7 @@ def follow(pcap: Path, out: BinaryIO, done: Callable[[], bool]) -> int:
 
 
 def capture_path(run_dir: Path, link: str) -> Path:
+    gate.LINK.check(link, "capture")  # the link's name becomes the pcap's, written by QEMU as root
     return run_dir / "captures" / f"{link}-{time.strftime('%Y%m%d-%H%M%S')}.pcap"
 
 

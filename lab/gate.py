@@ -70,6 +70,8 @@ FQDN = Name(
 )
 #: iked.conf's `lifetime … bytes N`: a number with an optional K, M or G (sbin/iked/parse.y, byte_spec).
 BYTES = Name("a byte count", r"[0-9]{1,15}[KMGkmg]?", "a number with an optional K, M or G, such as 64K")
+#: `impair --rate`: a rate as tc writes it; it is typed into the router's shell.
+RATE = Name("a rate", r"(?i)[0-9]{1,9}(\.[0-9]{1,6})?[kmg]?(bit|bps)", "as tc writes it, e.g. 1mbit, 500kbit")
 RELEASE = Name("a release", r"[0-9]{1,2}\.[0-9]{1,2}", "such as 7.9")
 
 

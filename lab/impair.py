@@ -12,13 +12,13 @@ interface MTU on the link: what the router sends onto the link is fragmented, or
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lab import gate
 from lab.errors import LabError, first_and_more
 
 if TYPE_CHECKING:
@@ -31,7 +31,6 @@ IP = "/bin/ip"
 MODPROBE = "/sbin/modprobe"
 MODULES = "sch_netem sch_ingress cls_matchall act_mirred"
 DEFAULT_MTU = 1500
-_RATE = re.compile(r"^\d+(\.\d+)?([kmg]?bit|[kmg]?bps)$", re.I)
 
 
 @dataclass(frozen=True)
@@ -50,8 +49,8 @@ class Impairment:
             problems.append("--delay and --jitter are milliseconds, 0 or more")
         if self.jitter_ms and not self.delay_ms:
             problems.append("--jitter needs a --delay to vary around")
-        if self.rate is not None and not _RATE.match(self.rate):
-            problems.append(f"--rate {self.rate}: a rate as tc writes it, e.g. 1mbit, 500kbit")
+        if self.rate is not None and (problem := gate.RATE.problem(self.rate)):
+            problems.append(f"--rate: {problem}")
         if self.mtu is not None and not 576 <= self.mtu <= 9000:
             problems.append(f"--mtu {self.mtu}: from 576 to 9000")
         if problems:

@@ -54,7 +54,7 @@ def leftovers() -> list[Leftover]:
     """Every lab with a run directory or a snapshot whose checkout is gone."""
     names: set[str] = set()
     for root in (state_root() / "labs", snapshot.snapshots_root()):
-        if root.is_dir():  # dot-folders are work in progress (a snapshot being written, a bundle unpacked)
+        if root.is_dir():  # dot-folders are work in progress (a snapshot being written, an old bundle)
             names |= {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
     found = []
     for name in sorted(names):

@@ -15,6 +15,7 @@ from lab import gate
         (gate.BYTES, "64K"),
         (gate.FILE, "site.yaml"),
         (gate.RELEASE, "7.9"),
+        (gate.RATE, "1mbit"),
     ],
 )
 def test_a_name_is_judged_whole(rule, good):

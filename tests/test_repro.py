@@ -49,7 +49,8 @@ def test_clear_is_quiet_about_what_is_not_there():
     [
         ({"loss": 120}, "--loss 120: a percentage"),
         ({"jitter_ms": 5}, "--jitter needs a --delay"),
-        ({"rate": "fast"}, "--rate fast"),
+        ({"rate": "fast"}, "--rate: 'fast' is not a rate"),
+        ({"rate": "1mbit\n"}, "--rate: '1mbit\\\\n' is not a rate"),
         ({"mtu": 100}, "--mtu 100: from 576"),
     ],
 )
