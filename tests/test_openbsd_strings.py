@@ -66,7 +66,7 @@ FORMAT_ARGS = {
 def test_every_recorded_string_names_its_source_and_revision():
     for entry in RECORDED.values():
         assert entry.source and entry.revision, entry.id
-        assert entry.text is not None or entry.format is not None, entry.id
+        assert entry.text is not None or entry.format is not None or entry.formats, entry.id
         if entry.text is not None and entry.format is not None:
             assert entry.regex().fullmatch(entry.text), f"{entry.id}: its text is not its format filled in"
 
@@ -142,3 +142,43 @@ def test_readme_lists_every_recorded_string():
         f"{strings.README} is out of date with {strings.RECORD}: run "
         "`python tests/data/openbsd/strings.py --write-readme`"
     )
+
+
+# Command output from Linux tools, kept beside the OpenBSD fixtures for the shared parsers: not OpenBSD's.
+LINUX_FIXTURES = {"ping_busybox.txt", "ping_iputils.txt", "ping_iputils_errors.txt", "tcpdump_linux.txt"}
+OPENBSD_FIXTURES = sorted(p.name for p in DATA.glob("*.txt") if p.name not in LINUX_FIXTURES)
+
+
+def unrecorded_lines(name: str, text: str) -> list[str]:
+    pattern = strings.fixture_pattern(name, RECORDED)
+    assert pattern is not None, f"{name}: no recorded OpenBSD output says it may print there"
+    return [line for line in text.splitlines() if line.strip() and not pattern.fullmatch(line)]
+
+
+@pytest.mark.parametrize("name", OPENBSD_FIXTURES)
+def test_openbsd_fixtures_are_made_of_recorded_output(name):
+    # Every line a row of pieces recorded from the program's source (blank lines are summary()'s and
+    # ipsecctl_print_title's newlines).
+    assert unrecorded_lines(name, (DATA / name).read_text()) == []
+
+
+def test_a_fixture_word_no_source_prints_is_caught():
+    natt = (DATA / "ikectl_show_sa_resp_natt.txt").read_text()
+    assert unrecorded_lines(
+        "ikectl_show_sa_resp_natt.txt", natt.replace(" udpencap", " udpecap")
+    )  # 7.7's word
+    wire = (DATA / "tcpdump_wire_openbsd.txt").read_text()
+    assert unrecorded_lines("tcpdump_wire_openbsd.txt", wire.replace("esp spi", "ESP(spi"))  # Linux tcpdump's
+    ping = (DATA / "ping_openbsd_ok.txt").read_text()
+    assert unrecorded_lines("ping_openbsd_ok.txt", ping.replace("packets received", "received"))  # iputils'
+
+
+def test_output_entries_name_files_that_exist():
+    names = {p.name for p in DATA.glob("*.txt")}
+    for entry in RECORDED.values():
+        for pattern in entry.fixtures:
+            assert any(entry.prints_in(n) for n in names), f"{entry.id}: no fixture matches {pattern}"
+        if entry.role == "argument":
+            assert entry.text is not None and entry.fixtures, entry.id
+    assert LINUX_FIXTURES <= names
+    assert not [e.id for e in RECORDED.values() for n in LINUX_FIXTURES if e.prints_in(n)]

@@ -6,8 +6,10 @@ Used by the fake installer (which prints only what this list holds), by tests/te
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +34,20 @@ class Recorded:
     text: str | None = None  # as printed on the build VM
     format: str | None = None  # a printf format, where the fake or a fixture fills it in
     default: str | None = None  # an installer question's default on the build VM
+    formats: tuple[str, ...] = ()  # several formats of one printer (netstat's counters), instead of format
+    role: str = "piece"  # "argument": a value that fills a %s of a piece (in fixtures)
+    fixtures: tuple[str, ...] = ()  # the fixture files (globs, in this folder) the entry may print in
+
+    def shapes(self) -> tuple[str, ...]:
+        """Its formats, or its one format, or its text (a text has no conversions to fill)."""
+        if self.formats:
+            return self.formats
+        if self.format is not None:
+            return (self.format,)
+        return (self.text or "",) if self.text is not None else ()
+
+    def prints_in(self, fixture: str) -> bool:
+        return any(fnmatch.fnmatchcase(fixture, pattern) for pattern in self.fixtures)
 
     def render(self, *args: object) -> str:
         """The text, or the format filled in the way C's printf would."""
@@ -59,6 +75,9 @@ def load(path: Path = RECORD) -> dict[str, Recorded]:
             text=entry.get("text"),
             format=entry.get("format"),
             default=None if entry.get("default") is None else str(entry["default"]),
+            formats=tuple(entry.get("formats", ())),
+            role=str(entry.get("role", "piece")),
+            fixtures=tuple(entry.get("fixtures", ())),
         )
         for key, entry in data.items()
     }
@@ -70,7 +89,9 @@ def c_printf(fmt: str, *args: object) -> str:
     return python % args
 
 
-def format_regex(fmt: str) -> re.Pattern[str]:
+def format_regex(
+    fmt: str, *, string: str = r" *.*?", pointer: str = r" *(?:0x)?[0-9a-fA-F]+"
+) -> re.Pattern[str]:
     """A regex matching what `fmt` prints for any arguments (widths loosely: a field may be padded)."""
     parts: list[str] = []
     last = 0
@@ -81,7 +102,9 @@ def format_regex(fmt: str) -> re.Pattern[str]:
             parts.append("%")
         elif conv in "diu":
             parts.append(r" *-?\d+")
-        elif conv in "xXp":
+        elif conv == "p":
+            parts.append(pointer)
+        elif conv in "xX":
             parts.append(r" *(?:0x)?[0-9a-fA-F]+")
         elif conv == "o":
             parts.append(r" *[0-7]+")
@@ -90,19 +113,49 @@ def format_regex(fmt: str) -> re.Pattern[str]:
         elif conv == "c":
             parts.append(r".")
         else:  # s
-            parts.append(r" *.*?")
+            parts.append(string)
         last = m.end()
     parts.append(re.escape(fmt[last:]))
     return re.compile("".join(parts))
+
+
+def piece_regex(fmt: str, arguments: Sequence[str] = (), *, text: bool = False) -> str:
+    """What one piece of a command's output looks like, as a regex source.
+
+    Stricter than format_regex: a %s is one word (no white space) unless it is one of the recorded
+    `arguments` (a name from a table, strerror's text), so a fixture cannot slip words of its own into a
+    %s; a %p is an address, "0x0" on OpenBSD or glibc's "(nil)". A text piece is matched as it is.
+    """
+    if text:
+        return re.escape(fmt)
+    words = "|".join(re.escape(a) for a in sorted(set(arguments), key=len, reverse=True))
+    string = f"(?:{words}|\\S*?)" if words else r"\S*?"
+    return format_regex(fmt, string=string, pointer=r"(?:0x[0-9a-f]+|\(nil\))").pattern
+
+
+def fixture_pattern(fixture: str, record: dict[str, Recorded] | None = None) -> re.Pattern[str] | None:
+    """A regex every line of `fixture` matches whole: a row of the pieces recorded for it (None: none are)."""
+    entries = [e for e in (record or load()).values() if e.prints_in(fixture)]
+    arguments = [e.text or "" for e in entries if e.role == "argument"]
+    pieces = [
+        piece_regex(shape, arguments, text=e.text is not None and not e.format and not e.formats)
+        for e in entries
+        if e.role != "argument"
+        for shape in e.shapes()
+    ]
+    if not pieces:
+        return None
+    return re.compile("(?:" + "|".join(f"(?:{p})" for p in pieces) + ")+")
 
 
 def readme_table(record: dict[str, Recorded] | None = None) -> str:
     """The Markdown table images/openbsd/README.md carries between its markers."""
     rows = ["| what ikedlab reads or a fake prints | source (OpenBSD src) | revision |", "|---|---|---|"]
     for entry in (record or load()).values():
-        shown = entry.text if entry.text is not None else entry.format
-        cell = (shown or "").replace("|", "\\|").replace("`", "'")
-        rows.append(f"| `{cell}` | {entry.source} | {entry.revision} |")
+        shown = [entry.text] if entry.text is not None else list(entry.shapes())
+        cells = [(s or "").replace("|", "\\|").replace("`", "'").replace("\t", "\\t") for s in shown]
+        cell = "<br>".join(f"`{c}`" for c in cells)
+        rows.append(f"| {cell} | {entry.source} | {entry.revision} |")
     return "\n".join([TABLE_BEGIN, *rows, TABLE_END])
 
 
