@@ -62,7 +62,7 @@ def assert_nothing_left(lab: str, state: Path) -> None:
     """No domain of `lab` in libvirt, no state file, no disks: nothing a later `up` would trip over."""
     assert domains(lab) == [], f"domains of {lab} left behind"
     run_dir = state / "labs" / lab
-    assert not (run_dir / "state.json").exists(), "state.json left behind"
+    assert not (run_dir / "blueprint.json").exists(), "blueprint.json left behind"
     assert not (run_dir / "disks").exists() or not any((run_dir / "disks").iterdir()), "disks left behind"
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from faultkit import URI, assert_nothing_left, domains, error_line, ikedlab, lab_name, wait_for
 
+from lab.blueprint import UpRequest
 from lab.errors import ConsoleError, IkedlabError
 from lab.lab import Lab
 
@@ -27,7 +28,7 @@ def lab(state_dir: Path) -> Iterator[Lab]:
     lab = Lab(LAB)
     lab.claim(command="the fault suite")
     try:
-        lab.up(None, "linux", keep_on_failure=True)
+        lab.up(UpRequest(platform="linux", keep_on_failure=True))
     except IkedlabError as e:
         # These faults need five provisioned guests, not a tunnel: on a busy machine IKE may take longer.
         if len([d for d in lab.domains() if d.running]) != 5 or not lab.hosts:

@@ -20,6 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from lab import PROJECT_ROOT, progress, settings, snapshot
+from lab.blueprint import UpRequest
 from lab.images import linux_image
 from lab.lab import Lab
 from lab.provision import start_iked, stop_iked, wait_for_tunnel
@@ -73,26 +74,22 @@ def bench_up() -> list[str]:
     linux_image()  # built (or rebuilt after a recipe change) before the clock starts
     lab = Lab("bench")
     lab.down(quiet=True, snapshots=True)
-    progress.timings.clear()
-    start = time.monotonic()
     try:
-        lab.up(platform=settings.SCENARIO_PLATFORM, cold=True)
-        total = time.monotonic() - start
-        provisioning = [
-            (n, t) for n, t in progress.timings if not n.startswith(("snapshot", "restore", "verify"))
-        ]
-        saving = [(n, t) for n, t in progress.timings if (n, t) not in provisioning]
-        tunnel = sum(t for _, t in provisioning)
+        cold = lab.up(UpRequest(platform=settings.SCENARIO_PLATFORM, cold=True))
+        total = cold.seconds
+        provisioning = [t for t in cold.timings if not t.name.startswith(("snapshot", "restore", "verify"))]
+        saving = [t for t in cold.timings if t not in provisioning]
+        tunnel = progress.total(provisioning)
         lines = [
             row("cold up → tunnel established (cached image)", f"{tunnel:6.1f} s", f"≤ {GOAL_UP_SECONDS:g} s")
         ]
-        lines += [f"    {name:<62} {seconds:5.1f} s" for name, seconds in provisioning]
+        lines += [f"    {t.name:<62} {t.seconds:5.1f} s" for t in provisioning]
         lines.append(
             f"then saved as a warm snapshot and handed back:    {total - tunnel:6.1f} s"
             " (at once: the cut must be the provisioned state, before anyone touches the lab;"
             " in the background the same seconds would freeze the learner's lab and replace its consoles)"
         )
-        lines += [f"    {name:<62} {seconds:5.1f} s" for name, seconds in saving]
+        lines += [f"    {t.name:<62} {t.seconds:5.1f} s" for t in saving]
         lines += bench_control_channel(lab)
         initlan = lab.host("initlan")
         initlan.ping("10.0.2.2", count=10, timeout_s=2)  # some traffic, so memory is measured in use
@@ -108,15 +105,12 @@ def bench_up() -> list[str]:
         lab.down(quiet=True)
         lab.close()
         lab = Lab("bench")
-        progress.timings.clear()
-        how = lab.up(platform=settings.SCENARIO_PLATFORM)
-        restored = (
-            f"{lab.restored_in:6.1f} s" if how == "restored" and lab.restored_in else "  (not restored!)"
-        )
+        warm = lab.up(UpRequest(platform=settings.SCENARIO_PLATFORM))
+        restored = f"{warm.restored_in:6.1f} s" if warm.restored_in is not None else "  (not restored!)"
         lines.append(
             row("warm up: restore → tunnel verified (one ping)", restored, f"≤ {GOAL_RESTORE_SECONDS:g} s")
         )
-        lines += [f"    {name:<62} {seconds:5.1f} s" for name, seconds in progress.timings]
+        lines += [f"    {t.name:<62} {t.seconds:5.1f} s" for t in warm.timings]
         snap = snapshot.load(lab.name)
         if snap:
             per_host = ", ".join(f"{h} {snap.memory_image(h).stat().st_size / 2**20:.0f}" for h in snap.hosts)
@@ -148,7 +142,7 @@ def bench_restarts() -> list[str]:
     lab = Lab("bench-restart")
     lab.down(quiet=True)
     try:
-        lab.up(platform=settings.SCENARIO_PLATFORM, save_snapshot=False)
+        lab.up(UpRequest(platform=settings.SCENARIO_PLATFORM, save_snapshot=False))
         seconds = restart_seconds(lab)
     finally:
         lab.down(quiet=True)

@@ -35,12 +35,13 @@ RECENT_PCAPS = 8
 
 def describe(lab: Lab) -> dict[str, Any]:
     """What a running lab is, for reports: topology, platforms, versions of ikedlab, images and guests."""
-    state = lab.state()
+    blueprint = lab.read()
     media = recorded_media(lab.run_dir)
     return {
         "lab": lab.name,
-        "topology": state.topology,
-        "platform": ", ".join(sorted(set(state.platforms.values()))),
+        "topology": str(blueprint.topology.path),
+        "topology_text": blueprint.topology.source,  # what ran, whatever became of the file
+        "platform": ", ".join(blueprint.platform_names()),
         "ikedlab": ikedlab_version(),
         "release": media.get("release"),
         "images": media.get("images", {}),
@@ -77,7 +78,8 @@ class _Archive:
 
 def make_bundle(lab: Lab, out: Path | None, status_text: str = "") -> Path:
     """Pack a running lab's evidence into `out` (default: the lab's run directory); return the path."""
-    state = lab.state()
+    blueprint = lab.read()
+    own = lab.options.iked_conf  # the users' files the lab runs now (`reconfigure` included)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     top = f"ikedlab-{lab.name}-{stamp}"
     out = out or lab.run_dir / "bundles" / f"{top}.tar.gz"
@@ -86,9 +88,8 @@ def make_bundle(lab: Lab, out: Path | None, status_text: str = "") -> Path:
     media = recorded_media(lab.run_dir)
     with tarfile.open(out, "w:gz") as tar:
         archive = _Archive(top, tar)
-        topology_path = Path(state.topology)
-        archive.file("topology.yaml", topology_path)
-        for host, text in sorted(state.iked_conf.items()):
+        archive.text("topology.yaml", blueprint.topology.source)
+        for host, text in sorted(own.items()):
             archive.text(f"user/{host}.iked.conf", text)
         for path in sorted((lab.run_dir / "configs").glob("*")):
             archive.file(f"configs/{path.name}", path)
@@ -110,10 +111,10 @@ def make_bundle(lab: Lab, out: Path | None, status_text: str = "") -> Path:
             "lab": lab.name,
             "created": stamp,
             "topology": "topology.yaml",
-            "topology_name": topology_path.name,
-            "platforms": state.platforms,
-            "iked_conf": {host: f"user/{host}.iked.conf" for host in sorted(state.iked_conf)},
-            "expect_failure": getattr(state, "expect_failure", None),
+            "topology_name": blueprint.topology.path.name,
+            "platforms": {host: p.name for host, p in blueprint.platforms.items()},
+            "iked_conf": {host: f"user/{host}.iked.conf" for host in sorted(own)},
+            "expect_failure": blueprint.expect_failure,
             "release": media.get("release"),
             "images": media.get("images", {}),
             "ikedlab": ikedlab_version(),

@@ -59,16 +59,21 @@ def build_parser() -> argparse.ArgumentParser:
         "snapshots boots the newest -current image)",
     )
     up.add_argument("--force", action="store_true", help="go ahead even if another live process owns the lab")
-    cli_repro.add_up_options(up)
-
-    down = sub.add_parser("down", help="remove the lab's guests (always safe, also after a failed up)")
-    down.add_argument("--force", action="store_true", help="also when another live process owns the lab")
     up.add_argument(
         "--cold", action="store_true", help="boot and provision even when a warm snapshot matches"
     )
+    cli_repro.add_up_options(up)
+    up.set_defaults(handler=cmd_up)
+
+    down = sub.add_parser("down", help="remove the lab's guests (always safe, also after a failed up)")
+    down.add_argument("--force", action="store_true", help="also when another live process owns the lab")
     down.add_argument("--snapshots", action="store_true", help="also delete the lab's warm snapshot")
-    sub.add_parser("reset", help="put the running lab back to its provisioned state, from its snapshot")
+    down.set_defaults(handler=cmd_down)
+    sub.add_parser(
+        "reset", help="put the running lab back to its provisioned state, from its snapshot"
+    ).set_defaults(handler=cmd_reset)
     snap = sub.add_parser("snapshot", help="warm snapshots: list them, remove them")
+    snap.set_defaults(handler=cmd_snapshot)
     snap_sub = snap.add_subparsers(dest="snapshot_command", required=True, metavar="ACTION")
     snap_sub.add_parser("list", help="every lab's snapshot: size, age, inputs")
     rm = snap_sub.add_parser("rm", help="delete this lab's snapshot (--name), or every one with --all")
@@ -76,22 +81,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "prune",
         help="remove the labs and warm snapshots of checkouts that no longer exist (never a live run's lab)",
+    ).set_defaults(handler=cmd_prune)
+    sub.add_parser("status", help="a table of hosts, addresses and tunnel state").set_defaults(
+        handler=cmd_status
     )
-    sub.add_parser("status", help="a table of hosts, addresses and tunnel state")
-    sub.add_parser("list", help="the labs that exist")
+    sub.add_parser("list", help="the labs that exist").set_defaults(handler=cmd_list)
 
     console = sub.add_parser("console", help="an interactive serial console on a host (leave with Ctrl-])")
     console.add_argument("host")
+    console.set_defaults(handler=cmd_console)
 
     ex = sub.add_parser("exec", help="run a command on a host; its exit status is passed through")
     ex.add_argument("host")
     ex.add_argument("cmd", nargs=argparse.REMAINDER, help="the command, after --")
+    ex.set_defaults(handler=cmd_exec)
 
     iked = sub.add_parser(
         "iked", help="start, stop or restart iked on a gateway, or watch it negotiate (debug: iked -dv)"
     )
     iked.add_argument("host")
     iked.add_argument("action", choices=("start", "stop", "restart", "debug"))
+    iked.set_defaults(handler=cmd_iked)
 
     graph = sub.add_parser(
         "graph",
@@ -99,11 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     graph.add_argument("-o", "--output", type=Path, help="also draw it into FILE.svg, FILE.png or FILE.dot")
     graph.add_argument(
-        "--topology", type=Path, help="when no lab is up: a topology file (default: the guide's)"
+        "--topology", type=Path, help="draw this topology file instead of the running lab (or the guide's)"
     )
     graph.add_argument(
         "--platform", default=settings.platform(), help="when no lab is up: the hosts' platform"
     )
+    graph.set_defaults(handler=cmd_graph)
 
     render = sub.add_parser("render", help="write the files ikedlab provisions, per host, into a folder")
     render.add_argument("--topology", type=Path)
@@ -112,10 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--iked-conf", action="append", default=[], metavar="HOST=FILE", help="a gateway's own iked.conf"
     )
     render.add_argument("--out", type=Path, required=True)
+    render.set_defaults(handler=cmd_render)
 
     cli_repro.add_commands(sub)
 
     image = sub.add_parser("image", help="golden images")
+    image.set_defaults(handler=cmd_image)
     image_sub = image.add_subparsers(dest="image_command", required=True, metavar="ACTION")
     build = image_sub.add_parser("build", help="build (or reuse) a golden image")
     build.add_argument("--platform", default=settings.IMAGE_PLATFORM)
@@ -172,14 +185,7 @@ def check_names(args: argparse.Namespace) -> None:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    if args.command in cli_repro.COMMANDS:
-        lab = _lab(args)
-        try:
-            return cli_repro.COMMANDS[args.command](lab, args)
-        finally:
-            lab.close()
-    handler = globals()[f"cmd_{args.command}"]
-    return int(handler(args) or 0)
+    return int(args.handler(args) or 0)
 
 
 def _lab(args: argparse.Namespace):  # noqa: ANN202 - lazy import keeps `ikedlab --help` fast
@@ -194,17 +200,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     iked_conf_files = parse_options(args.iked_conf)
     iked = iked_choices(args.iked_version, args.iked_source, args.topology)
     lab = _lab(args)
-    inputs = cli_repro.up_inputs(lab, args, iked_conf_files)  # `--from BUNDLE`, `--expect-failure`
-    expect = inputs["expect_failure"]
+    request = cli_repro.up_request(lab, args, iked_conf_files, iked)  # `--from BUNDLE`, `--expect-failure`
+    expect = request.expect_failure
     try:
         try:
-            how = lab.up(
-                keep_on_failure=args.keep_on_failure or bool(expect),
-                force=args.force,
-                iked=iked,
-                cold=args.cold,
-                **inputs,
-            )
+            result = lab.up(request)
         except IkedlabError as e:
             if cli_repro.failure_was_expected(e, expect):
                 progress.say(f"expected failure: {e.message}")
@@ -212,13 +212,14 @@ def cmd_up(args: argparse.Namespace) -> int:
             if expect and not args.keep_on_failure:
                 lab.down(quiet=True)
             raise
-        if how == "restored":
+        if result.restored:
             progress.say(
-                f"restored warm snapshot of lab '{lab.name}' in {lab.restored_in:.1f} s (tunnel verified)"
+                f"restored warm snapshot of lab '{lab.name}' in {result.restored_in:.1f} s (tunnel verified)"
             )
         else:
-            total = sum(seconds for _, seconds in progress.timings)
-            progress.say(f"lab '{lab.name}' is up in {total:.1f}s; transcripts in {lab.run_dir / 'console'}")
+            progress.say(
+                f"lab '{lab.name}' is up in {result.seconds:.1f}s; transcripts in {lab.run_dir / 'console'}"
+            )
         _print_status(lab, just_verified=True)
     finally:
         lab.close()
@@ -227,7 +228,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def iked_choices(versions: list[str], source: str | None, topology: Path | None) -> dict:
     """--iked-version HOST=VERSION and --iked-source [HOST=]PATH -> host -> IkedChoice."""
-    from lab.platforms import IkedChoice, load_topology
+    from lab.placement import load_topology
+    from lab.platforms import IkedChoice
 
     choices: dict[str, IkedChoice] = {}
     for item in versions:
@@ -353,7 +355,7 @@ def _print_status(lab, just_verified: bool = False) -> bool:  # noqa: ANN001
 
 def cmd_console(args: argparse.Namespace) -> int:
     lab = _lab(args)
-    lab.state()  # a clear error when the lab is not up
+    lab.read()  # a clear error when the lab is not up
     domains = {d.host: d for d in lab.domains()}
     if args.host not in domains:
         raise IkedlabError(
@@ -393,11 +395,9 @@ def _console_session(argv: list[str]) -> int:
 def _banner(lab, host: str) -> str:  # noqa: ANN001
     """The host's login banner (/etc/motd in the guest), shown as the learner connects."""
     from lab.banner import motd
-    from lab.platforms import get_platform, load_topology
 
-    state = lab.state()
-    spec = load_topology(state.topology)
-    return motd(spec, spec.host(host), get_platform(state.platforms[host]))
+    blueprint = lab.read()
+    return motd(blueprint.topology, blueprint.topology.host(host), blueprint.platforms[host])
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
@@ -433,18 +433,22 @@ def cmd_iked(args: argparse.Namespace) -> int:
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
+    """The running lab as `up` built it, with its tunnels' state; with --topology (or when no lab is up)
+    that file (the guide's) as it would be, its tunnels not running."""
     from lab import graph
     from lab.errors import LabError
-    from lab.platforms import get_platform, load_topology
+    from lab.placement import load_topology, resolve_platforms
 
     lab = _lab(args)
-    try:
-        state = lab.state()
-    except LabError:
-        state = None  # no lab: the topology as it would be, its tunnels not running
+    blueprint = None
+    if args.topology is None:
+        try:
+            blueprint = lab.read()
+        except LabError:
+            pass  # no lab: the guide's
     states = None
-    if state:
-        topology, platforms = load_topology(state.topology), state.platforms
+    if blueprint:
+        topology, platforms = blueprint.topology, blueprint.platforms
         try:
             gateways = lab.attach(only=[g.name for g in topology.gateways])
             states = {n: "ESTABLISHED" if h.sas().established else "down" for n, h in gateways.items()}
@@ -452,9 +456,10 @@ def cmd_graph(args: argparse.Namespace) -> int:
             lab.close()
     else:
         topology = load_topology(args.topology)
-        platforms = {h.name: h.platform or args.platform for h in topology.hosts.values()}
-    prefixes = {h: get_platform(p).facts.interface_prefix for h, p in platforms.items()}
-    view = graph.LabView(topology, lab.name, platforms, prefixes, states)
+        platforms = resolve_platforms(topology, args.platform)
+    names = {h: p.name for h, p in platforms.items()}
+    prefixes = {h: p.facts.interface_prefix for h, p in platforms.items()}
+    view = graph.LabView(topology, lab.name, names, prefixes, states)
     print(graph.text(view), end="")
     if args.output:
         graph.write(graph.dot_source(view), args.output)

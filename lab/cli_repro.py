@@ -16,8 +16,10 @@ from lab.errors import IkedlabError, LabError
 from lab.ownership import ikedlab_for
 
 if TYPE_CHECKING:
+    from lab.blueprint import UpRequest
     from lab.host import Host
     from lab.lab import Lab
+    from lab.platforms import IkedChoice
 
 
 def add_up_options(up: argparse.ArgumentParser) -> None:
@@ -41,12 +43,14 @@ def add_up_options(up: argparse.ArgumentParser) -> None:
 def add_commands(sub: Any) -> None:
     bundle = sub.add_parser("bundle", help="one archive of the lab's evidence, for a bug report")
     bundle.add_argument("-o", "--output", type=Path, metavar="FILE", help="default: in the lab's run dir")
+    bundle.set_defaults(handler=_on_lab(cmd_bundle))
 
     capture = sub.add_parser("capture", help="a live pcap of a link (stream it: -w - | wireshark -k -i -)")
     capture.add_argument("link")
     capture.add_argument("-w", dest="write", metavar="FILE|-", help="write the pcap here; - is stdout")
     capture.add_argument("--seconds", type=float, help="stop after this long (default: at Ctrl-C)")
     capture.add_argument("--at", metavar="HOST", help="which end of the link (default: the router's)")
+    capture.set_defaults(handler=_on_lab(cmd_capture))
 
     impair = sub.add_parser("impair", help="loss, delay, rate, MTU on a link, applied by the router inet")
     impair.add_argument("link", nargs="?")
@@ -58,10 +62,12 @@ def add_commands(sub: Any) -> None:
     impair.add_argument(
         "--clear", action="store_true", help="remove the impairment (of every link without LINK)"
     )
+    impair.set_defaults(handler=_on_lab(cmd_impair))
 
     reconf = sub.add_parser("reconfigure", help="swap a gateway's iked.conf in the running lab")
     reconf.add_argument("host")
     reconf.add_argument("--iked-conf", type=Path, required=True, metavar="FILE")
+    reconf.set_defaults(handler=_on_lab(cmd_reconfigure))
 
     traffic = sub.add_parser("traffic", help="echo requests from one host to another; counts the loss")
     traffic.add_argument("source", metavar="FROM")
@@ -70,18 +76,38 @@ def add_commands(sub: Any) -> None:
     amount.add_argument("--bytes", type=int, dest="nbytes", metavar="N")
     amount.add_argument("--seconds", type=float)
     traffic.add_argument("--size", type=int, default=1000, help="payload bytes per packet (default 1000)")
+    traffic.set_defaults(handler=_on_lab(cmd_traffic))
 
     rekey = sub.add_parser("rekey", help="make iked rekey the child SAs (and the IKE SA) soon, and wait")
     rekey.add_argument("--child-seconds", type=int, default=20, help="child SA lifetime (default 20)")
     rekey.add_argument("--ike-seconds", type=int, default=0, help="IKE SA lifetime (default: not rekeyed)")
     rekey.add_argument("--child-bytes", metavar="SIZE", help="child SA byte lifetime, iked's spelling: 64K")
     rekey.add_argument("--stop", action="store_true", help="back to iked's normal lifetimes")
+    rekey.set_defaults(handler=_on_lab(cmd_rekey))
+
+
+def _on_lab(command: Callable[[Lab, argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A command of the lab named by --name, which it closes afterwards."""
+
+    def run(args: argparse.Namespace) -> int:
+        from lab.lab import Lab
+
+        lab = Lab(args.name)
+        try:
+            return command(lab, args)
+        finally:
+            lab.close()
+
+    return run
 
 
 # --- up --from / --expect-failure ------------------------------------------------------------------------
-def up_inputs(lab: Lab, args: argparse.Namespace, iked_conf_files: dict[str, Path]) -> dict[str, Any]:
-    """The keyword arguments of Lab.up for this command line (a bundle's, with the command line's own on
-    top), and the expected failure's watcher."""
+def up_request(
+    lab: Lab, args: argparse.Namespace, iked_conf_files: dict[str, Path], iked: dict[str, IkedChoice]
+) -> UpRequest:
+    """What `up` is asked for on this command line (a bundle's lab, with the command line's own on top),
+    and the expected failure's watcher."""
+    from lab.blueprint import UpRequest
     from lab.failure import ANY_FAILURE, wait_for_failure
 
     topology, platform, release = args.topology, args.platform, args.release
@@ -122,14 +148,18 @@ def up_inputs(lab: Lab, args: argparse.Namespace, iked_conf_files: dict[str, Pat
             seen = wait_for_failure(gateways, pattern, lab=lab.name)
             progress.say(f"expected failure seen on {seen.host}: {seen.line}")
 
-    return {
-        "topology_path": topology,
-        "platform": platform,
-        "release": release,
-        "iked_conf_files": iked_conf_files,
-        "tunnel": tunnel,
-        "expect_failure": expect,
-    }
+    return UpRequest(
+        topology=topology,
+        platform=platform,
+        release=release,
+        iked_conf_files=iked_conf_files,
+        iked=iked,
+        tunnel=tunnel,
+        expect_failure=expect,
+        keep_on_failure=args.keep_on_failure or bool(expect),
+        force=args.force,
+        cold=args.cold,
+    )
 
 
 def failure_was_expected(error: IkedlabError, expect: str | None) -> bool:
@@ -158,10 +188,8 @@ def cmd_bundle(lab: Lab, args: argparse.Namespace) -> int:
 
 def cmd_capture(lab: Lab, args: argparse.Namespace) -> int:
     from lab.capture import capture_path, link_end, stream_link
-    from lab.platforms import load_topology
 
-    state = lab.state()
-    end = link_end(load_topology(state.topology), args.link, args.at)
+    end = link_end(lab.read().topology, args.link, args.at)
     pcap = capture_path(lab.run_dir, args.link)
     if args.write == "-":
         size = stream_link(lab.hypervisor, lab.name, end, pcap, sys.stdout.buffer, args.seconds)
@@ -235,13 +263,3 @@ def cmd_rekey(lab: Lab, args: argparse.Namespace) -> int:
 
 def _spis(values: frozenset) -> str:
     return ",".join(f"{v:#010x}" if isinstance(v, int) else str(v)[:10] for v in sorted(values)) or "-"
-
-
-COMMANDS: dict[str, Callable[[Lab, argparse.Namespace], int]] = {
-    "bundle": cmd_bundle,
-    "capture": cmd_capture,
-    "impair": cmd_impair,
-    "reconfigure": cmd_reconfigure,
-    "traffic": cmd_traffic,
-    "rekey": cmd_rekey,
-}

@@ -15,21 +15,25 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lab import blueprint as recorded
 from lab import evidence, gate, interrupts, ownership, progress, settings, snapshot, warm
 from lab import topology as topo
-from lab.domains import domain_specs, host_media, wires
+from lab.blueprint import Blueprint, UpRequest
+from lab.domains import host_media
 from lab.errors import HypervisorError, IkedlabError, LabError, SnapshotError
 from lab.guests import Guests
 from lab.host import Host
 from lab.hypervisor import Hypervisor, LabDomain, check_ports_free, detect_accel
 from lab.images import default_cache_dir
 from lab.parallel import in_parallel
+from lab.placement import load_topology, resolve_platforms
 from lab.plan import Options, Plan, build_plan, with_user_confs
-from lab.platforms import IkedChoice, Platform, get_platform, load_topology, resolve_platforms
+from lab.platforms import Platform
+from lab.progress import Timing
 from lab.provision import exchange_keys, install_iked_conf, provision, restart_tunnel
 from lab.verify import VERIFY_SECONDS, verify
 from lab.versions import record_media
@@ -41,21 +45,18 @@ def state_root() -> Path:
     return settings.state_dir()
 
 
-@dataclass
-class LabState:
-    """What `up` decided, saved so that later commands (status, exec, scenarios) can attach."""
+#: A running lab's changes since `up` (a gateway's iked.conf swapped by `reconfigure`): gone with `reset`.
+CHANGES = "reconfigured.json"
 
-    name: str
-    topology: str  # path of the topology file
-    platforms: dict[str, str]  # host -> platform
-    accel: str
-    peer_any: list[str]
-    created: float
-    iked_conf: dict[str, str] = field(default_factory=dict)  # host -> the user's own iked.conf text
-    expect_failure: str | None = None  # `up --expect-failure`: the iked error this lab reproduces
-    release: str | None = None  # `up --release`
-    daemons: dict[str, str] = field(default_factory=dict)  # gateway -> its IKE daemon ("iked 7.4-1")
-    snapshot_key: str = ""  # the inputs' digest: `reset` restores only a snapshot of exactly this lab
+
+@dataclass(frozen=True)
+class UpResult:
+    """What `up` did."""
+
+    restored: bool  # from the lab's warm snapshot, proven healthy (else booted and provisioned)
+    seconds: float  # the whole `up`, by the clock
+    restored_in: float | None  # seconds of the restore, proof of health included, when restored
+    timings: tuple[Timing, ...]  # its steps, in order
 
 
 class Lab:
@@ -64,13 +65,10 @@ class Lab:
             raise LabError(problem)
         self.name = name
         self.run_dir = run_dir or state_root() / "labs" / name
-        self.state_file = self.run_dir / "state.json"
         self.guests = Guests(name, self.run_dir)
-        self.options = Options()
+        self.blueprint: Blueprint | None = None  # what `up` built, once up or read back (`read`)
+        self.options = Options()  # what the lab runs with now (`reconfigured` changes it for a block)
         self._claim: ownership.Claim | None = None
-        self.provisioned_options = self.options  # what `up` provisioned; `reset` brings these back
-        self.restored_in: float | None = None  # seconds the last warm restore took, proof of health included
-        self._media: dict[str, Any] = {}  # host -> the BootMedia `up` booted it from
         self.proven: set[str] = set()  # hosts the last verify found healthy (shell answers, SAs up)
 
     # --- ownership -----------------------------------------------------------------------------------------
@@ -118,35 +116,43 @@ class Lab:
         """Host -> its platform, resolved once by up or attach."""
         return self.guests.platforms
 
-    def state(self) -> LabState:
+    @property
+    def blueprint_file(self) -> Path:
+        return self.run_dir / recorded.FILE
+
+    def read(self) -> Blueprint:
+        """What `up` built for this lab, read from its run folder the first time (LabError when the lab is not
+        up), with the changes made to it since (`reconfigure`)."""
+        if self.blueprint is None:
+            self._adopt(recorded.read(self.name, self.run_dir))
+        assert self.blueprint
+        return self.blueprint
+
+    def _adopt(self, blueprint: Blueprint) -> None:
+        self.blueprint = blueprint
+        self.guests.topology = blueprint.topology
+        self.guests.platforms = dict(blueprint.platforms)
+        self.options = self.provisioned_options()
+
+    def provisioned_options(self) -> Options:
+        """The options the lab was provisioned with, and the iked.conf files `reconfigure` put in since."""
+        assert self.blueprint
+        options = self.blueprint.options
         try:
-            return LabState(**json.loads(self.state_file.read_text()))
-        except FileNotFoundError:
-            raise LabError(
-                f"lab '{self.name}' is not up", f"start it with `{ownership.ikedlab_for(self.name)} up`"
-            ) from None
-        except (ValueError, TypeError) as e:
-            raise LabError(
-                f"{self.state_file}: unreadable state ({e})",
-                f"`{ownership.ikedlab_for(self.name)} down` cleans it up",
-            ) from None
+            swapped = json.loads((self.run_dir / CHANGES).read_text())
+        except (OSError, ValueError):
+            return options
+        return dataclasses.replace(options, iked_conf={**options.iked_conf, **swapped})
 
-    def save_state(self, **changes: object) -> LabState:
-        """Record a change to a running lab (e.g. a gateway's iked.conf swapped) in its state file."""
-        state = dataclasses.replace(self.state(), **changes)  # type: ignore[arg-type]
-        self.state_file.write_text(json.dumps(asdict(state), indent=2))
-        return state
-
-    def load_state(self) -> topo.Topology:
-        """Topology, platforms and options of a lab that is up, from its state file."""
-        state = self.state()
-        topology = load_topology(state.topology)
-        self.guests.topology = topology
-        self.guests.platforms = {host: get_platform(name) for host, name in state.platforms.items()}
-        self.options = self.provisioned_options = Options(
-            peer_any=tuple(state.peer_any), iked_conf=state.iked_conf, platforms=state.platforms
-        )
-        return topology
+    def record_iked_conf(self, host: str, text: str) -> None:
+        """A gateway of the running lab runs `text` now (`reconfigure`): kept until `reset` or `down`."""
+        self.options = dataclasses.replace(self.options, iked_conf={**self.options.iked_conf, host: text})
+        path = self.run_dir / CHANGES
+        try:
+            swapped = json.loads(path.read_text())
+        except (OSError, ValueError):
+            swapped = {}
+        path.write_text(json.dumps({**swapped, host: text}, indent=2))
 
     def host(self, name: str) -> Host:
         return self.guests.host(name)
@@ -164,119 +170,104 @@ class Lab:
         return self.hypervisor.domains(self.name)
 
     # --- up ------------------------------------------------------------------------------------------------
-    def up(
-        self,
-        topology_path: Path | None = None,
-        platform: str = settings.PLATFORM,
-        options: Options | None = None,
-        keep_on_failure: bool = False,
-        release: str | None = None,
-        iked_conf_files: dict[str, Path] | None = None,
-        force: bool = False,
-        tunnel: Callable[[list[Host]], object] | None = None,
-        expect_failure: str | None = None,
-        iked: dict[str, IkedChoice] | None = None,
-        cold: bool = False,
-        save_snapshot: bool = True,
-    ) -> str:
+    def up(self, request: UpRequest | None = None) -> UpResult:
         """Bring the lab up to an established tunnel: restored from its warm snapshot when one matches every
-        input exactly (unless `cold`), else booted and provisioned, then saved as the new snapshot (not when
-        `tunnel` waits for something else: such a lab is a reproduction, not the provisioned state).
-        Returns "restored" or "cold".
+        input exactly (unless `request.cold`), else booted and provisioned, then saved as the new snapshot
+        (not when `request.tunnel` waits for something else: such a lab is a reproduction).
 
         Everything that reaches a guest is checked first: the topology, the platforms, and each user's
-        iked.conf (`iked_conf_files`, host -> file) by the host's iked; nothing is created before.
-        `platform` is for hosts whose topology names none; `release` pins the release of platforms that
-        boot a cached golden image of one (OpenBSD), the newest cached when None. `tunnel`, when given,
-        waits in place of the established tunnel (`up --expect-failure` waits for iked's error). `iked`
-        (host -> choice) picks a gateway's iked over the topology's `iked:` version: another packaged version
-        or a local build.
+        iked.conf by the host's iked; nothing is created before. The blueprint is recorded in the run folder
+        for every later command.
         """
-        options = options or Options()
-        topology = load_topology(topology_path)
-        platforms = resolve_platforms(topology, platform)
-        options = with_user_confs(options, iked_conf_files or {}, topology)
+        request = request or UpRequest()
+        started = time.monotonic()
+        with progress.timed() as timings:
+            restored_in = self._up(request)
+        return UpResult(
+            restored=restored_in is not None,
+            seconds=time.monotonic() - started,
+            restored_in=restored_in,
+            timings=tuple(timings),
+        )
+
+    def _design(self, request: UpRequest) -> tuple[Blueprint, snapshot.Inputs | None]:
+        """The lab's blueprint, every input checked, images found or built (ImageError when one is missing
+        and cannot be built), and what its warm snapshot is made of (None: the lab is never saved). Claims
+        the lab once everything checked out; creates nothing in libvirt."""
+        topology = load_topology(request.topology)
+        platforms = resolve_platforms(topology, request.platform)
+        options = with_user_confs(request.options, request.iked_conf_files, topology)
         # Fails before anything is created when an image is missing.
-        media = warm.kept_media(self.name, host_media(topology, platforms, release, iked or {}))
-        self.claim(force)  # validated: from here on this process changes the lab
-        hv = self.hypervisor
-        if hv.domains(self.name):
+        media = host_media(topology, platforms, request.release, dict(request.iked))
+        media = warm.kept_media(self.name, media)
+        self.claim(request.force)  # validated: from here on this process changes the lab
+        if self.hypervisor.domains(self.name):
             raise LabError(
                 f"lab '{self.name}' is already up",
                 f"`{ownership.ikedlab_for(self.name)} down` first, or pick another --name",
             )
-        wired = wires(self.name, topology)
-        check_ports_free([p for ends in wired.values() for _, p in ends], self.name)
-
+        draft = Blueprint(self.name, self.run_dir, topology, platforms, options, media, accel="")
+        check_ports_free([p for ends in draft.wires.values() for _, p in ends], self.name)
         probe = next((m.kernel for m in media.values() if m.kernel), None)  # a kernel to try KVM with
         accel = detect_accel(probe, default_cache_dir())
         progress.say(
             f"  accelerator: {'KVM' if accel.kind == 'kvm' else 'software emulation (TCG)'} — {accel.reason}"
         )
+        blueprint = dataclasses.replace(
+            draft, accel=accel.kind, release=request.release, expect_failure=request.expect_failure
+        )
+        if not request.warm:  # a lab waiting for an expected failure is never saved nor restored
+            return blueprint, None
+        inputs = warm.inputs(blueprint, self.hypervisor.version())
+        return dataclasses.replace(blueprint, snapshot_key=inputs.key), inputs
+
+    def _up(self, request: UpRequest) -> float | None:
+        """`up`; the seconds its warm restore took, or None when it booted cold."""
+        blueprint, inputs = self._design(request)
         try:
             self._reset_run_dir()
         except OSError as e:
             raise ownership.state_error(self.name, e) from None
-        record_media(self.run_dir, {platforms[h].name: m for h, m in media.items()}, release)  # for bundles
-        names = {host: p.name for host, p in platforms.items()}
-        options = dataclasses.replace(options, platforms=names)
-        plan = build_plan(topology, platforms, options)
-        specs = domain_specs(self.name, self.run_dir, topology, platforms, accel.kind, media, wired)
-        warm_lab = tunnel is None  # a lab waiting for an expected failure is never saved nor restored
-        inputs = warm.inputs(self.name, topology, plan, specs, media, hv.version())
-        state = LabState(
-            self.name,
-            str(topology.path.resolve()),
-            names,
-            accel.kind,
-            list(options.peer_any),
-            time.time(),
-            dict(options.iked_conf),
-            expect_failure=expect_failure,
-            release=release,
-            daemons={g.name: media[g.name].daemon for g in topology.gateways if media[g.name].daemon},
-            snapshot_key=inputs.key if warm_lab else "",
-        )
-        self.options = self.provisioned_options = options
-        self.guests.platforms = platforms
-        self.guests.topology = topology
-        self._media = media
+        media = {blueprint.platforms[h].name: m for h, m in blueprint.media.items()}
+        record_media(self.run_dir, media, blueprint.release)  # for bundles
+        self._adopt(blueprint)
         # The first Ctrl-C says "stopping, cleaning up…" at once; the cleanup then runs to its end.
         with interrupts.guarded() as guard:
             try:
                 try:
-                    self.state_file.write_text(json.dumps(asdict(state), indent=2))
+                    blueprint.write()
                 except OSError as e:
-                    self.state_file.unlink(missing_ok=True)
+                    self.blueprint_file.unlink(missing_ok=True)
                     raise ownership.state_error(self.name, e) from None
-                self._save_rendered_configs(plan)
-                if warm_lab and not cold:
+                self._save_rendered_configs(blueprint.plan)
+                if inputs and not request.cold:
                     snap, why = snapshot.usable(self.name, inputs)
                     if why:
                         progress.say(f"  {why}: cold boot")
-                    if snap and self._restored(snap):
-                        return "restored"
-                self.guests.boot(specs)
-                provision(plan, self.hosts, tunnel)
+                    if snap and (seconds := self._restored(snap)) is not None:
+                        return seconds
+                self.guests.boot(blueprint.specs)
+                provision(blueprint.plan, self.hosts, request.tunnel)
                 # At once, not in the background: saving pauses every guest and hands back new consoles,
                 # which would cut into a learner's session, and a later cut could hold their changes.
-                if warm_lab and save_snapshot and not self._saved_and_restored(inputs):
+                if inputs and request.save_snapshot and not self._saved_and_restored(inputs):
                     progress.say("  cold boot again, without a warm snapshot")
-                    self.guests.boot(specs)
-                    provision(plan, self.hosts, tunnel)
+                    self.guests.boot(blueprint.specs)
+                    provision(blueprint.plan, self.hosts, request.tunnel)
             except BaseException as e:
                 guard.shield()
                 if self.hosts and not isinstance(e, KeyboardInterrupt):  # an interrupt wants out now
                     evidence.keep_after_failed_up(self.run_dir, self.hosts.values())
-                if not keep_on_failure:
+                if not request.keep_on_failure:
                     self.down(quiet=True)
                 raise
-        return "cold"
+        return None
 
     def _reset_run_dir(self) -> None:
         for sub in ("console", "serial", "disks", "configs", "captures", "artifacts"):
             shutil.rmtree(self.run_dir / sub, ignore_errors=True)
         (self.run_dir / "impairments.json").unlink(missing_ok=True)  # a new lab's links are clean
+        (self.run_dir / CHANGES).unlink(missing_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
     def _save_rendered_configs(self, plan: Plan) -> None:
@@ -300,7 +291,8 @@ class Lab:
 
     def save_snapshot(self, inputs: snapshot.Inputs) -> snapshot.Snapshot:
         """Save the running lab as one consistent cut (the guests stop; `_restored` brings them back)."""
-        return warm.save(self.guests, inputs, self._media)
+        assert self.blueprint
+        return warm.save(self.guests, inputs, dict(self.blueprint.media))
 
     def _saved_and_restored(self, inputs: snapshot.Inputs) -> bool:
         """Save the freshly provisioned lab and bring it back from the snapshot, which proves the snapshot.
@@ -311,14 +303,14 @@ class Lab:
             progress.say(f"  could not save a warm snapshot of lab '{self.name}': {e.message}")
             self.guests.remove()
             return False
-        if self._restored(saved):
+        if self._restored(saved) is not None:
             return True
         snapshot.remove(self.name)
         return False
 
-    def _restored(self, snap: snapshot.Snapshot) -> bool:
-        """Restore `snap` and prove the lab healthy; on any failure say why in one line, remove what was
-        started, and return False (the caller boots cold)."""
+    def _restored(self, snap: snapshot.Snapshot) -> float | None:
+        """Restore `snap` and prove the lab healthy: the seconds it took. On any failure say why in one line,
+        remove what was started, and return None (the caller boots cold)."""
         started = time.monotonic()
         try:
             warm.restore(self.guests, snap)
@@ -326,15 +318,12 @@ class Lab:
         except IkedlabError as e:
             progress.say(f"  warm snapshot {snap.key[:12]} of lab '{self.name}' not used: {e.message}")
             self.guests.remove()
-            return False
-        self.restored_in = time.monotonic() - started
-        return True
+            return None
+        return time.monotonic() - started
 
     def _own_snapshot(self) -> snapshot.Snapshot:
         """This lab's snapshot, taken of exactly the state it came up in; SnapshotError otherwise."""
-        if self.topology is None:
-            self.load_state()
-        return warm.own_snapshot(self.name, self.state().snapshot_key)
+        return warm.own_snapshot(self.name, self.read().snapshot_key)
 
     def has_snapshot(self) -> bool:
         try:
@@ -348,7 +337,8 @@ class Lab:
         snap = self._own_snapshot()
         self.claim()
         self.guests.remove()
-        self.options = self.provisioned_options
+        (self.run_dir / CHANGES).unlink(missing_ok=True)  # the snapshot is the lab as `up` made it
+        self.options = self.provisioned_options()
         warm.restore(self.guests, snap)
         self.verify(resumed=True)
 
@@ -358,7 +348,7 @@ class Lab:
 
         A console another ikedlab process holds is waited for (for ever when `lock_timeout` is None).
         """
-        topology = self.load_state()
+        topology = self.read().topology
         running = self.guests.running()
         names = only or list(topology.hosts)
         for name in names:
@@ -464,7 +454,9 @@ class Lab:
         self.hosts.clear()
         removed = self.hypervisor.destroy_lab(self.name)
         shutil.rmtree(self.run_dir / "disks", ignore_errors=True)
-        self.state_file.unlink(missing_ok=True)
+        self.blueprint_file.unlink(missing_ok=True)
+        (self.run_dir / CHANGES).unlink(missing_ok=True)
+        self.blueprint = None
         if snapshots and snapshot.remove(self.name) and not quiet:
             progress.say(f"lab '{self.name}': warm snapshot removed")
         if not quiet:
@@ -476,7 +468,7 @@ class Lab:
 
 def lab_names() -> list[str]:
     """Labs with a state file or with domains in libvirt."""
-    names = {p.parent.name for p in (state_root() / "labs").glob("*/state.json")}
+    names = {p.parent.name for p in (state_root() / "labs").glob(f"*/{recorded.FILE}")}
     try:
         hv = Hypervisor()
         names |= {d.lab for d in hv.domains()}

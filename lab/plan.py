@@ -19,7 +19,8 @@ from pathlib import Path
 from lab import render
 from lab.banner import motd_file
 from lab.ikedconf import read_user_confs
-from lab.platforms import Action, FileSpec, Platform, get_platform, load_topology, resolve_platforms
+from lab.placement import load_topology, resolve_platforms
+from lab.platforms import Action, FileSpec, Platform
 from lab.topology import Host, Topology
 
 #: A host's phases, in the order every platform runs them. Gateways have all three, other hosts the first.
@@ -36,7 +37,6 @@ class Options:
     iked_conf: dict[str, str] = field(default_factory=dict)  # host -> a user's own iked.conf text
     iked_conf_sources: dict[str, str] = field(default_factory=dict)  # host -> that file's path, for messages
     dpd_interval: int | None = None  # seconds between liveness checks (iked's default when None)
-    platforms: dict[str, str] = field(default_factory=dict)  # host -> platform, as the lab resolved them
     lifetimes: render.Lifetimes | None = None  # short SA lifetimes: iked rekeys during a scenario
 
 
@@ -99,29 +99,28 @@ def with_user_confs(options: Options, files: Mapping[str, Path], topology: Topol
     )
 
 
-def rendered_iked_conf(topology: Topology, host_name: str, options: Options) -> str:
+def rendered_iked_conf(
+    topology: Topology, platforms: Mapping[str, Platform], host_name: str, options: Options
+) -> str:
     """A gateway's iked.conf: the user's own when given, else the guide's shaped by the options."""
     if host_name in options.iked_conf:
         return options.iked_conf[host_name]
     host = topology.host(host_name)
-    platform = options.platforms.get(host_name)
-    kind = get_platform(platform).config_kind if platform else "iked"
-    return render.RENDERERS[kind](  # the gateway's own daemon's configuration: iked.conf, swanctl.conf
+    platform = platforms[host_name]
+    names = {h: p.name for h, p in platforms.items()}
+    return render.RENDERERS[platform.config_kind](  # the gateway's own daemon's: iked.conf, swanctl.conf
         topology,
         host,
         peer_any=host_name in options.peer_any,
-        proposals=options.proposals
-        or (render.proposals_for(topology, options.platforms, host) if options.platforms else None),
+        proposals=options.proposals or render.proposals_for(topology, names, host),
         dpd_interval=options.dpd_interval,
         lifetimes=options.lifetimes,
-        note=get_platform(platform).facts.iked_conf_note if platform else "",
+        note=platform.facts.iked_conf_note,
     )
 
 
 def build_plan(topology: Topology, platforms: Mapping[str, Platform], options: Options = Options()) -> Plan:
     """The plan for every host of `topology`, each on its platform (host -> Platform)."""
-    if not options.platforms:
-        options = dataclasses.replace(options, platforms={h: p.name for h, p in platforms.items()})
     hosts: dict[str, HostPlan] = {}
     for host in topology.hosts.values():
         platform = platforms[host.name]
@@ -131,7 +130,7 @@ def build_plan(topology: Topology, platforms: Mapping[str, Platform], options: O
         if host.ipsec:
             steps[KEYS] = (*platform.ipsec_prepare_actions(host), platform.keygen_command())
             # Root only: iked refuses a group- or world-readable iked.conf.
-            conf = rendered_iked_conf(topology, host.name, options)
+            conf = rendered_iked_conf(topology, platforms, host.name, options)
             steps[IKED_CONF] = (FileSpec(platform.iked_conf, conf, 0o600),)
         hosts[host.name] = HostPlan(host, platform, steps)
     return Plan(topology, options, hosts)

@@ -8,8 +8,6 @@ tunnel, or reports the line of iked's log that says why it will not come up.
 
 from __future__ import annotations
 
-import dataclasses
-
 from lab.errors import LabError, ProvisionError
 from lab.lab import Lab
 from lab.provision import IKED_OK, restart_tunnel, write_iked_conf
@@ -33,9 +31,7 @@ def reconfigure(lab: Lab, host_name: str, iked_conf: str, timeout: float = SA_TI
         last = verdict.output.strip().splitlines()[-1] if verdict.output.strip() else "no output"
         raise ProvisionError(f"{host_name}: iked rejects the new iked.conf: {last}")
     write_iked_conf(host, iked_conf)
-    own = {**lab.options.iked_conf, host_name: iked_conf}
-    lab.options = dataclasses.replace(lab.options, iked_conf=own)
-    lab.save_state(iked_conf=own)
+    lab.record_iked_conf(host_name, iked_conf)
     (lab.run_dir / "configs").mkdir(parents=True, exist_ok=True)
     (lab.run_dir / "configs" / f"{host_name}.iked.conf").write_text(iked_conf)
     restart_tunnel(gateways, timeout)  # a tunnel iked gives up on fails at once, with iked's own line

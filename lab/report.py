@@ -164,10 +164,11 @@ def write_report(artifacts: Path) -> Path:
 
 
 def _topology(info: dict[str, Any]) -> Topology | None:
-    from lab.platforms import load_topology
+    """The lab the run used, from the text recorded at its `up` (the file may have changed since)."""
+    from lab.placement import parse_topology
 
     try:
-        return load_topology(info.get("topology"))
+        return parse_topology(info["topology_text"], Path(info.get("topology") or "topology.yaml"))
     except Exception:  # noqa: BLE001 - a report without a picture is still a report
         return None
 

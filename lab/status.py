@@ -40,7 +40,7 @@ def rows(
     """Every host's state, whatever shape the lab is in: a stopped guest, a console that does not
     answer (or another ikedlab process holds for longer than `answer_timeout`), iked not running.
     `just_verified` (`up`, right after `verify`): what verify read is the answer, asked no second time."""
-    topology = lab.topology or lab.load_state()
+    topology = lab.read().topology
     guests = lab.guests
     running = guests.running()
     proven = lab.proven if just_verified else set()
@@ -93,7 +93,7 @@ def status_table(lab: Lab, shown: list[HostStatus] | None = None) -> Table:
     # a line, never folded (80 columns cut "198.51.100.254/24" to "198.51.100.254…" before); the tunnel
     # wraps at its words.
     table = Table(title=f"lab {lab.name}", box=box.SIMPLE_HEAD, pad_edge=False)
-    daemons = lab.state().daemons if lab.state_file.exists() else {}  # "iked 7.4-1", "iked (local build …)"
+    daemons = lab.read().daemons  # "iked 7.4-1", "iked (local build …)"
     table.add_column("host", no_wrap=True)
     table.add_column("platform", overflow="fold")
     table.add_column("state", overflow="fold")

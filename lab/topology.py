@@ -6,6 +6,7 @@ before one TopologyError is raised. Knows nothing of libvirt or guest operating 
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -77,6 +78,9 @@ class Topology:
     hosts: dict[str, Host]
     links: dict[str, Link]
     extra: dict[str, Any] = field(default_factory=dict)
+    # The validated file's text: what a lab records at `up` (lab/blueprint.py) and digests for its
+    # snapshot, so the file can change or go afterwards without changing the lab.
+    source: str = field(default="", repr=False, compare=False)
 
     def host(self, name: str) -> Host:
         return self.hosts[name]
@@ -100,7 +104,7 @@ def guide_path() -> Path:
 
 def load(path: Path | str | None, known_platforms: tuple[str, ...]) -> Topology:
     """Load and validate a topology file (the guide's lab when path is None); a host may name one of
-    `known_platforms` (lab.platforms.load_topology passes the registry's)."""
+    `known_platforms` (lab.placement.load_topology passes the registry's)."""
     path = Path(path) if path else guide_path()
     try:
         text = gate.read_text(path, gate.TOPOLOGY_BYTES)
@@ -119,7 +123,7 @@ def parse(text: str, path: Path, known_platforms: tuple[str, ...]) -> Topology:
         where = f"line {mark.line + 1}: " if mark else ""
         problem = getattr(e, "problem", None) or getattr(e, "reason", None) or "unreadable"
         raise TopologyError(path, [f"{where}not valid YAML: {problem}"]) from None
-    return _Validator(path, known_platforms).topology(data)
+    return dataclasses.replace(_Validator(path, known_platforms).topology(data), source=text)
 
 
 class _Refused(yaml.YAMLError):

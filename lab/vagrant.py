@@ -28,8 +28,9 @@ from typing import Any
 
 from lab import settings
 from lab.errors import IkedlabError
+from lab.placement import load_topology
 from lab.plan import Plan, build_plan, write_plan
-from lab.platforms import Platform, get_platform, load_topology, platform_names
+from lab.platforms import Platform, get_platform, platform_names
 
 SUMMARY = "lab.json"
 

@@ -16,60 +16,65 @@ from dataclasses import asdict
 from pathlib import Path
 
 from lab import ownership, progress, snapshot
+from lab.blueprint import Blueprint
 from lab.console import Transcript
 from lab.errors import SnapshotError
 from lab.guests import Guests
-from lab.hypervisor import DomainSpec, domain_xml
+from lab.hypervisor import domain_xml
 from lab.images import mark_in_use
 from lab.parallel import in_parallel
-from lab.plan import Plan
 from lab.platforms import BootMedia
 from lab.progress import step
-from lab.topology import Topology
 
 
-def inputs(
-    lab: str,
-    topology: Topology,
-    plan: Plan,
-    specs: list[DomainSpec],
-    media: dict[str, BootMedia],
-    hypervisor_version: str,
-) -> snapshot.Inputs:
-    """Everything a provisioned lab is made of, each by name, so a stale snapshot says what changed."""
-    options = plan.options
-    values = {
-        "lab name": lab,
-        "topology": snapshot.digest(topology.path.read_bytes()),
-        "provisioning code": snapshot.code_version(),
-        "hypervisor": hypervisor_version,
-        "options": snapshot.digest(
-            json.dumps(
-                asdict(dataclasses.replace(options, iked_conf_sources={})), sort_keys=True, default=str
-            )
-        ),
+def inputs(blueprint: Blueprint, hypervisor_version: str) -> snapshot.Inputs:
+    """Everything a provisioned lab is made of, each by name, so a stale snapshot says what changed: what
+    lies below provisioning, then what provisioning puts on top."""
+    values = {**below_provisioning(blueprint, hypervisor_version), **provisioning(blueprint)}
+    media = blueprint.media
+    daemons = sorted({m.daemon for m in media.values() if m.daemon})
+    summary = {
+        "topology": blueprint.topology.path.name,
+        "platforms": ",".join(blueprint.platform_names()),
+        "images": " ".join(sorted({values[f"image {h}"][:12] for h in media})),
     }
-    for host, boot in media.items():
+    if daemons:
+        summary["IKE"] = ",".join(daemons)
+    if blueprint.options.iked_conf:
+        summary["own iked.conf"] = ",".join(sorted(blueprint.options.iked_conf))
+    return snapshot.Inputs(values, summary)
+
+
+def below_provisioning(blueprint: Blueprint, hypervisor_version: str) -> dict[str, str]:
+    """Booted guests on their links: the lab's name (its domain names, ports and MACs), the topology, each
+    image (the IKE daemon it carries included) and each domain."""
+    values = {
+        "lab name": blueprint.lab,
+        "topology": snapshot.digest(blueprint.topology.source),
+        "hypervisor": hypervisor_version,
+    }
+    for host, boot in blueprint.media.items():
         # The image's content, not where its files are: the cache's `current` link moving (another
         # checkout's build) changes no snapshot. Files only for an image whose build is not reproducible.
         values[f"image {host}"] = boot.identity or snapshot.file_identity(
             [f for f in (boot.kernel, boot.initrd, boot.disk) if f]
         )
-    for spec in specs:
+    for spec in blueprint.specs:
         values[f"domain {spec.host}"] = snapshot.digest(domain_xml(spec))
-        # Every file and command provisioning puts in the guest, the rendered iked.conf included.
-        values[f"files {spec.host}"] = snapshot.digest(repr(plan.hosts[spec.host].actions()))
-    daemons = sorted({m.daemon for m in media.values() if m.daemon})
-    summary = {
-        "topology": topology.path.name,
-        "platforms": ",".join(sorted(set(options.platforms.values()))),
-        "images": " ".join(sorted({values[f"image {h}"][:12] for h in media})),
+    return values
+
+
+def provisioning(blueprint: Blueprint) -> dict[str, str]:
+    """What provisioning puts on booted guests: its code, the options, and every file and command of each
+    host's plan (the rendered iked.conf included)."""
+    options = dataclasses.replace(blueprint.options, iked_conf_sources={})  # where a file was: no matter
+    values = {
+        "provisioning code": snapshot.code_version(),
+        "options": snapshot.digest(json.dumps(asdict(options), sort_keys=True, default=str)),
     }
-    if daemons:
-        summary["IKE"] = ",".join(daemons)
-    if options.iked_conf:
-        summary["own iked.conf"] = ",".join(sorted(options.iked_conf))
-    return snapshot.Inputs(values, summary)
+    for host, plan in blueprint.plan.hosts.items():
+        values[f"files {host}"] = snapshot.digest(repr(plan.actions()))
+    return values
 
 
 def kept_media(lab: str, media: dict[str, BootMedia]) -> dict[str, BootMedia]:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from lab import interrupts, ownership, settings
+from lab.blueprint import UpRequest
 from lab.bundle import describe
 from lab.errors import IkedlabError
 from lab.evidence import PROBLEM as EVIDENCE_PROBLEM
@@ -143,11 +144,8 @@ def _session_lab(
             command=f"pytest scenarios{' (' + worker + ')' if worker else ''}", only_this_checkouts=True
         )
         lab.down(quiet=True)  # a lab of the same name left by a dead run of this checkout
-        lab.up(
-            Path(config.getoption("--topology")) if config.getoption("--topology") else None,
-            platform,
-            release=config.getoption("--release"),
-        )
+        topology = Path(config.getoption("--topology")) if config.getoption("--topology") else None
+        lab.up(UpRequest(topology=topology, platform=platform, release=config.getoption("--release")))
     except IkedlabError as e:
         lab.close()
         why = f"the lab did not come up: {e}" + (f" ({e.hint})" if e.hint else "")

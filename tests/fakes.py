@@ -127,3 +127,16 @@ RECORDED["libreswan"] = {
 
 def recorded(platform: str, what: str) -> str:
     return RECORDED[platform][what].read_text()
+
+
+def record_blueprint(run_dir: Path, lab: str = "default", platform: str = "linux") -> None:
+    """The guide's lab recorded in `run_dir` as `up` records it (lab/blueprint.py), on `platform`."""
+    from lab.blueprint import Blueprint
+    from lab.placement import load_topology, resolve_platforms
+    from lab.plan import Options
+    from lab.platforms import BootMedia
+
+    topology = load_topology(None)
+    media = {h: BootMedia() for h in topology.hosts}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    Blueprint(lab, run_dir, topology, resolve_platforms(topology, platform), Options(), media, "qemu").write()

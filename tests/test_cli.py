@@ -1,11 +1,11 @@
 """The ikedlab command: bad input gives one clear line and a non-zero exit, and creates nothing."""
 
-import json
 import shutil
 import subprocess
 import sys
 
 import pytest
+from fakes import record_blueprint
 
 from lab import topology
 
@@ -77,20 +77,7 @@ def test_exec_on_a_lab_that_is_not_up(tmp_path):
 
 
 def test_exec_on_an_unknown_host(tmp_path):
-    state = tmp_path / "state" / "labs" / "default"
-    state.mkdir(parents=True)
-    (state / "state.json").write_text(
-        json.dumps(
-            {
-                "name": "default",
-                "topology": str(topology.guide_path()),
-                "platforms": {},
-                "accel": "qemu",
-                "peer_any": [],
-                "created": 0,
-            }
-        )
-    )
+    record_blueprint(tmp_path / "state" / "labs" / "default")
     line = one_line(
         ikedlab("exec", "gw", "--", "true", tmp_path=tmp_path, env={"IKEDLAB_LIBVIRT_URI": "test:///default"})
     )

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from lab import graph
-from lab.platforms import load_topology
+from lab.placement import load_topology
 from lab.report import picture
 
 UP = {"init": "ESTABLISHED", "resp": "ESTABLISHED"}

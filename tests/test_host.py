@@ -8,7 +8,8 @@ from fakes import FakeConsole, recorded
 
 from lab.errors import ProvisionError
 from lab.host import Host
-from lab.platforms import get_platform, load_topology
+from lab.placement import load_topology
+from lab.platforms import get_platform
 from lab.readings import Capture
 
 GUIDE = load_topology()

@@ -252,11 +252,11 @@ def test_a_bundles_expected_failure_is_matched_as_plain_text(tmp_path, monkeypat
     monkeypatch.setattr("lab.replay.media_digests", lambda media: {})
     lab = SimpleNamespace(name="x", run_dir=tmp_path / "labs" / "x")
     args = build_parser().parse_args(["up", "--from", str(archive)])
-    inputs = cli_repro.up_inputs(lab, args, {})  # type: ignore[arg-type]
-    assert inputs["expect_failure"] == re.escape(evil)
+    request = cli_repro.up_request(lab, args, {}, {})  # type: ignore[arg-type]
+    assert request.expect_failure == re.escape(evil)
     started = time.monotonic()
-    assert not re.search(inputs["expect_failure"], "a" * 64 + "!")
-    assert re.search(inputs["expect_failure"], f"iked: {evil} said iked")
+    assert not re.search(request.expect_failure, "a" * 64 + "!")
+    assert re.search(request.expect_failure, f"iked: {evil} said iked")
     assert time.monotonic() - started < 0.1
 
 

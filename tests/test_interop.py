@@ -13,7 +13,8 @@ from lab.domains import host_media
 from lab.errors import IkedlabError, PlatformError
 from lab.images.iked_build import IkedBuild, build_iked, tree_hash
 from lab.interop import Cell, Outcome, Side, cell_topology, junit_results, load_matrix, table
-from lab.platforms import BootMedia, IkedChoice, get_platform, load_topology, resolve_platforms
+from lab.placement import load_topology, resolve_platforms
+from lab.platforms import BootMedia, IkedChoice, get_platform
 from lab.platforms.strongswan import parse_swanctl_list_sas
 
 DATA = Path(__file__).parent / "data" / "strongswan"

@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 from fakes import FakeConsole, recorded
 
-from lab import guests, snapshot, status
+from lab import cli, guests, snapshot, status
 from lab import lab as labmod
+from lab.blueprint import UpRequest
 from lab.errors import ConsoleTimeout, HypervisorError, LabError, ProvisionError
 from lab.hypervisor import Accel, LabDomain, domain_name
 from lab.lab import Lab
+from lab.placement import load_topology
 from lab.platforms import BootMedia, Platform, platform_names
 
 
@@ -101,15 +103,15 @@ def fake(monkeypatch, tmp_path):
     platform_names()  # every platform module loaded (the registry fills lazily), so each one is faked
     for cls in Platform._registry.values():
         monkeypatch.setattr(cls, "boot_media", lambda self, release=None, iked=None: media)
-    lab = Lab("t", run_dir=tmp_path / "run")
-    lab.guests._hypervisor = hv  # type: ignore[assignment]
+    monkeypatch.setattr(guests, "Hypervisor", lambda: hv)  # every Lab of this test, the CLI's too
+    lab = Lab("t")
     return lab, hv, consoles
 
 
 @pytest.mark.parametrize("platform", ["linux", "openbsd"])
 def test_up_boots_each_host_on_its_platform_and_runs_the_plan(fake, platform):
     lab, hv, consoles = fake
-    lab.up(platform=platform, save_snapshot=False)
+    lab.up(UpRequest(platform=platform, save_snapshot=False))
     specs = {s.host: s for s in hv.specs.values()}
     assert set(specs) == set(consoles) == {"initlan", "init", "inet", "resp", "resplan"}
     for host, spec in specs.items():
@@ -120,7 +122,7 @@ def test_up_boots_each_host_on_its_platform_and_runs_the_plan(fake, platform):
         else:
             assert spec.disk == lab.run_dir / "disks" / f"{host}.qcow2" and spec.kernel is None
     assert all(c.attached for c in consoles.values())
-    state = json.loads(lab.state_file.read_text())
+    state = json.loads(lab.blueprint_file.read_text())
     assert state["platforms"] == {h: platform for h in specs}
     plan = lab.plan()
     assert (lab.run_dir / "configs" / "init.iked.conf").read_text() == plan.hosts["init"].iked_conf.content
@@ -140,22 +142,22 @@ def test_a_failed_up_removes_what_it_created(fake, monkeypatch):
 
     monkeypatch.setattr(FakeConsole, "_answer", iked_rejects)
     with pytest.raises(ProvisionError, match="iked rejects"):
-        lab.up(platform="linux")
-    assert hv.specs == {} and not lab.state_file.exists()
+        lab.up(UpRequest(platform="linux"))
+    assert hv.specs == {} and not lab.blueprint_file.exists()
 
 
 def test_a_lab_already_up_is_refused_before_anything_changes(fake):
     lab, hv, _ = fake
-    lab.up(platform="linux")
+    lab.up(UpRequest(platform="linux"))
     created = dict(hv.specs)
     with pytest.raises(LabError, match="lab 't' is already up"):
-        lab.up(platform="linux")
+        lab.up(UpRequest(platform="linux"))
     assert hv.specs == created
 
 
 def test_attach_resolves_each_hosts_platform_from_the_state(fake, tmp_path):
     lab, hv, _ = fake
-    lab.up(platform="linux")
+    lab.up(UpRequest(platform="linux"))
     again = Lab("t", run_dir=lab.run_dir)
     again.guests._hypervisor = hv  # type: ignore[assignment]
     hosts = again.attach(only=["init"])
@@ -167,11 +169,11 @@ def test_bad_names_and_missing_state_are_one_line(tmp_path):
     with pytest.raises(LabError, match="'Bad_Name' is not a lab name"):
         Lab("Bad_Name")
     with pytest.raises(LabError, match="lab 'gone' is not up"):
-        Lab("gone", run_dir=tmp_path).state()
-    (tmp_path / "state.json").write_text("{")
-    with pytest.raises(LabError, match="unreadable state"):
-        Lab("gone", run_dir=tmp_path).state()
-    assert Path(tmp_path / "state.json").exists()
+        Lab("gone", run_dir=tmp_path).read()
+    (tmp_path / "blueprint.json").write_text("{")
+    with pytest.raises(LabError, match="blueprint.json: unreadable"):
+        Lab("gone", run_dir=tmp_path).read()
+    assert Path(tmp_path / "blueprint.json").exists()
 
 
 def test_a_failed_up_keeps_evidence_before_the_guests_go(fake, monkeypatch):
@@ -191,7 +193,7 @@ def test_a_failed_up_keeps_evidence_before_the_guests_go(fake, monkeypatch):
 
     monkeypatch.setattr(FakeConsole, "_answer", no_tunnel)
     with pytest.raises(ProvisionError):
-        lab.up(platform="linux")
+        lab.up(UpRequest(platform="linux"))
     evidence = lab.run_dir / "evidence"
     for gateway in ("init", "resp"):
         assert "authentication failed" in (evidence / f"{gateway}.iked.log").read_text()
@@ -203,16 +205,16 @@ def test_a_failed_up_keeps_evidence_before_the_guests_go(fake, monkeypatch):
 
 def test_hints_name_the_lab_unless_it_is_the_default(tmp_path):
     with pytest.raises(LabError) as named:
-        Lab("other", run_dir=tmp_path).state()
+        Lab("other", run_dir=tmp_path).read()
     assert named.value.hint == "start it with `ikedlab --name other up`"
     with pytest.raises(LabError) as default:
-        Lab("default", run_dir=tmp_path).state()
+        Lab("default", run_dir=tmp_path).read()
     assert default.value.hint == "start it with `ikedlab up`"
 
 
 def test_status_always_shows_every_host_and_says_what_is_wrong(fake):
     lab, hv, consoles = fake
-    lab.up(platform="linux")
+    lab.up(UpRequest(platform="linux"))
     rows = {r.host: r for r in status.rows(lab)}
     assert all(r.healthy and r.state == "running" for r in rows.values())
     assert rows["init"].tunnel == "ESTABLISHED with resp" and rows["inet"].tunnel == ""
@@ -235,7 +237,7 @@ def test_status_always_shows_every_host_and_says_what_is_wrong(fake):
 
 def test_a_cold_up_saves_one_consistent_cut_then_hands_back_the_restored_lab(fake):
     lab, hv, consoles = fake
-    assert lab.up(platform="linux") == "cold"
+    assert not lab.up(UpRequest(platform="linux")).restored
     hosts = {"initlan", "init", "inet", "resp", "resplan"}
     suspends = [c for c in hv.calls if c.startswith("suspend")]
     first_save = hv.calls.index(next(c for c in hv.calls if c.startswith("save")))
@@ -246,37 +248,38 @@ def test_a_cold_up_saves_one_consistent_cut_then_hands_back_the_restored_lab(fak
     assert (
         snap
         and set(snap.hosts) == hosts
-        and json.loads(lab.state_file.read_text())["snapshot_key"] == snap.key
+        and json.loads(lab.blueprint_file.read_text())["snapshot_key"] == snap.key
     )
     assert all(c.attached for c in consoles.values())  # the new consoles, on the restored guests
 
 
 def test_a_second_up_restores_and_a_changed_input_boots_cold(fake, tmp_path):
     lab, hv, _ = fake
-    lab.up(platform="linux")
+    lab.up(UpRequest(platform="linux"))
     lab.down(quiet=True)
     hv.calls.clear()
-    assert lab.up(platform="linux") == "restored" and lab.restored_in is not None
+    result = lab.up(UpRequest(platform="linux"))
+    assert result.restored and result.restored_in is not None
     assert not any(c.startswith(("save", "suspend")) for c in hv.calls)
     lab.down(quiet=True)
     own = tmp_path / "resp.conf"
     own.write_text(lab.plan().hosts["resp"].iked_conf.content + "# mine\n")
-    assert lab.up(platform="linux", iked_conf_files={"resp": own}) == "cold"
+    assert not lab.up(UpRequest(platform="linux", iked_conf_files={"resp": own})).restored
 
 
 def test_up_cold_ignores_a_matching_snapshot_and_down_keeps_it_unless_asked(fake):
     lab, hv, _ = fake
-    lab.up(platform="linux")
+    lab.up(UpRequest(platform="linux"))
     lab.down(quiet=True)
     assert snapshot.load("t") is not None
-    assert lab.up(platform="linux", cold=True) == "cold"
+    assert not lab.up(UpRequest(platform="linux", cold=True)).restored
     lab.down(quiet=True, snapshots=True)
     assert snapshot.load("t") is None
 
 
 def test_reset_puts_the_running_lab_back_from_its_snapshot(fake):
     lab, hv, consoles = fake
-    lab.up(platform="linux")
+    lab.up(UpRequest(platform="linux"))
     before = consoles["init"]
     hv.calls.clear()
     lab.reset()
@@ -286,13 +289,13 @@ def test_reset_puts_the_running_lab_back_from_its_snapshot(fake):
 
 def test_a_restore_that_is_not_healthy_falls_back_to_a_cold_boot(fake, monkeypatch):
     lab, hv, _ = fake
-    lab.up(platform="linux")
+    lab.up(UpRequest(platform="linux"))
     lab.down(quiet=True)
     monkeypatch.setattr(
         Lab, "verify", lambda self, timeout=0, resumed=False: (_ for _ in ()).throw(ProvisionError("no SA"))
     )
     # Neither the old snapshot nor the fresh one proves healthy: the lab is booted cold and keeps none.
-    assert lab.up(platform="linux") == "cold"
+    assert not lab.up(UpRequest(platform="linux")).restored
     assert snapshot.load("t") is None and len(hv.running) == 5
 
 
@@ -303,7 +306,7 @@ def test_a_snapshot_that_cannot_be_saved_leaves_a_cold_lab_and_no_snapshot(fake,
         raise HypervisorError(f"cannot save {name} to {path}: No space left on device")
 
     monkeypatch.setattr(hv, "save", full_disk)
-    assert lab.up(platform="linux") == "cold"
+    assert not lab.up(UpRequest(platform="linux")).restored
     assert snapshot.load("t") is None and len(hv.running) == 5
 
 
@@ -323,26 +326,26 @@ def test_the_snapshot_follows_the_image_it_booted_not_the_caches_current_link(fa
             monkeypatch.setattr(cls, "boot_media", lambda self, release=None, iked=None: media)
 
     image_in(first)
-    lab.up(platform="linux")
+    lab.up(UpRequest(platform="linux"))
     lab.down(quiet=True)
     image_in(second)  # `current` now names the other folder
-    assert lab.up(platform="linux") == "restored"
+    assert lab.up(UpRequest(platform="linux")).restored
     assert {s.kernel for s in hv.specs.values()} == {first / "vmlinuz"}
     lab.down(quiet=True)
     shutil.rmtree(first)  # the snapshot's image is gone: the lab boots what the cache has now
-    assert lab.up(platform="linux") == "cold"
+    assert not lab.up(UpRequest(platform="linux")).restored
     assert {s.kernel for s in hv.specs.values()} == {second / "vmlinuz"}
     lab.down(quiet=True)
     image_in(second)
-    assert lab.up(platform="linux") == "restored"
+    assert lab.up(UpRequest(platform="linux")).restored
     lab.down(quiet=True)
     image_in(second, identity="manifest-2")  # a different image: the snapshot is stale
-    assert lab.up(platform="linux") == "cold"
+    assert not lab.up(UpRequest(platform="linux")).restored
 
 
 def test_the_status_table_after_up_shows_what_verify_found_without_asking_again(fake):
     lab, hv, consoles = fake
-    lab.up(platform="linux")
+    lab.up(UpRequest(platform="linux"))
     before = {host: len(c.log) for host, c in consoles.items()}
     rows = status.rows(lab, just_verified=True)
     assert all(r.healthy and r.state == "running" for r in rows)
@@ -353,3 +356,37 @@ def test_the_status_table_after_up_shows_what_verify_found_without_asking_again(
     assert {host: len(c.log) for host, c in consoles.items()} == before
     status.rows(lab)  # `ikedlab status`: asks every gateway
     assert len(consoles["init"].log) > before["init"]
+
+
+def test_the_lab_keeps_the_topology_it_came_up_with(fake, tmp_path):
+    """Editing or deleting the topology file after `up` changes nothing later commands see (issue 25)."""
+    lab, hv, _ = fake
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(load_topology(None).source)
+    lab.up(UpRequest(topology=mine, platform="linux"))
+    hosts = ["initlan", "init", "inet", "resp", "resplan"]
+    for change in ("hosts: [broken", None):  # edited into nonsense, then gone
+        if change is None:
+            mine.unlink()
+        else:
+            mine.write_text(change)
+        again = Lab("t")
+        assert list(again.attach()) == hosts and again.read().topology.path == mine
+        assert [r.host for r in status.rows(again) if r.healthy] == hosts
+        again.close()
+
+
+def test_graph_draws_the_running_lab_and_a_bad_file_is_one_line(fake, tmp_path, capsys):
+    lab, hv, _ = fake
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(load_topology(None).source)
+    lab.up(UpRequest(topology=mine, platform="linux"))
+    mine.write_text("hosts: [broken")
+    capsys.readouterr()
+    assert cli.main(["--name", "t", "graph"]) == 0
+    assert "ESTABLISHED" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("hosts: [broken")
+    assert cli.main(["--name", "t", "graph", "--topology", str(bad)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ikedlab: bad.yaml: ") and "YAML" in err[0]

@@ -11,7 +11,8 @@ import pytest
 
 from lab import render
 from lab.images.recipe import RECIPE_DIR, Recipe, with_variant
-from lab.platforms import get_platform, load_topology
+from lab.placement import load_topology
+from lab.platforms import get_platform
 from lab.platforms.libreswan import parse_libreswan_sas
 from lab.readings import SaState
 

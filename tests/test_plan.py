@@ -11,7 +11,8 @@ from fakes import FakeConsole, recorded
 
 from lab import plan as plans
 from lab.host import Host
-from lab.platforms import FileSpec, get_platform, load_topology, platform_names, resolve_platforms
+from lab.placement import load_topology, resolve_platforms
+from lab.platforms import FileSpec, get_platform, platform_names
 from lab.provision import provision
 from lab.vagrant import VAGRANT_NICS, render, vagrant_plan
 

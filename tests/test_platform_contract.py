@@ -9,7 +9,8 @@ from fakes import RECORDED, FakeConsole, recorded
 
 from lab.errors import IkedlabError
 from lab.host import Host
-from lab.platforms import CAPABILITIES, FileSpec, get_platform, load_topology, platform_names
+from lab.placement import load_topology
+from lab.platforms import CAPABILITIES, FileSpec, get_platform, platform_names
 
 GUIDE = load_topology()
 READINGS = (

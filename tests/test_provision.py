@@ -1,36 +1,36 @@
 """What provisioning writes to each gateway, decided without a lab."""
 
 from lab import topology
+from lab.platforms import get_platform
 from lab.provision import Options, rendered_iked_conf
 
 GUIDE = topology.load(None, ("linux", "openbsd"))
+LINUX = {h: get_platform("linux") for h in GUIDE.hosts}
 
 
 def test_the_guides_file_by_default():
-    conf = rendered_iked_conf(GUIDE, "init", Options())
+    conf = rendered_iked_conf(GUIDE, LINUX, "init", Options())
     assert "ikev2 'init' active esp" in conf and "ikesa" not in conf
 
 
 def test_a_users_own_iked_conf_wins():
     mine = "ikev2 'mine' passive esp from any to any\n"
-    assert rendered_iked_conf(GUIDE, "resp", Options(iked_conf={"resp": mine})) == mine
-    assert rendered_iked_conf(GUIDE, "init", Options(iked_conf={"resp": mine})) != mine
+    assert rendered_iked_conf(GUIDE, LINUX, "resp", Options(iked_conf={"resp": mine})) == mine
+    assert rendered_iked_conf(GUIDE, LINUX, "init", Options(iked_conf={"resp": mine})) != mine
 
 
 def test_peer_any_only_where_asked():
     options = Options(peer_any=("resp",))
-    assert "peer any" in rendered_iked_conf(GUIDE, "resp", options)
-    assert "peer any" not in rendered_iked_conf(GUIDE, "init", options)
+    assert "peer any" in rendered_iked_conf(GUIDE, LINUX, "resp", options)
+    assert "peer any" not in rendered_iked_conf(GUIDE, LINUX, "init", options)
 
 
 def test_mixed_platforms_bring_explicit_proposals_to_both_sides():
-    platforms = {h: "linux" for h in GUIDE.hosts} | {"init": "openbsd"}
-    options = Options(platforms=platforms)
-    assert "ikesa enc aes-256" in rendered_iked_conf(GUIDE, "init", options)
-    assert "ikesa enc aes-256" in rendered_iked_conf(GUIDE, "resp", options)
-    same = Options(platforms={h: "linux" for h in GUIDE.hosts})
-    assert "ikesa" not in rendered_iked_conf(GUIDE, "resp", same)
+    mixed = LINUX | {"init": get_platform("openbsd")}
+    assert "ikesa enc aes-256" in rendered_iked_conf(GUIDE, mixed, "init", Options())
+    assert "ikesa enc aes-256" in rendered_iked_conf(GUIDE, mixed, "resp", Options())
+    assert "ikesa" not in rendered_iked_conf(GUIDE, LINUX, "resp", Options())
 
 
 def test_liveness_interval_is_rendered_when_asked():
-    assert "set dpd_check_interval 5" in rendered_iked_conf(GUIDE, "init", Options(dpd_interval=5))
+    assert "set dpd_check_interval 5" in rendered_iked_conf(GUIDE, LINUX, "init", Options(dpd_interval=5))

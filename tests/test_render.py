@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from lab import plan, render, topology
+from lab.platforms import get_platform
 
 GUIDE = Path(__file__).parent / "data" / "guide"  # the guide's own files
 GUIDE_INIT = (GUIDE / "iked.conf.init").read_text()
@@ -113,7 +114,7 @@ def test_provisioned_iked_conf_is_the_guides_on_every_platform(name: str, platfo
     from lab.provision import Options, rendered_iked_conf
 
     t = guide()
-    conf = rendered_iked_conf(t, name, Options(platforms={h: platform for h in t.hosts}))
+    conf = rendered_iked_conf(t, {h: get_platform(platform) for h in t.hosts}, name, Options())
     want = (GUIDE / f"iked.conf.{name}").read_text()
     diff = "".join(
         difflib.unified_diff(want.splitlines(True), body(conf).splitlines(True), "guide", "rendered")
@@ -125,8 +126,8 @@ def test_linux_iked_conf_says_why_its_sas_differ() -> None:
     from lab.provision import Options, rendered_iked_conf
 
     t = guide()
-    linux = rendered_iked_conf(t, "init", Options(platforms={h: "linux" for h in t.hosts}))
-    openbsd = rendered_iked_conf(t, "init", Options(platforms={h: "openbsd" for h in t.hosts}))
+    linux = rendered_iked_conf(t, {h: get_platform("linux") for h in t.hosts}, "init", Options())
+    openbsd = rendered_iked_conf(t, {h: get_platform("openbsd") for h in t.hosts}, "init", Options())
     assert "# Linux: OpenIKED portable installs SAs through PF_KEY, which cannot do AES-GCM" in linux
     assert "hmac-sha2-384" in linux and "PF_KEY" not in openbsd
 

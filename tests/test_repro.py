@@ -19,8 +19,9 @@ from lab.cli import build_parser
 from lab.errors import LabError
 from lab.host import Host
 from lab.impair import Impairment, clear_command, impair_command
-from lab.platforms import BootMedia
-from lab.platforms import load_topology as load
+from lab.placement import load_topology as load
+from lab.plan import Options
+from lab.platforms import BootMedia, get_platform
 from lab.replay import differences, open_bundle
 
 # --- impairment ---------------------------------------------------------------------------------------------
@@ -137,19 +138,17 @@ class _FakeLab:
         self.run_dir = run_dir
         self.hosts = {n: _FakeHost(n, n in ("init", "resp")) for n in ("initlan", "init", "resp")}
         run_dir.mkdir(parents=True)
-        self.topology_file = run_dir / "guide.yaml"
-        self.topology_file.write_text(load().path.read_text())
+        self.options = Options(iked_conf={"resp": "ikev2 'resp' passive esp psk 'lab'\n"})
         for sub in ("console", "configs", "captures"):
             (run_dir / sub).mkdir(parents=True)
         (run_dir / "console" / "init.log").write_text(f"init# cat key\n{PEM}")
         (run_dir / "configs" / "resp.iked.conf").write_text("ikev2 'resp' passive esp\n")
         (run_dir / "captures" / "wan1.pcap").write_bytes(b"\xd4\xc3\xb2\xa1pcap")
 
-    def state(self):
+    def read(self):
         return SimpleNamespace(
-            topology=str(self.topology_file),
-            iked_conf={"resp": "ikev2 'resp' passive esp psk 'lab'\n"},
-            platforms={"init": "linux", "resp": "linux", "initlan": "linux"},
+            topology=load(),
+            platforms={h: get_platform("linux") for h in ("init", "resp", "initlan")},
             expect_failure="authentication failed",
         )
 
@@ -269,7 +268,12 @@ def test_the_report_shows_verdicts_picture_versions_and_evidence(tmp_path):
     (evidence / "wan1.pcap").write_bytes(b"pcap")
     (tmp_path / "scenarios" / "lab.json").write_text(
         json.dumps(
-            {"platform": "linux", "topology": str(load().path), "guests": {"init": {"iked": "OpenIKED 7.2"}}}
+            {
+                "platform": "linux",
+                "topology": str(load().path),
+                "topology_text": load().source,
+                "guests": {"init": {"iked": "OpenIKED 7.2"}},
+            }
         )
     )
     page = write_report(tmp_path).read_text()

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from lab import snapshot
-from lab.platforms import load_topology
+from lab.placement import load_topology
 from lab.provision import tunnel_probe
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from lab import topology
 from lab.errors import TopologyError
-from lab.platforms import load_topology
+from lab.placement import load_topology
 
 PLATFORMS = ("linux", "openbsd")
 GUIDE = topology.guide_path().read_text()

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from lab.placement import load_topology as load
 from lab.plan import render_lab
 from lab.platforms import get_platform, platform_names
-from lab.platforms import load_topology as load
 from lab.vagrant import SUMMARY, VAGRANT_NICS, render, vagrant_platform
 
 REPO = Path(__file__).resolve().parent.parent

@@ -25,7 +25,7 @@ from lab.readings import Capture, IpsecCounters, PingResult, SaState
 from lab.topology import SafeLoader
 
 if TYPE_CHECKING:
-    from lab.topology import Host, Topology
+    from lab.topology import Host
 
 #: Every capability a platform states in its data file, either under `capabilities:` or, with the reason,
 #: under `lacks:`. Scenarios skip or xfail on these, never on a platform's name.
@@ -434,22 +434,6 @@ def get_platform(name: str) -> Platform:
         raise IkedlabError(f"unknown platform '{name}' (known: {', '.join(platform_names())})") from None
 
 
-def load_topology(path: Path | str | None = None) -> Topology:
-    """A topology file (the guide's lab when None) whose hosts may name any registered platform."""
-    from lab.topology import load
-
-    return load(path, platform_names())
-
-
-def resolve_platforms(topology: Topology, default: str) -> dict[str, Platform]:
-    """Each host's platform object, resolved once: the topology's choice, else `default`."""
-    by_name: dict[str, Platform] = {}
-    for host in topology.hosts.values():
-        name = host.platform or default
-        by_name[name] = by_name.get(name) or get_platform(name)
-    return {host.name: by_name[host.platform or default] for host in topology.hosts.values()}
-
-
 def _load_all() -> None:
     # Every module beside this one that has a data file of its name is a platform.
     for data in sorted(resources.files("lab.platforms").iterdir(), key=lambda p: p.name):
@@ -467,7 +451,5 @@ __all__ = [
     "Platform",
     "PlatformFacts",
     "get_platform",
-    "load_topology",
     "platform_names",
-    "resolve_platforms",
 ]
