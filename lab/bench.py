@@ -23,7 +23,7 @@ from lab import PROJECT_ROOT, progress, settings, snapshot
 from lab.blueprint import UpRequest
 from lab.images import linux_image
 from lab.lab import Lab
-from lab.provision import start_iked, stop_iked, wait_for_tunnel
+from lab.provision import start_ike, stop_ike, wait_for_tunnel
 
 GOAL_UP_SECONDS = 15.0
 GOAL_GUEST_MIB = 128.0
@@ -129,9 +129,9 @@ def restart_seconds(lab: Lab, count: int = RESTARTS) -> list[float]:
     gateways = lab.gateways()
     seconds = []
     for _ in range(count):
-        stop_iked(gateways)
+        stop_ike(gateways)
         start = time.monotonic()
-        start_iked(gateways, lab.plan())
+        start_ike(gateways, lab.plan())
         wait_for_tunnel(gateways)
         seconds.append(time.monotonic() - start)
     return seconds

@@ -26,7 +26,7 @@ from lab.errors import IkedlabError, LabError
 from lab.hypervisor import DomainSpec
 from lab.placement import parse_topology
 from lab.plan import Options, Plan, build_plan
-from lab.platforms import BootMedia, IkedChoice, Platform, get_platform
+from lab.platforms import BootMedia, DaemonChoice, Platform, get_platform
 from lab.render import Lifetimes, Proposals
 from lab.topology import Topology
 
@@ -45,8 +45,8 @@ class UpRequest:
     platform: str = settings.PLATFORM  # for hosts whose topology names none
     options: Options = field(default_factory=Options)
     release: str | None = None  # platforms that boot a cached golden image of one release (OpenBSD)
-    iked_conf_files: Mapping[str, Path] = field(default_factory=dict)  # host -> a user's own iked.conf
-    iked: Mapping[str, IkedChoice] = field(default_factory=dict)  # host -> another iked than the default
+    ike_conf_files: Mapping[str, Path] = field(default_factory=dict)  # host -> a user's own iked.conf
+    iked: Mapping[str, DaemonChoice] = field(default_factory=dict)  # host -> another iked than the default
     expect_failure: str | None = None  # the iked error this lab reproduces (`up --expect-failure`)
     # Waits in place of the established tunnel (`--expect-failure` waits for iked's error); such a lab is a
     # reproduction, never saved as nor restored from a warm snapshot.
@@ -186,8 +186,8 @@ def _options(data: dict[str, Any]) -> Options:
     return Options(
         peer_any=tuple(data.get("peer_any", ())),
         proposals=Proposals(**data["proposals"]) if data.get("proposals") else None,
-        iked_conf=dict(data.get("iked_conf", {})),
-        iked_conf_sources=dict(data.get("iked_conf_sources", {})),
+        ike_conf=dict(data.get("ike_conf", {})),
+        ike_conf_sources=dict(data.get("ike_conf_sources", {})),
         dpd_interval=data.get("dpd_interval"),
         lifetimes=Lifetimes(**data["lifetimes"]) if data.get("lifetimes") else None,
     )

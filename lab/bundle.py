@@ -79,7 +79,7 @@ class _Archive:
 def make_bundle(lab: Lab, out: Path | None, status_text: str = "") -> Path:
     """Pack a running lab's evidence into `out` (default: the lab's run directory); return the path."""
     blueprint = lab.read()
-    own = lab.options.iked_conf  # the users' files the lab runs now (`reconfigure` included)
+    own = lab.options.ike_conf  # the users' files the lab runs now (`reconfigure` included)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     top = f"ikedlab-{lab.name}-{stamp}"
     out = out or lab.run_dir / "bundles" / f"{top}.tar.gz"

@@ -197,10 +197,10 @@ def _lab(args: argparse.Namespace):  # noqa: ANN202 - lazy import keeps `ikedlab
 def cmd_up(args: argparse.Namespace) -> int:
     from lab.ikedconf import parse_options
 
-    iked_conf_files = parse_options(args.iked_conf)
+    ike_conf_files = parse_options(args.iked_conf)
     iked = iked_choices(args.iked_version, args.iked_source, args.topology)
     lab = _lab(args)
-    request = cli_repro.up_request(lab, args, iked_conf_files, iked)  # `--from BUNDLE`, `--expect-failure`
+    request = cli_repro.up_request(lab, args, ike_conf_files, iked)  # `--from BUNDLE`, `--expect-failure`
     expect = request.expect_failure
     try:
         try:
@@ -227,17 +227,17 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def iked_choices(versions: list[str], source: str | None, topology: Path | None) -> dict:
-    """--iked-version HOST=VERSION and --iked-source [HOST=]PATH -> host -> IkedChoice."""
+    """--iked-version HOST=VERSION and --iked-source [HOST=]PATH -> host -> DaemonChoice."""
     from lab.placement import load_topology
-    from lab.platforms import IkedChoice
+    from lab.platforms import DaemonChoice
 
-    choices: dict[str, IkedChoice] = {}
+    choices: dict[str, DaemonChoice] = {}
     for item in versions:
         host, _, version = item.partition("=")
         if not host or not version:
             raise IkedlabError(f"--iked-version {item}: expected HOST=VERSION, e.g. init=7.4")
         gate.HOST.check(host, "--iked-version")
-        choices[host] = IkedChoice(version=version)
+        choices[host] = DaemonChoice(version=version)
     if source:
         host, sep, path = source.partition("=")
         if not sep:
@@ -249,7 +249,7 @@ def iked_choices(versions: list[str], source: str | None, topology: Path | None)
             raise IkedlabError(f"--iked-source {source}: {tree} is not a directory")
         gateways = [host] if host else [g.name for g in load_topology(topology).gateways]
         for name in gateways:
-            choices[name] = IkedChoice(choices.get(name, IkedChoice()).version, tree)
+            choices[name] = DaemonChoice(choices.get(name, DaemonChoice()).version, tree)
     return choices
 
 
@@ -471,9 +471,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     from lab.ikedconf import parse_options
     from lab.plan import render_lab
 
-    written = render_lab(
-        args.topology, args.platform, args.out, iked_conf_files=parse_options(args.iked_conf)
-    )
+    written = render_lab(args.topology, args.platform, args.out, ike_conf_files=parse_options(args.iked_conf))
     for path in written:
         print(path)
     return 0

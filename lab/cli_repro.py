@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from lab.blueprint import UpRequest
     from lab.host import Host
     from lab.lab import Lab
-    from lab.platforms import IkedChoice
+    from lab.platforms import DaemonChoice
 
 
 def add_up_options(up: argparse.ArgumentParser) -> None:
@@ -103,7 +103,7 @@ def _on_lab(command: Callable[[Lab, argparse.Namespace], int]) -> Callable[[argp
 
 # --- up --from / --expect-failure ------------------------------------------------------------------------
 def up_request(
-    lab: Lab, args: argparse.Namespace, iked_conf_files: dict[str, Path], iked: dict[str, IkedChoice]
+    lab: Lab, args: argparse.Namespace, ike_conf_files: dict[str, Path], iked: dict[str, DaemonChoice]
 ) -> UpRequest:
     """What `up` is asked for on this command line (a bundle's lab, with the command line's own on top),
     and the expected failure's watcher."""
@@ -120,7 +120,7 @@ def up_request(
         topology = args.topology or replay.topology
         platform = default_platform(replay.platforms)
         release = args.release or replay.release
-        iked_conf_files = {**replay.iked_conf_files, **iked_conf_files}
+        ike_conf_files = {**replay.ike_conf_files, **ike_conf_files}
         if expect is None:
             expect = failure_pattern(replay, ANY_FAILURE)
         media = {p: get_platform(p).boot_media(release) for p in set(replay.platforms.values())}
@@ -152,7 +152,7 @@ def up_request(
         topology=topology,
         platform=platform,
         release=release,
-        iked_conf_files=iked_conf_files,
+        ike_conf_files=ike_conf_files,
         iked=iked,
         tunnel=tunnel,
         expect_failure=expect,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from lab.errors import LabError
 from lab.hypervisor import DomainSpec, Nic, lab_ports, mac_address
-from lab.platforms import BootMedia, IkedChoice, Platform
+from lab.platforms import BootMedia, DaemonChoice, Platform
 from lab.topology import Topology
 
 #: Each link's two ends as (host, local UDP port); the other end's port is the remote one.
@@ -73,7 +73,7 @@ def domain_spec(
 
 
 def host_media(
-    topology: Topology, platforms: dict[str, Platform], release: str | None, iked: dict[str, IkedChoice]
+    topology: Topology, platforms: dict[str, Platform], release: str | None, iked: dict[str, DaemonChoice]
 ) -> dict[str, BootMedia]:
     """Each host's boot media: its platform's, with the iked its gateway runs (the topology's `iked:`
     version unless `iked` overrides it). Each distinct image is found or built once."""
@@ -81,15 +81,15 @@ def host_media(
         if name not in topology.hosts or not topology.hosts[name].ipsec:
             gateways = ", ".join(g.name for g in topology.gateways)
             raise LabError(f"iked for '{name}': not a gateway of {topology.path.name} (gateways: {gateways})")
-    built: dict[tuple[str, IkedChoice], BootMedia] = {}
+    built: dict[tuple[str, DaemonChoice], BootMedia] = {}
     media = {}
     for host in topology.hosts.values():
         platform = platforms[host.name]
-        choice = iked.get(host.name, IkedChoice())
+        choice = iked.get(host.name, DaemonChoice())
         if choice.version is None and host.iked:
             choice = dataclasses.replace(choice, version=host.iked)
-        if choice != IkedChoice():
-            platform.check_iked_choice(host.name, choice)
+        if choice != DaemonChoice():
+            platform.check_daemon_choice(host.name, choice)
         key = (platform.name, choice)
         if key not in built:
             built[key] = platform.boot_media(release, choice)

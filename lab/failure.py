@@ -38,7 +38,7 @@ def wait_for_failure(gateways: list[Host], pattern: str, *, lab: str, timeout: f
     deadline = time.monotonic() + timeout
     while True:
         for h in gateways:
-            line = iked_fatal_line(h.iked_log(h.iked_log_mark), regex)
+            line = iked_fatal_line(h.iked_log(h.ike_log_mark), regex)
             if line:
                 return Seen(h.name, line)
         if all(_sas(h).established for h in gateways):

@@ -44,7 +44,7 @@ class Host:
         self.platform = platform
         self.console = console
         self.artifacts = artifacts  # where captures and logs fetched from this host land
-        self.iked_log_mark = 0  # lines of iked's log written before iked last started (see mark_iked_log)
+        self.ike_log_mark = 0  # lines of iked's log written before iked last started (see mark_ike_log)
 
     def __repr__(self) -> str:
         return f"<Host {self.name} ({self.platform.name})>"
@@ -113,7 +113,7 @@ class Host:
     def iked_log(self, since_line: int = 0) -> str:
         """iked's log; from line `since_line` on (0: all of it)."""
         p = self.platform
-        return self.run(p.iked_log_since_command(since_line) if since_line else p.iked_log_command()).output
+        return self.run(p.ike_log_since_command(since_line) if since_line else p.ike_log_command()).output
 
     def evidence_commands(self) -> dict[str, str]:
         """What a human needs from this host to tell why a tunnel failed: file name -> command (failed
@@ -122,17 +122,17 @@ class Host:
         commands = {"versions.txt": p.versions_command()}
         if self.spec.ipsec:
             commands |= {
-                "iked.log": p.iked_log_command(),
+                "iked.log": p.ike_log_command(),
                 "ikectl-show-sa.txt": p.sa_command(),
                 "kernel-ipsec.txt": p.kernel_ipsec_command(),
                 "counters.txt": p.counters_command(self.spec),
             }
         return commands
 
-    def mark_iked_log(self) -> None:
+    def mark_ike_log(self) -> None:
         """Remember where iked's log ends now: what iked says after its next start is read from here."""
-        counted = self.run(self.platform.iked_log_length_command()).output.split()
-        self.iked_log_mark = int(counted[0]) if counted and counted[0].isdigit() else 0
+        counted = self.run(self.platform.ike_log_length_command()).output.split()
+        self.ike_log_mark = int(counted[0]) if counted and counted[0].isdigit() else 0
 
     def wait_until(
         self,
@@ -159,7 +159,7 @@ class Host:
                 )
             time.sleep(interval)  # the pace of polling, not a guess at how long something takes
 
-    def wait_iked_started(self, timeout: float = IKED_START) -> None:
+    def wait_ike_started(self, timeout: float = IKED_START) -> None:
         """Wait until iked answers a query of its SAs: its IKE process answers only from its event loop,
         which it enters after registering with the kernel's key engine. On Linux that registration (PF_KEY
         SADB_REGISTER) makes the kernel look up every IPsec algorithm: 35-80 s under emulation while each
@@ -188,12 +188,12 @@ class Host:
         def reading() -> SaState:
             nonlocal log_read
             # Fails while iked opens its control socket, and waits while its IKE process is still starting
-            # (see wait_iked_started): give that query the time that is left, not one command's.
+            # (see wait_ike_started): give that query the time that is left, not one command's.
             result = self.run(self.platform.sa_command(), timeout=max(COMMAND, deadline - time.monotonic()))
             state = self.platform.parse_sa(result.output) if result.ok else SaState()
             if not state.established and time.monotonic() - log_read >= FATAL_LOG_INTERVAL:
                 log_read = time.monotonic()
-                log = self.iked_log(self.iked_log_mark)
+                log = self.iked_log(self.ike_log_mark)
                 if line := iked_fatal_line(log, self.platform.fatal_log_pattern()):
                     raise ProvisionError(f"{self.name}: iked gave up on the tunnel: {line}")
             return state

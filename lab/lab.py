@@ -34,7 +34,7 @@ from lab.placement import load_topology, resolve_platforms
 from lab.plan import Options, Plan, build_plan, with_user_confs
 from lab.platforms import Platform
 from lab.progress import Timing
-from lab.provision import exchange_keys, install_iked_conf, provision, restart_tunnel
+from lab.provision import exchange_keys, install_ike_conf, provision, restart_tunnel
 from lab.verify import VERIFY_SECONDS, verify
 from lab.versions import record_media
 
@@ -142,11 +142,11 @@ class Lab:
             swapped = json.loads((self.run_dir / CHANGES).read_text())
         except (OSError, ValueError):
             return options
-        return dataclasses.replace(options, iked_conf={**options.iked_conf, **swapped})
+        return dataclasses.replace(options, ike_conf={**options.ike_conf, **swapped})
 
-    def record_iked_conf(self, host: str, text: str) -> None:
+    def record_ike_conf(self, host: str, text: str) -> None:
         """A gateway of the running lab runs `text` now (`reconfigure`): kept until `reset` or `down`."""
-        self.options = dataclasses.replace(self.options, iked_conf={**self.options.iked_conf, host: text})
+        self.options = dataclasses.replace(self.options, ike_conf={**self.options.ike_conf, host: text})
         path = self.run_dir / CHANGES
         try:
             swapped = json.loads(path.read_text())
@@ -196,7 +196,7 @@ class Lab:
         the lab once everything checked out; creates nothing in libvirt."""
         topology = load_topology(request.topology)
         platforms = resolve_platforms(topology, request.platform)
-        options = with_user_confs(request.options, request.iked_conf_files, topology)
+        options = with_user_confs(request.options, request.ike_conf_files, topology)
         # Fails before anything is created when an image is missing.
         media = host_media(topology, platforms, request.release, dict(request.iked))
         media = warm.kept_media(self.name, media)
@@ -274,8 +274,8 @@ class Lab:
         configs = self.run_dir / "configs"
         configs.mkdir(parents=True, exist_ok=True)
         for gateway in plan.gateways:
-            assert gateway.iked_conf
-            (configs / f"{gateway.name}.iked.conf").write_text(gateway.iked_conf.content)
+            assert gateway.ike_conf
+            (configs / f"{gateway.name}.iked.conf").write_text(gateway.ike_conf.content)
 
     def save_evidence(self, folder: Path) -> dict[str, str]:
         """The lab's evidence in `folder` (lab/evidence.py); each gateway's last lines of iked's log."""
@@ -385,7 +385,7 @@ class Lab:
         plan = self.plan()
         gateways = self.gateways()
         exchange_keys(plan, gateways)
-        in_parallel(gateways, lambda h: install_iked_conf(plan, h))
+        in_parallel(gateways, lambda h: install_ike_conf(plan, h))
         restart_tunnel(gateways)
 
     @contextmanager

@@ -24,8 +24,8 @@ from lab.platforms import Action, FileSpec, Platform
 from lab.topology import Host, Topology
 
 #: A host's phases, in the order every platform runs them. Gateways have all three, other hosts the first.
-NETWORK, KEYS, IKED_CONF = "network", "keys", "iked.conf"
-PHASES = (NETWORK, KEYS, IKED_CONF)
+NETWORK, KEYS, IKE_CONF = "network", "keys", "ike-config"
+PHASES = (NETWORK, KEYS, IKE_CONF)
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,8 @@ class Options:
 
     peer_any: tuple[str, ...] = ()  # gateways that accept their peer from any address (NAT in between)
     proposals: render.Proposals | None = None
-    iked_conf: dict[str, str] = field(default_factory=dict)  # host -> a user's own iked.conf text
-    iked_conf_sources: dict[str, str] = field(default_factory=dict)  # host -> that file's path, for messages
+    ike_conf: dict[str, str] = field(default_factory=dict)  # host -> a user's own iked.conf text
+    ike_conf_sources: dict[str, str] = field(default_factory=dict)  # host -> that file's path, for messages
     dpd_interval: int | None = None  # seconds between liveness checks (iked's default when None)
     lifetimes: render.Lifetimes | None = None  # short SA lifetimes: iked rekeys during a scenario
 
@@ -57,8 +57,8 @@ class HostPlan:
         return tuple(a for p in PHASES for a in self.steps.get(p, ()))
 
     @property
-    def iked_conf(self) -> FileSpec | None:
-        files = [a for a in self.steps.get(IKED_CONF, ()) if isinstance(a, FileSpec)]
+    def ike_conf(self) -> FileSpec | None:
+        files = [a for a in self.steps.get(IKE_CONF, ()) if isinstance(a, FileSpec)]
         return files[0] if files else None
 
 
@@ -94,28 +94,27 @@ def with_user_confs(options: Options, files: Mapping[str, Path], topology: Topol
     texts = read_user_confs(dict(files), [g.name for g in topology.gateways], topology.path.name)
     return dataclasses.replace(
         options,
-        iked_conf={**options.iked_conf, **texts},
-        iked_conf_sources={**options.iked_conf_sources, **{h: str(p) for h, p in files.items()}},
+        ike_conf={**options.ike_conf, **texts},
+        ike_conf_sources={**options.ike_conf_sources, **{h: str(p) for h, p in files.items()}},
     )
 
 
-def rendered_iked_conf(
+def rendered_ike_conf(
     topology: Topology, platforms: Mapping[str, Platform], host_name: str, options: Options
 ) -> str:
     """A gateway's iked.conf: the user's own when given, else the guide's shaped by the options."""
-    if host_name in options.iked_conf:
-        return options.iked_conf[host_name]
+    if host_name in options.ike_conf:
+        return options.ike_conf[host_name]
     host = topology.host(host_name)
     platform = platforms[host_name]
     names = {h: p.name for h, p in platforms.items()}
-    return render.RENDERERS[platform.config_kind](  # the gateway's own daemon's: iked.conf, swanctl.conf
+    return platform.render_ike_conf(  # the gateway's own daemon's: iked.conf, swanctl.conf, ipsec.conf
         topology,
         host,
         peer_any=host_name in options.peer_any,
         proposals=options.proposals or render.proposals_for(topology, names, host),
         dpd_interval=options.dpd_interval,
         lifetimes=options.lifetimes,
-        note=platform.facts.iked_conf_note,
     )
 
 
@@ -130,8 +129,8 @@ def build_plan(topology: Topology, platforms: Mapping[str, Platform], options: O
         if host.ipsec:
             steps[KEYS] = (*platform.ipsec_prepare_actions(host), platform.keygen_command())
             # Root only: iked refuses a group- or world-readable iked.conf.
-            conf = rendered_iked_conf(topology, platforms, host.name, options)
-            steps[IKED_CONF] = (FileSpec(platform.iked_conf, conf, 0o600),)
+            conf = rendered_ike_conf(topology, platforms, host.name, options)
+            steps[IKE_CONF] = (FileSpec(platform.ike_conf, conf, 0o600),)
         hosts[host.name] = HostPlan(host, platform, steps)
     return Plan(topology, options, hosts)
 
@@ -180,16 +179,16 @@ def render_lab(
     out: Path,
     *,
     options: Options = Options(),
-    iked_conf_files: Mapping[str, Path] | None = None,
+    ike_conf_files: Mapping[str, Path] | None = None,
     leading_nics: int = 0,
 ) -> list[Path]:
     """`ikedlab render`: the plan for a topology file, written under `out` (see write_plan).
 
-    `platform` is for hosts whose topology names none; `iked_conf_files` are users' own iked.conf files
+    `platform` is for hosts whose topology names none; `ike_conf_files` are users' own iked.conf files
     (host -> file); `leading_nics` counts NICs the machine puts before the lab's own (Vagrant's management
     NIC), which shift the lab's interface names."""
     topology = load_topology(topology_path)
-    options = with_user_confs(options, iked_conf_files or {}, topology)
+    options = with_user_confs(options, ike_conf_files or {}, topology)
     platforms = {
         name: p.with_leading_nics(leading_nics) for name, p in resolve_platforms(topology, platform).items()
     }

@@ -15,7 +15,7 @@ from lab.errors import ProvisionError, first_and_more
 from lab.host import Host
 from lab.ikedconf import name_lines
 from lab.parallel import in_parallel
-from lab.plan import KEYS, NETWORK, Options, Plan, rendered_iked_conf
+from lab.plan import KEYS, NETWORK, Options, Plan, rendered_ike_conf
 from lab.progress import step
 from lab.settings import SA_TIMEOUT
 from lab.topology import Topology
@@ -43,9 +43,9 @@ def provision(
         in_parallel(gateways, run_phase(KEYS))
         exchange_keys(plan, gateways)
     with step("iked.conf: rendered, written, checked by iked -n"):
-        in_parallel(gateways, lambda h: install_iked_conf(plan, h))
+        in_parallel(gateways, lambda h: install_ike_conf(plan, h))
     with step("iked: started"):
-        start_iked(gateways, plan)
+        start_ike(gateways, plan)
     if tunnel is not None:
         with step("tunnel: waiting for what the run expects"):
             tunnel(gateways)
@@ -72,48 +72,48 @@ def exchange_keys(plan: Plan, gateways: list[Host]) -> None:
     in_parallel(gateways, install_peer_key)
 
 
-def install_iked_conf(plan: Plan, h: Host) -> None:
-    conf = plan.hosts[h.name].iked_conf
+def install_ike_conf(plan: Plan, h: Host) -> None:
+    conf = plan.hosts[h.name].ike_conf
     assert conf, f"{h.name} is not a gateway"
-    write_iked_conf(h, conf.content, plan.options.iked_conf_sources.get(h.name))
+    write_ike_conf(h, conf.content, plan.options.ike_conf_sources.get(h.name))
 
 
-def write_iked_conf(h: Host, text: str, source: str | None = None) -> None:
+def write_ike_conf(h: Host, text: str, source: str | None = None) -> None:
     """Write iked.conf (root only: iked refuses a group- or world-readable file) and have iked judge it;
     its complaints name `source` (the user's own file) and line when there is one."""
-    h.write_file(h.platform.iked_conf, text, 0o600)
-    verdict = h.run(h.platform.iked_check_command())
+    h.write_file(h.platform.ike_conf, text, 0o600)
+    verdict = h.run(h.platform.ike_check_command())
     if not IKED_OK.search(verdict.output):
-        complaints = name_lines(verdict.output, h.platform.iked_conf, source or h.platform.iked_conf)
-        first, others = first_and_more(complaints or [source or h.platform.iked_conf])
+        complaints = name_lines(verdict.output, h.platform.ike_conf, source or h.platform.ike_conf)
+        first, others = first_and_more(complaints or [source or h.platform.ike_conf])
         raise ProvisionError(f"{h.name}: iked rejects {first}", details=others)
 
 
-def start_iked(gateways: list[Host], plan: Plan | None = None) -> None:
+def start_ike(gateways: list[Host], plan: Plan | None = None) -> None:
     """Start iked on `gateways`, passive ones first (the plan's start order); a group starts only once every
-    iked of the group before it is past its start-up (Host.wait_iked_started).
+    iked of the group before it is past its start-up (Host.wait_ike_started).
 
     Why: an iked still starting frees any half-open IKE SA when its start-up ends (OpenIKED's "sa_free:
     reload"), and OpenIKED 7.2 already answers IKE_SA_INIT before that. An active peer started too early
     loses its first exchange that way and tries again only after iked's 60 s initiator interval."""
     passive = [h for h in gateways if h.spec.ipsec and h.spec.ipsec.mode == "passive"]
     groups = [[h for h in gateways if h.name in names] for names in plan.start_order()] if plan else None
-    in_parallel(gateways, lambda h: h.mark_iked_log())  # what iked says from now on is about this start
+    in_parallel(gateways, lambda h: h.mark_ike_log())  # what iked says from now on is about this start
     ordered = [g for g in groups or (passive, [h for h in gateways if h not in passive]) if g]
     for i, group in enumerate(ordered):
-        in_parallel(group, lambda h: h.check(h.platform.iked_start_command()))
+        in_parallel(group, lambda h: h.check(h.platform.ike_start_command()))
         if i < len(ordered) - 1:
-            in_parallel(group, lambda h: h.wait_iked_started())
+            in_parallel(group, lambda h: h.wait_ike_started())
 
 
-def stop_iked(gateways: list[Host]) -> None:
-    in_parallel(gateways, lambda h: h.check(h.platform.iked_stop_command()))
+def stop_ike(gateways: list[Host]) -> None:
+    in_parallel(gateways, lambda h: h.check(h.platform.ike_stop_command()))
 
 
 def restart_tunnel(gateways: list[Host], timeout: float = SA_TIMEOUT) -> None:
     """Stop iked everywhere, start it again (passive side first) and wait for the tunnel."""
-    stop_iked(gateways)
-    start_iked(gateways)
+    stop_ike(gateways)
+    start_ike(gateways)
     wait_for_tunnel(gateways, timeout)
 
 
@@ -135,14 +135,14 @@ def wait_for_tunnel(gateways: list[Host], timeout: float = SA_TIMEOUT) -> None:
 __all__ = [
     "Options",  # the plan's, here too: scenarios and callers change a lab through provision's Options
     "exchange_keys",
-    "install_iked_conf",
+    "install_ike_conf",
     "provision",
-    "rendered_iked_conf",
+    "rendered_ike_conf",
     "restart_tunnel",
-    "start_iked",
-    "stop_iked",
+    "start_ike",
+    "stop_ike",
     "wait_for_tunnel",
-    "write_iked_conf",
+    "write_ike_conf",
 ]
 
 

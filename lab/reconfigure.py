@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from lab.errors import LabError, ProvisionError
 from lab.lab import Lab
-from lab.provision import IKED_OK, restart_tunnel, write_iked_conf
+from lab.provision import IKED_OK, restart_tunnel, write_ike_conf
 from lab.settings import SA_TIMEOUT
 
 
-def reconfigure(lab: Lab, host_name: str, iked_conf: str, timeout: float = SA_TIMEOUT) -> None:
+def reconfigure(lab: Lab, host_name: str, ike_conf: str, timeout: float = SA_TIMEOUT) -> None:
     if not lab.hosts:
         lab.attach()
     gateways = lab.gateways()
@@ -24,14 +24,14 @@ def reconfigure(lab: Lab, host_name: str, iked_conf: str, timeout: float = SA_TI
             f"{host_name} is not an IPsec gateway (gateways: {', '.join(g.name for g in gateways)})"
         )
     # iked judges the new file beside the old one: a rejected file leaves the gateway as it was.
-    candidate = f"{host.platform.iked_conf}.ikedlab-new"
-    host.write_file(candidate, iked_conf, 0o600)
-    verdict = host.run(f"{host.platform.iked_check_command(candidate)}; rm -f {candidate}")
+    candidate = f"{host.platform.ike_conf}.ikedlab-new"
+    host.write_file(candidate, ike_conf, 0o600)
+    verdict = host.run(f"{host.platform.ike_check_command(candidate)}; rm -f {candidate}")
     if not IKED_OK.search(verdict.output):
         last = verdict.output.strip().splitlines()[-1] if verdict.output.strip() else "no output"
         raise ProvisionError(f"{host_name}: iked rejects the new iked.conf: {last}")
-    write_iked_conf(host, iked_conf)
-    lab.record_iked_conf(host_name, iked_conf)
+    write_ike_conf(host, ike_conf)
+    lab.record_ike_conf(host_name, ike_conf)
     (lab.run_dir / "configs").mkdir(parents=True, exist_ok=True)
-    (lab.run_dir / "configs" / f"{host_name}.iked.conf").write_text(iked_conf)
+    (lab.run_dir / "configs" / f"{host_name}.iked.conf").write_text(ike_conf)
     restart_tunnel(gateways, timeout)  # a tunnel iked gives up on fails at once, with iked's own line

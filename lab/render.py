@@ -203,7 +203,3 @@ def libreswan_conf(
         keys_conf=LIBRESWAN_KEYS_CONF,
         log=LIBRESWAN_LOG,
     )
-
-
-#: Each IKE daemon's configuration, by the platform's `config_kind`.
-RENDERERS = {"iked": iked_conf, "swanctl": swanctl_conf, "ipsec.conf": libreswan_conf}

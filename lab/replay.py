@@ -214,7 +214,7 @@ class Replay:
 
     topology: Path
     platforms: dict[str, str]
-    iked_conf_files: dict[str, Path]
+    ike_conf_files: dict[str, Path]
     expect_failure: str | None  # the bundle's words, to be matched as plain text (see failure_pattern())
     release: str | None
     manifest: Manifest

@@ -24,12 +24,12 @@ def control(host: Host, action: str, out: Callable[[str], object] | None = None)
         raise IkedlabError(f"{host.name} runs no iked: it is not an IPsec gateway in this lab")
     platform = host.platform
     if action == "start":
-        return _report(host.run(platform.iked_start_command()), out)
+        return _report(host.run(platform.ike_start_command()), out)
     if action == "stop":
-        return _report(host.run(platform.iked_stop_command()), out)
+        return _report(host.run(platform.ike_stop_command()), out)
     if action == "restart":
-        stopped = _report(host.run(platform.iked_stop_command()), out)
-        return stopped or _report(host.run(platform.iked_start_command()), out)
+        stopped = _report(host.run(platform.ike_stop_command()), out)
+        return stopped or _report(host.run(platform.ike_start_command()), out)
     if action == "debug":
         return debug(host, out)
     raise IkedlabError(f"iked: unknown action '{action}' (expected {', '.join(ACTIONS)})")
@@ -37,14 +37,14 @@ def control(host: Host, action: str, out: Callable[[str], object] | None = None)
 
 def debug(host: Host, out: Callable[[str], object]) -> int:
     platform = host.platform
-    host.check(platform.iked_stop_command())
-    command = platform.iked_debug_command()
+    host.check(platform.ike_stop_command())
+    command = platform.ike_debug_command()
     out(f"{host.name}# {command}\n")
     out("(iked in the foreground; leave with Ctrl-C, and iked runs as a service again)\n")
     try:
         host.console.stream(command, out)
     finally:
-        restarted = host.run(platform.iked_start_command())
+        restarted = host.run(platform.ike_start_command())
         out(f"\n{host.name}: iked runs as a service again\n" if restarted.ok else restarted.output)
     return 0 if restarted.ok else restarted.status
 

@@ -22,7 +22,7 @@ CAPTURE = 15.0  # tcpdump to start listening (its pcap appears) or to stop
 # with child SAs on both gateways: the active iked's own start-up and one exchange. Seen 20-34 s with a load
 # average of 13-14 on the 2 cores (resp's signature step slowest); the rest is margin for a busier machine.
 SA_TIMEOUT = 90.0
-# iked started to its IKE process answering (past start-up; see Host.wait_iked_started): 5-11 s seen under
+# iked started to its IKE process answering (past start-up; see Host.wait_ike_started): 5-11 s seen under
 # load; 35-80 s at every start while the kernel still ran modprobe for each algorithm it lacks as iked
 # registers with PF_KEY (now off on gateways: lab/platforms/linux.py, kernel_ipsec_actions).
 IKED_START = 120.0

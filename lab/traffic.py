@@ -150,7 +150,7 @@ def rekey(
     """Short lifetimes on both gateways (iked restarted with them), then wait until every gateway has
     rekeyed its child SAs (and its IKE SA when `ike_seconds`). The lifetimes stay short, so iked keeps
     rekeying: `stop_rekeying` puts the normal ones back. Returns each gateway's keys before and after."""
-    own = sorted(lab.options.iked_conf)
+    own = sorted(lab.options.ike_conf)
     if own:
         raise LabError(
             f"{', '.join(own)} run{'s' if len(own) == 1 else ''} your own iked.conf: ikedlab cannot shorten "

@@ -97,10 +97,10 @@ def render_summary(plan: Plan, out: Path) -> Path:
                 "public_key": dialect.public_key,
                 # Where this gateway keeps its peer's public key: named after the peer's srcid.
                 "peer_pubkey_path": plan.peer_key_path(host.name),
-                "iked_conf": dialect.iked_conf,
-                "iked_check": dialect.iked_check_command(),
-                "iked_start": dialect.iked_start_command(),
-                "iked_stop": dialect.iked_stop_command(),
+                "ike_conf": dialect.ike_conf,
+                "ike_check": dialect.ike_check_command(),
+                "ike_start": dialect.ike_start_command(),
+                "ike_stop": dialect.ike_stop_command(),
             }
         hosts[host.name] = entry
     first = next(iter(plan.hosts.values())).platform

@@ -40,8 +40,8 @@ def inputs(blueprint: Blueprint, hypervisor_version: str) -> snapshot.Inputs:
     }
     if daemons:
         summary["IKE"] = ",".join(daemons)
-    if blueprint.options.iked_conf:
-        summary["own iked.conf"] = ",".join(sorted(blueprint.options.iked_conf))
+    if blueprint.options.ike_conf:
+        summary["own iked.conf"] = ",".join(sorted(blueprint.options.ike_conf))
     return snapshot.Inputs(values, summary)
 
 
@@ -67,7 +67,7 @@ def below_provisioning(blueprint: Blueprint, hypervisor_version: str) -> dict[st
 def provisioning(blueprint: Blueprint) -> dict[str, str]:
     """What provisioning puts on booted guests: its code, the options, and every file and command of each
     host's plan (the rendered iked.conf included)."""
-    options = dataclasses.replace(blueprint.options, iked_conf_sources={})  # where a file was: no matter
+    options = dataclasses.replace(blueprint.options, ike_conf_sources={})  # where a file was: no matter
     values = {
         "provisioning code": snapshot.code_version(),
         "options": snapshot.digest(json.dumps(asdict(options), sort_keys=True, default=str)),

@@ -34,13 +34,13 @@ def guide(lab: Lab) -> Guide:
 
 
 def wait_for_log(host: Host, pattern: str, timeout: float) -> str:
-    """Wait until iked's log on `host` shows `pattern` since iked last started (the mark `start_iked`
+    """Wait until iked's log on `host` shows `pattern` since iked last started (the mark `start_ike`
     leaves, which up's fail-fast and --expect-failure read from too); return the matching line."""
     __tracebackhide__ = True  # a failure points at the scenario's line, not here
     regex = re.compile(pattern)
     log = host.wait_until(
         f"iked's log matching /{pattern}/ since iked started",
-        lambda: host.iked_log(host.iked_log_mark),
+        lambda: host.iked_log(host.ike_log_mark),
         lambda text: bool(regex.search(text)),
         timeout,
     )

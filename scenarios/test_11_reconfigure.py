@@ -5,7 +5,7 @@ import pytest
 from guide import guide, wait_for_log
 
 from lab.errors import ProvisionError
-from lab.provision import rendered_iked_conf
+from lab.provision import rendered_ike_conf
 from lab.reconfigure import reconfigure
 
 # Minutes on an emulated lab: restarts iked with a new proposal and waits for the tunnel.
@@ -17,7 +17,7 @@ AES_128 = "childsa enc aes-128 auth hmac-sha2-512"
 def test_reconfigure_changes_the_child_sa_proposal(lab):
     g = guide(lab)
     assert lab.topology
-    normal = rendered_iked_conf(lab.topology, lab.platforms, "resp", lab.options)
+    normal = rendered_ike_conf(lab.topology, lab.platforms, "resp", lab.options)
     limited = normal.replace("\n\tsrcid ", f"\n\t{AES_128} \\\n\tsrcid ", 1)
     assert AES_128 in limited
     with lab.reconfigured():  # the rendered file and a fresh tunnel afterwards

@@ -7,9 +7,9 @@ import pytest
 from guide import guide, wait_for_log
 
 from lab import settings
-from lab.provision import start_iked, stop_iked
+from lab.provision import start_ike, stop_ike
 
-# start_iked starts init once resp's iked is past its start-up: init's first exchange reaches authentication.
+# start_ike starts init once resp's iked is past its start-up: init's first exchange reaches authentication.
 # Each wait below ends as soon as resp's log says so.
 AUTH_FAILURE_TIMEOUT = settings.SA_TIMEOUT
 
@@ -28,8 +28,8 @@ def wrong_key_on_resp(lab):
 
 def test_wrong_public_key_means_no_tunnel(lab, wrong_key_on_resp):
     g = guide(lab)
-    stop_iked([g.init, g.resp])
-    start_iked([g.init, g.resp])
+    stop_ike([g.init, g.resp])
+    start_ike([g.init, g.resp])
     failure = g.resp.platform.auth_failure_pattern("init.example.com")
     line = wait_for_log(g.resp, failure, timeout=AUTH_FAILURE_TIMEOUT)
     assert "init.example.com" in line
@@ -44,8 +44,8 @@ def test_bundle_of_the_failed_tunnel_holds_both_logs_and_no_private_key(lab, wro
     from lab.bundle import make_bundle
 
     g = guide(lab)
-    stop_iked([g.init, g.resp])
-    start_iked([g.init, g.resp])
+    stop_ike([g.init, g.resp])
+    start_ike([g.init, g.resp])
     wait_for_log(
         g.resp, g.resp.platform.auth_failure_pattern("init.example.com"), timeout=AUTH_FAILURE_TIMEOUT
     )

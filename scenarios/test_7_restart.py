@@ -8,7 +8,7 @@ iked only probes a peer whose SAs carry traffic out and nothing back.
 import pytest
 from guide import guide
 
-from lab.provision import start_iked, stop_iked
+from lab.provision import start_ike, stop_ike
 from lab.settings import RECOVERY
 
 # Minutes on an emulated lab: waits out its recovery deadline (a strict xfail on Linux).
@@ -29,8 +29,8 @@ def test_tunnel_comes_back_after_iked_restarts_on_resp(lab, quick_liveness_check
     lacking = [h.platform.why_not("liveness_probes") for h in (g.init, g.resp)]
     if any(lacking):
         request.applymarker(pytest.mark.xfail(strict=True, reason="; ".join(filter(None, lacking))))
-    stop_iked([g.resp])
-    start_iked([g.resp])
+    stop_ike([g.resp])
+    start_ike([g.resp])
     g.initlan.wait_until(
         f"a ping from initlan reaching {g.address(g.resplan)} after resp's iked restarted",
         lambda: g.initlan.ping(g.address(g.resplan), count=1, timeout_s=1).received,

@@ -52,7 +52,7 @@ class FakeConsole:
         p = self.platform
         if command in self.answers:
             return self.answers[command]
-        if command == p.iked_check_command():
+        if command == p.ike_check_command():
             return "configuration OK\n"
         if command == f"cat {shlex.quote(p.public_key)}":
             return FAKE_PEM.format(host=self.host)

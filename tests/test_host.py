@@ -57,10 +57,10 @@ def test_a_timeout_names_the_last_reading_in_words_not_a_repr(host):
 def test_wait_established_stops_at_the_line_where_iked_gives_up(host):
     p = host.platform
     host.console.answers[p.sa_command()] = recorded(p.name, "sa_none")
-    host.console.answers[p.iked_log_length_command()] = "1\n"
-    host.mark_iked_log()
+    host.console.answers[p.ike_log_length_command()] = "1\n"
+    host.mark_ike_log()
     fatal = "ikev2_msg_auth: authentication failed for FQDN/init.example.com"
-    host.console.answers[p.iked_log_since_command(1)] = f"ikev2_recv: IKE_AUTH request\n{fatal}\n"
+    host.console.answers[p.ike_log_since_command(1)] = f"ikev2_recv: IKE_AUTH request\n{fatal}\n"
     start = time.monotonic()
     with pytest.raises(ProvisionError, match=f"^init: iked gave up on the tunnel: {fatal}$"):
         host.wait_established(timeout=30)

@@ -233,7 +233,7 @@ def test_archive_members_named_to_climb_out_are_never_written(tmp_path):
     into = tmp_path / "labs" / "x" / "replay"
     replayed = open_bundle(archive, into)
     assert sorted(p.name for p in into.iterdir()) == ["resp.iked.conf", "site.yaml"]
-    assert replayed.iked_conf_files["resp"].read_bytes() == CONF
+    assert replayed.ike_conf_files["resp"].read_bytes() == CONF
     assert {p.name for p in tmp_path.rglob("*")} == {
         "evil.tar.gz",
         "labs",

@@ -14,7 +14,7 @@ from lab.errors import IkedlabError, PlatformError
 from lab.images.iked_build import IkedBuild, build_iked, tree_hash
 from lab.interop import Cell, Outcome, Side, cell_topology, junit_results, load_matrix, table
 from lab.placement import load_topology, resolve_platforms
-from lab.platforms import BootMedia, IkedChoice, get_platform
+from lab.platforms import BootMedia, DaemonChoice, get_platform
 from lab.platforms.strongswan import parse_swanctl_list_sas
 
 DATA = Path(__file__).parent / "data" / "strongswan"
@@ -48,12 +48,12 @@ class FakeLinux:
     def __init__(self, name: str = "linux") -> None:
         self.real = get_platform(name)
         self.name = name
-        self.asked: list[IkedChoice | None] = []
+        self.asked: list[DaemonChoice | None] = []
 
-    def check_iked_choice(self, host: str, iked: IkedChoice) -> None:
-        self.real.check_iked_choice(host, iked)
+    def check_daemon_choice(self, host: str, iked: DaemonChoice) -> None:
+        self.real.check_daemon_choice(host, iked)
 
-    def boot_media(self, release: str | None = None, iked: IkedChoice | None = None) -> BootMedia:
+    def boot_media(self, release: str | None = None, iked: DaemonChoice | None = None) -> BootMedia:
         self.asked.append(iked)
         return BootMedia(daemon=f"iked {iked.version if iked and iked.version else '7.2'}")
 
@@ -62,16 +62,16 @@ def test_each_gateway_gets_its_iked_and_each_image_is_made_once() -> None:
     guide = load_topology(None)
     linux = FakeLinux()
     platforms = {h: linux for h in guide.hosts}
-    media = host_media(guide, platforms, None, {"init": IkedChoice("7.4")})  # type: ignore[arg-type]
+    media = host_media(guide, platforms, None, {"init": DaemonChoice("7.4")})  # type: ignore[arg-type]
     assert media["init"].daemon == "iked 7.4" and media["resp"].daemon == "iked 7.2"
-    assert linux.asked == [IkedChoice(), IkedChoice("7.4")]  # initlan, inet, resp, resplan share one
+    assert linux.asked == [DaemonChoice(), DaemonChoice("7.4")]  # initlan, inet, resp, resplan share one
     with pytest.raises(PlatformError, match=r"init: iked 7\.9 is not on linux \(versions: 7\.2, 7\.4\)"):
-        host_media(guide, platforms, None, {"init": IkedChoice("7.9")})  # type: ignore[arg-type]
+        host_media(guide, platforms, None, {"init": DaemonChoice("7.9")})  # type: ignore[arg-type]
     with pytest.raises(IkedlabError, match="iked for 'inet': not a gateway"):
-        host_media(guide, platforms, None, {"inet": IkedChoice("7.4")})  # type: ignore[arg-type]
+        host_media(guide, platforms, None, {"inet": DaemonChoice("7.4")})  # type: ignore[arg-type]
     openbsd = resolve_platforms(guide, "openbsd")["init"]
     with pytest.raises(PlatformError, match="init: platform openbsd has no iked version to choose"):
-        openbsd.check_iked_choice("init", IkedChoice("7.4"))
+        openbsd.check_daemon_choice("init", DaemonChoice("7.4"))
 
 
 def test_linux_versions_map_to_image_variants() -> None:

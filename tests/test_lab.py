@@ -125,10 +125,8 @@ def test_up_boots_each_host_on_its_platform_and_runs_the_plan(fake, platform):
     state = json.loads(lab.blueprint_file.read_text())
     assert state["platforms"] == {h: platform for h in specs}
     plan = lab.plan()
-    assert (lab.run_dir / "configs" / "init.iked.conf").read_text() == plan.hosts["init"].iked_conf.content
-    assert (
-        consoles["init"].files[plan.hosts["init"].platform.iked_conf] == plan.hosts["init"].iked_conf.content
-    )
+    assert (lab.run_dir / "configs" / "init.iked.conf").read_text() == plan.hosts["init"].ike_conf.content
+    assert consoles["init"].files[plan.hosts["init"].platform.ike_conf] == plan.hosts["init"].ike_conf.content
 
 
 def test_a_failed_up_removes_what_it_created(fake, monkeypatch):
@@ -136,7 +134,7 @@ def test_a_failed_up_removes_what_it_created(fake, monkeypatch):
     original = FakeConsole._answer
 
     def iked_rejects(self, command):
-        if command == self.platform.iked_check_command():
+        if command == self.platform.ike_check_command():
             return "/etc/iked.conf: 3: syntax error\n"
         return original(self, command)
 
@@ -162,7 +160,7 @@ def test_attach_resolves_each_hosts_platform_from_the_state(fake, tmp_path):
     again.guests._hypervisor = hv  # type: ignore[assignment]
     hosts = again.attach(only=["init"])
     assert list(hosts) == ["init"] and again.platforms["resp"].name == "linux"
-    assert again.plan().hosts["init"].iked_conf == lab.plan().hosts["init"].iked_conf
+    assert again.plan().hosts["init"].ike_conf == lab.plan().hosts["init"].ike_conf
 
 
 def test_bad_names_and_missing_state_are_one_line(tmp_path):
@@ -184,7 +182,7 @@ def test_a_failed_up_keeps_evidence_before_the_guests_go(fake, monkeypatch):
     def no_tunnel(self, command):
         if command == self.platform.sa_command():
             return recorded(self.platform.name, "sa_none")
-        if command == self.platform.iked_log_command():
+        if command == self.platform.ike_log_command():
             seen_alive.append(bool(hv.specs))  # asked while the guests still exist
             return "ikev2_msg_auth: authentication failed for FQDN/init.example.com\n"
         if command == self.platform.kernel_ipsec_command():
@@ -263,8 +261,8 @@ def test_a_second_up_restores_and_a_changed_input_boots_cold(fake, tmp_path):
     assert not any(c.startswith(("save", "suspend")) for c in hv.calls)
     lab.down(quiet=True)
     own = tmp_path / "resp.conf"
-    own.write_text(lab.plan().hosts["resp"].iked_conf.content + "# mine\n")
-    assert not lab.up(UpRequest(platform="linux", iked_conf_files={"resp": own})).restored
+    own.write_text(lab.plan().hosts["resp"].ike_conf.content + "# mine\n")
+    assert not lab.up(UpRequest(platform="linux", ike_conf_files={"resp": own})).restored
 
 
 def test_up_cold_ignores_a_matching_snapshot_and_down_keeps_it_unless_asked(fake):

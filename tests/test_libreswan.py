@@ -51,9 +51,9 @@ def test_the_key_stays_in_nss_and_only_pem_public_halves_cross() -> None:
     assert f'--pem --ckaid "$ck" > {swan.public_key}' in keygen
     assert swan.peer_pubkey_path("init.example.com") == "/etc/ipsec.d/pubkeys/init.example.com"
     # the peer's PEM becomes rightpubkey= (its base64 body on one line) as pluto starts, and is checked
-    for command in (swan.iked_start_command(), swan.iked_check_command()):
+    for command in (swan.ike_start_command(), swan.ike_check_command()):
         assert "rightpubkey=" in command and render.LIBRESWAN_KEYS_CONF in command
-    assert "--initiate" in swan.iked_start_command() and "--nofork" in swan.iked_start_command()
+    assert "--initiate" in swan.ike_start_command() and "--nofork" in swan.ike_start_command()
 
 
 def test_the_libreswan_variant_takes_what_the_recipe_leaves_out() -> None:

@@ -92,10 +92,10 @@ def test_ipsec_prepare(obsd, guide):
 
 
 def test_iked_commands(obsd):
-    assert obsd.iked_start_command() == "rcctl enable iked && rcctl start iked"
-    assert obsd.iked_stop_command() == "rcctl stop iked"
-    assert "/var/log/daemon" in obsd.iked_log_command()
-    assert obsd.iked_check_command() == "iked -n -f /etc/iked.conf"
+    assert obsd.ike_start_command() == "rcctl enable iked && rcctl start iked"
+    assert obsd.ike_stop_command() == "rcctl stop iked"
+    assert "/var/log/daemon" in obsd.ike_log_command()
+    assert obsd.ike_check_command() == "iked -n -f /etc/iked.conf"
 
 
 @pytest.mark.parametrize(

@@ -52,7 +52,7 @@ def test_provision_runs_exactly_the_plan_then_the_cross_host_steps(platform, tmp
         if not hp.spec.ipsec:
             assert log == _normal(hp.actions()), name
             continue
-        conf = hp.iked_conf
+        conf = hp.ike_conf
         assert conf
         local = _normal(hp.actions(plans.NETWORK) + hp.actions(plans.KEYS))
         assert log[: len(local)] == local, name
@@ -68,9 +68,9 @@ def test_provision_runs_exactly_the_plan_then_the_cross_host_steps(platform, tmp
         )
         assert rest[2:6] == [
             *_normal([conf]),
-            p.iked_check_command(),
-            p.iked_log_length_command(),  # iked's log marked: what it says after its start is news
-            p.iked_start_command(),
+            p.ike_check_command(),
+            p.ike_log_length_command(),  # iked's log marked: what it says after its start is news
+            p.ike_start_command(),
         ]
         assert set(rest[6:]) == {p.sa_command()}
 
@@ -81,11 +81,11 @@ def test_passive_gateways_start_first(tmp_path):
     order: list[str] = []
     hosts = _hosts(plan, tmp_path)
     for h in hosts.values():
-        h.console.answers[h.platform.iked_start_command()] = ""
+        h.console.answers[h.platform.ike_start_command()] = ""
         original = h.console.run
 
         def run(command, *, timeout=0, stdin=None, _h=h, _run=original):
-            if command == _h.platform.iked_start_command():
+            if command == _h.platform.ike_start_command():
                 order.append(_h.name)
             return _run(command, timeout=timeout, stdin=stdin)
 
@@ -125,17 +125,17 @@ def test_render_writes_exactly_the_plan(platform, tmp_path):
 
 def test_render_honours_a_users_iked_conf(tmp_path):
     mine = tmp_path / "mine.conf"
-    text = _plan("linux").hosts["resp"].iked_conf.content + "# mine\n"  # type: ignore[union-attr]
+    text = _plan("linux").hosts["resp"].ike_conf.content + "# mine\n"  # type: ignore[union-attr]
     mine.write_text(text)
-    plans.render_lab(None, "linux", tmp_path / "out", iked_conf_files={"resp": mine})
+    plans.render_lab(None, "linux", tmp_path / "out", ike_conf_files={"resp": mine})
     assert (tmp_path / "out" / "resp" / "files" / "etc" / "iked.conf").read_text() == text
     assert "# mine" not in (tmp_path / "out" / "init" / "files" / "etc" / "iked.conf").read_text()
 
 
 def test_options_shape_the_plan_everywhere():
     plan = _plan("linux", plans.Options(peer_any=("resp",), dpd_interval=5))
-    assert "peer any" in plan.hosts["resp"].iked_conf.content  # type: ignore[union-attr]
-    assert "set dpd_check_interval 5" in plan.hosts["init"].iked_conf.content  # type: ignore[union-attr]
+    assert "peer any" in plan.hosts["resp"].ike_conf.content  # type: ignore[union-attr]
+    assert "set dpd_check_interval 5" in plan.hosts["init"].ike_conf.content  # type: ignore[union-attr]
 
 
 def test_the_vagrant_render_is_the_plan_on_boxes_and_lab_json_carries_its_facts(tmp_path):
@@ -151,12 +151,12 @@ def test_the_vagrant_render_is_the_plan_on_boxes_and_lab_json_carries_its_facts(
         if hp.spec.ipsec:
             facts = summary["hosts"][name]["ipsec"]
             assert facts["peer_pubkey_path"] == plan.peer_key_path(name)
-            assert facts["iked_start"] == hp.platform.iked_start_command()
-            assert facts["iked_conf"] == hp.platform.iked_conf
+            assert facts["ike_start"] == hp.platform.ike_start_command()
+            assert facts["ike_conf"] == hp.platform.ike_conf
 
 
 def test_a_mixed_lab_plans_each_host_in_its_own_dialect(tmp_path):
     platforms = resolve_platforms(GUIDE, "linux") | {"init": get_platform("openbsd")}
     plan = plans.build_plan(GUIDE, platforms)
     assert any("hostname.vio" in a.path for a in plan.hosts["init"].actions() if isinstance(a, FileSpec))
-    assert "ikesa enc" in plan.hosts["resp"].iked_conf.content  # type: ignore[union-attr]
+    assert "ikesa enc" in plan.hosts["resp"].ike_conf.content  # type: ignore[union-attr]

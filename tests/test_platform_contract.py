@@ -66,8 +66,8 @@ def test_gateway_commands(platform):
     assert platform.ipsec_prepare_actions(init)
     keygen = platform.keygen_command()
     assert platform.private_key in keygen and platform.public_key in keygen
-    assert platform.iked_conf in platform.iked_check_command()
-    for command in (platform.iked_start_command(), platform.iked_stop_command(), platform.iked_log_command()):
+    assert platform.ike_conf in platform.ike_check_command()
+    for command in (platform.ike_start_command(), platform.ike_stop_command(), platform.ike_log_command()):
         assert command.strip()
     assert platform.peer_pubkey_path("resp.example.com").endswith("/resp.example.com")
 

@@ -111,10 +111,10 @@ def test_iked_itself_accepts_every_rendered_variant(tmp_path, variant):
 @pytest.mark.parametrize("platform", ["linux", "openbsd"])
 def test_provisioned_iked_conf_is_the_guides_on_every_platform(name: str, platform: str) -> None:
     """What provisioning writes is the guide's text (diffed); only comment lines may add to it."""
-    from lab.provision import Options, rendered_iked_conf
+    from lab.provision import Options, rendered_ike_conf
 
     t = guide()
-    conf = rendered_iked_conf(t, {h: get_platform(platform) for h in t.hosts}, name, Options())
+    conf = rendered_ike_conf(t, {h: get_platform(platform) for h in t.hosts}, name, Options())
     want = (GUIDE / f"iked.conf.{name}").read_text()
     diff = "".join(
         difflib.unified_diff(want.splitlines(True), body(conf).splitlines(True), "guide", "rendered")
@@ -123,11 +123,11 @@ def test_provisioned_iked_conf_is_the_guides_on_every_platform(name: str, platfo
 
 
 def test_linux_iked_conf_says_why_its_sas_differ() -> None:
-    from lab.provision import Options, rendered_iked_conf
+    from lab.provision import Options, rendered_ike_conf
 
     t = guide()
-    linux = rendered_iked_conf(t, {h: get_platform("linux") for h in t.hosts}, "init", Options())
-    openbsd = rendered_iked_conf(t, {h: get_platform("openbsd") for h in t.hosts}, "init", Options())
+    linux = rendered_ike_conf(t, {h: get_platform("linux") for h in t.hosts}, "init", Options())
+    openbsd = rendered_ike_conf(t, {h: get_platform("openbsd") for h in t.hosts}, "init", Options())
     assert "# Linux: OpenIKED portable installs SAs through PF_KEY, which cannot do AES-GCM" in linux
     assert "hmac-sha2-384" in linux and "PF_KEY" not in openbsd
 

@@ -116,7 +116,7 @@ class _FakeHost:
         self.platform = SimpleNamespace(
             versions_command=lambda: "versions",
             parse_versions=lambda out: {"iked": "OpenIKED 7.2"},
-            iked_log_command=lambda: "log",
+            ike_log_command=lambda: "log",
             sa_command=lambda: "sa",
             kernel_ipsec_command=lambda: "xfrm",
             counters_command=lambda spec: "counters",
@@ -138,7 +138,7 @@ class _FakeLab:
         self.run_dir = run_dir
         self.hosts = {n: _FakeHost(n, n in ("init", "resp")) for n in ("initlan", "init", "resp")}
         run_dir.mkdir(parents=True)
-        self.options = Options(iked_conf={"resp": "ikev2 'resp' passive esp psk 'lab'\n"})
+        self.options = Options(ike_conf={"resp": "ikev2 'resp' passive esp psk 'lab'\n"})
         for sub in ("console", "configs", "captures"):
             (run_dir / sub).mkdir(parents=True)
         (run_dir / "console" / "init.log").write_text(f"init# cat key\n{PEM}")
@@ -177,7 +177,7 @@ def test_a_bundle_holds_the_evidence_and_never_a_private_key(tmp_path):
 
     replay = open_bundle(archive, tmp_path / "replay")
     assert replay.platforms["init"] == "linux" and replay.expect_failure == "authentication failed"
-    assert replay.iked_conf_files["resp"].read_text() == "ikev2 'resp' passive esp psk 'lab'\n"
+    assert replay.ike_conf_files["resp"].read_text() == "ikev2 'resp' passive esp psk 'lab'\n"
     assert load(replay.topology).hosts.keys() == load().hosts.keys()
     assert differences(replay, {"linux": BootMedia(kernel=kernel)}) == [] or all(
         line.startswith("ikedlab") for line in differences(replay, {"linux": BootMedia(kernel=kernel)})
@@ -199,7 +199,7 @@ def test_something_that_is_no_bundle_is_one_line(tmp_path):
 
 def test_expect_failure_reads_iked_log_from_its_start_and_names_the_line():
     class Gateway:
-        name, iked_log_mark = "resp", 2
+        name, ike_log_mark = "resp", 2
 
         def iked_log(self, since: int) -> str:
             lines = [

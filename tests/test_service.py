@@ -38,7 +38,7 @@ class FakeHost:
 def test_restart_is_stop_then_start():
     host = FakeHost("init")
     assert service.control(host, "restart", out=lambda text: None) == 0
-    assert host.ran == [host.platform.iked_stop_command(), host.platform.iked_start_command()]
+    assert host.ran == [host.platform.ike_stop_command(), host.platform.ike_start_command()]
 
 
 def test_debug_streams_iked_dv_and_puts_the_service_back_after_ctrl_c():
@@ -47,7 +47,7 @@ def test_debug_streams_iked_dv_and_puts_the_service_back_after_ctrl_c():
     with pytest.raises(KeyboardInterrupt):
         service.control(host, "debug", out=said.append)
     p = host.platform
-    assert host.ran == [p.iked_stop_command(), f"stream {p.iked_debug_command()}", p.iked_start_command()]
+    assert host.ran == [p.ike_stop_command(), f"stream {p.ike_debug_command()}", p.ike_start_command()]
     assert "iked -dv" in said[0] and "IKE_SA_INIT" in "".join(said)
 
 

@@ -138,7 +138,7 @@ def test_summary_matches_the_guide_topology(tmp_path: Path):
     assert init["peer_pubkey_path"] == "/etc/iked/pubkeys/fqdn/resp.example.com"
     assert resp["peer_pubkey_path"] == "/etc/iked/pubkeys/fqdn/init.example.com"
     assert init["public_key"] == resp["public_key"] == "/etc/iked/local.pub"
-    assert init["iked_start"] == get_platform("openbsd").iked_start_command()
+    assert init["ike_start"] == get_platform("openbsd").ike_start_command()
     assert [h for h, e in lab["hosts"].items() if e["ipsec"]] == ["init", "resp"]
 
 
@@ -482,22 +482,22 @@ def test_key_exchange_crosses_public_keys_and_starts_the_passive_side_first(proj
     assert not any(p.startswith("/tmp/") for p in [*init, *resp])  # temporary uploads are gone
 
     openbsd = get_platform("openbsd")
-    iked = {openbsd.iked_check_command(), openbsd.iked_stop_command(), openbsd.iked_start_command()}
+    iked = {openbsd.ike_check_command(), openbsd.ike_stop_command(), openbsd.ike_start_command()}
     first, second = ([(h, c) for h, kind, c in run if kind == "sudo" and c in iked] for run in out["runs"])
     assert first == [
-        ("resp", openbsd.iked_check_command()),
-        ("resp", openbsd.iked_stop_command()),
-        ("resp", openbsd.iked_start_command()),
-        ("init", openbsd.iked_check_command()),
-        ("init", openbsd.iked_stop_command()),
-        ("init", openbsd.iked_start_command()),
+        ("resp", openbsd.ike_check_command()),
+        ("resp", openbsd.ike_stop_command()),
+        ("resp", openbsd.ike_start_command()),
+        ("init", openbsd.ike_check_command()),
+        ("init", openbsd.ike_stop_command()),
+        ("init", openbsd.ike_start_command()),
     ]
     # Run again with nothing new: iked is started (a no-op when it runs), never stopped.
     assert second == [
-        ("resp", openbsd.iked_check_command()),
-        ("resp", openbsd.iked_start_command()),
-        ("init", openbsd.iked_check_command()),
-        ("init", openbsd.iked_start_command()),
+        ("resp", openbsd.ike_check_command()),
+        ("resp", openbsd.ike_start_command()),
+        ("init", openbsd.ike_check_command()),
+        ("init", openbsd.ike_start_command()),
     ]
 
 

@@ -5,7 +5,7 @@ import pytest
 from lab import walkthrough
 from lab.errors import ParseError
 from lab.placement import load_topology
-from lab.plan import Options, rendered_iked_conf
+from lab.plan import Options, rendered_ike_conf
 from lab.platforms import get_platform
 
 
@@ -19,7 +19,7 @@ def test_every_section_has_steps_on_hosts_of_the_guide():
 def test_its_iked_conf_is_the_one_provisioning_writes():
     t = load_topology(None)
     (step,) = [s for s in walkthrough.load() if s.command == "cat /etc/iked.conf"]
-    conf = rendered_iked_conf(t, {h: get_platform("linux") for h in t.hosts}, step.host, Options())
+    conf = rendered_ike_conf(t, {h: get_platform("linux") for h in t.hosts}, step.host, Options())
     assert walkthrough.missing(step, conf) == []
 
 

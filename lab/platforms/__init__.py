@@ -25,7 +25,8 @@ from lab.readings import Capture, IpsecCounters, PingResult, SaState
 from lab.topology import SafeLoader
 
 if TYPE_CHECKING:
-    from lab.topology import Host
+    from lab.render import Lifetimes, Proposals
+    from lab.topology import Host, Topology
 
 #: Every capability a platform states in its data file, either under `capabilities:` or, with the reason,
 #: under `lacks:`. Scenarios skip or xfail on these, never on a platform's name.
@@ -80,7 +81,7 @@ class BootMedia:
 
 
 @dataclass(frozen=True)
-class IkedChoice:
+class DaemonChoice:
     """Which iked a gateway runs: a packaged version (the platform's `iked_versions`), or a local build
     from an OpenIKED portable source tree. Both None: the platform's default."""
 
@@ -210,7 +211,7 @@ class Platform:
     _facts: ClassVar[PlatformFacts]
 
     # Where iked's files live (the same layout on OpenBSD and on OpenIKED portable).
-    iked_conf: ClassVar[str] = "/etc/iked.conf"
+    ike_conf: ClassVar[str] = "/etc/iked.conf"
     private_key: ClassVar[str] = "/etc/iked/private/local.key"
     public_key: ClassVar[str] = "/etc/iked/local.pub"
     pubkeys_dir: ClassVar[str] = "/etc/iked/pubkeys/fqdn"
@@ -265,12 +266,12 @@ class Platform:
         return "" if self.can(capability) else f"{self.name}: {self.facts.lacks[capability]}"
 
     # --- boot -----------------------------------------------------------------------------------------
-    def boot_media(self, release: str | None = None, iked: IkedChoice | None = None) -> BootMedia:
+    def boot_media(self, release: str | None = None, iked: DaemonChoice | None = None) -> BootMedia:
         """The golden image guests of this platform boot (built or found in the cache); ImageError if none.
         `iked` picks the gateway's iked where the platform allows a choice (`iked_versions`)."""
         raise NotImplementedError
 
-    def check_iked_choice(self, host: str, iked: IkedChoice) -> None:
+    def check_daemon_choice(self, host: str, iked: DaemonChoice) -> None:
         """PlatformError naming the host when this platform cannot run that iked."""
         from lab.errors import PlatformError
 
@@ -317,24 +318,45 @@ class Platform:
             f"test -s {self.public_key} || openssl ec -in {self.private_key} -pubout -out {self.public_key}"
         )
 
-    #: The IKE daemon's configuration lab.render writes at `iked_conf`: "iked" (iked.conf), "swanctl".
-    config_kind: ClassVar[str] = "iked"
+    def render_ike_conf(
+        self,
+        topology: Topology,
+        host: Host,
+        *,
+        peer_any: bool = False,
+        proposals: Proposals | None = None,
+        dpd_interval: int | None = None,
+        lifetimes: Lifetimes | None = None,
+    ) -> str:
+        """This platform's IKE daemon configuration for gateway `host` (written at `ike_conf`), in the
+        guide's shape: iked.conf here, with the data file's note on how the platform differs."""
+        from lab import render
 
-    def iked_check_command(self, path: str | None = None) -> str:
-        return f"iked -n -f {path or self.iked_conf}"
+        return render.iked_conf(
+            topology,
+            host,
+            peer_any=peer_any,
+            proposals=proposals,
+            dpd_interval=dpd_interval,
+            lifetimes=lifetimes,
+            note=self.facts.iked_conf_note,
+        )
 
-    def iked_start_command(self) -> str:
+    def ike_check_command(self, path: str | None = None) -> str:
+        return f"iked -n -f {path or self.ike_conf}"
+
+    def ike_start_command(self) -> str:
         """Start iked; the command's exit status is the judge (0: iked runs)."""
         raise NotImplementedError
 
-    def iked_stop_command(self) -> str:
+    def ike_stop_command(self) -> str:
         raise NotImplementedError
 
-    def iked_debug_command(self) -> str:
+    def ike_debug_command(self) -> str:
         """iked in the foreground, verbose, logging to the terminal: the guide's first step (`iked -dv`)."""
-        return f"iked -dv -f {self.iked_conf}"
+        return f"iked -dv -f {self.ike_conf}"
 
-    def iked_log_command(self) -> str:
+    def ike_log_command(self) -> str:
         """Print iked's log so far."""
         raise NotImplementedError
 
@@ -342,13 +364,13 @@ class Platform:
         """Run in the guest just before its memory is saved, to make the snapshot smaller (None: nothing)."""
         return None
 
-    def iked_log_length_command(self) -> str:
+    def ike_log_length_command(self) -> str:
         """Print how many lines iked's log has (a mark: what iked says after it is news)."""
-        return f"{{ {self.iked_log_command()}; }} | wc -l"
+        return f"{{ {self.ike_log_command()}; }} | wc -l"
 
-    def iked_log_since_command(self, line: int) -> str:
+    def ike_log_since_command(self, line: int) -> str:
         """Print iked's log from after line `line` on."""
-        return f"{{ {self.iked_log_command()}; }} | tail -n +{line + 1}"
+        return f"{{ {self.ike_log_command()}; }} | tail -n +{line + 1}"
 
     def masquerade_command(self, subnet: str, out_iface: str) -> str:
         """Hide `subnet` behind this router's address on `out_iface` (source NAT), as a home router does."""
@@ -446,7 +468,7 @@ __all__ = [
     "Action",
     "BootMedia",
     "FileSpec",
-    "IkedChoice",
+    "DaemonChoice",
     "LoginFacts",
     "Platform",
     "PlatformFacts",

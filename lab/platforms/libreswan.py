@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from lab import render
 from lab.platforms import Action, FileSpec
 from lab.platforms.linux import IP, Linux
 from lab.platforms.parsers import iked_identity
@@ -22,7 +23,7 @@ from lab.readings import ChildSa, Flow, IkeSa, SaState
 from lab.render import LIBRESWAN_KEYS_CONF, LIBRESWAN_LOG
 
 if TYPE_CHECKING:
-    from lab.topology import Host
+    from lab.topology import Host, Topology
 
 IPSEC = "/usr/sbin/ipsec"
 PLUTO = "/usr/libexec/ipsec/pluto"
@@ -32,11 +33,13 @@ _SECTION = "# ikedlab:"  # sa_command's section markers
 
 
 class Libreswan(Linux, name="libreswan"):
-    iked_conf: ClassVar[str] = "/etc/ipsec.conf"
+    ike_conf: ClassVar[str] = "/etc/ipsec.conf"
     private_key: ClassVar[str] = NSS_DIR  # the key lives in the NSS database and never leaves it
     public_key: ClassVar[str] = "/etc/ipsec.d/local.pem"
     pubkeys_dir: ClassVar[str] = "/etc/ipsec.d/pubkeys"
-    config_kind: ClassVar[str] = "ipsec.conf"
+
+    def render_ike_conf(self, topology: Topology, host: Host, **shape: Any) -> str:
+        return render.libreswan_conf(topology, host, **shape)
 
     def ipsec_prepare_actions(self, host: Host) -> list[Action]:
         return [
@@ -66,39 +69,39 @@ class Libreswan(Linux, name="libreswan"):
             f'"$(cat {CKAID})" "$(grep -v -- ----- "$peer" | tr -d \'\\n\')" > {LIBRESWAN_KEYS_CONF}'
         )
 
-    def iked_check_command(self, path: str | None = None) -> str:
+    def ike_check_command(self, path: str | None = None) -> str:
         # addconn parses the file (includes too) without pluto; pluto judges the rest as the conn loads.
-        conf = path or self.iked_conf
+        conf = path or self.ike_conf
         return (
             f"{self._keys_conf_command()} && /usr/libexec/ipsec/addconn --checkconfig --config {conf} && "
             "echo 'configuration OK (pluto judges the connection as it loads)'"
         )
 
-    def iked_start_command(self) -> str:
+    def ike_start_command(self) -> str:
         # pluto in its own session, then the connection loaded; the active side initiates it without
         # waiting (the tunnel is awaited by ikedlab, as with iked).
-        conn = f"$(sed -n 's/^conn //p' {self.iked_conf} | head -1)"
+        conn = f"$(sed -n 's/^conn //p' {self.ike_conf} | head -1)"
         return (
             f"{self._keys_conf_command()} && mkdir -p /run/pluto && "
-            f"{{ setsid {PLUTO} --nofork --config {self.iked_conf} --logfile {LIBRESWAN_LOG} "
+            f"{{ setsid {PLUTO} --nofork --config {self.ike_conf} --logfile {LIBRESWAN_LOG} "
             f">>{LIBRESWAN_LOG} 2>&1 </dev/null & }}; "
             f"n=0; until {IPSEC} whack --status >/dev/null 2>&1; do n=$((n+1)); [ $n -gt 300 ] && break; "
             f'sleep 0.1; done; conn={conn}; {IPSEC} add "$conn" && '
-            f"if grep -q '^# ikedlab: active' {self.iked_conf}; then "
+            f"if grep -q '^# ikedlab: active' {self.ike_conf}; then "
             f'{IPSEC} whack --name "$conn" --initiate --asynchronous; fi'
         )
 
-    def iked_stop_command(self) -> str:
+    def ike_stop_command(self) -> str:
         return (
             f"{IPSEC} whack --shutdown >/dev/null 2>&1; n=0; "
             "while pidof pluto >/dev/null && [ $n -lt 100 ]; do n=$((n+1)); sleep 0.1; done; "
             "! pidof pluto >/dev/null"
         )
 
-    def iked_debug_command(self) -> str:
-        return f"{self._keys_conf_command()} && {PLUTO} --nofork --stderrlog --config {self.iked_conf}"
+    def ike_debug_command(self) -> str:
+        return f"{self._keys_conf_command()} && {PLUTO} --nofork --stderrlog --config {self.ike_conf}"
 
-    def iked_log_command(self) -> str:
+    def ike_log_command(self) -> str:
         return f"cat {LIBRESWAN_LOG} 2>/dev/null"
 
     def daemon_version_command(self) -> str:

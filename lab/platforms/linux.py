@@ -14,7 +14,7 @@ import shlex
 from typing import TYPE_CHECKING, Any
 
 from lab import render
-from lab.platforms import Action, BootMedia, FileSpec, IkedChoice, Platform
+from lab.platforms import Action, BootMedia, DaemonChoice, FileSpec, Platform
 from lab.platforms.parsers import parse_ikectl_show_sa, parse_ping_summary, parse_tcpdump_lines
 from lab.readings import Capture, IpsecCounters, PingResult, SaState
 
@@ -84,10 +84,10 @@ table inet ikedlab {{
 
 class Linux(Platform, name="linux"):
     # --- boot ---------------------------------------------------------------------------------------
-    def boot_media(self, release: str | None = None, iked: IkedChoice | None = None) -> BootMedia:
+    def boot_media(self, release: str | None = None, iked: DaemonChoice | None = None) -> BootMedia:
         from lab.images import linux_image
 
-        iked = iked or IkedChoice()
+        iked = iked or DaemonChoice()
         versions = self.facts.iked_versions
         variant = (
             versions.get(iked.version, self.facts.image_variant) if iked.version else self.facts.image_variant
@@ -159,13 +159,13 @@ class Linux(Platform, name="linux"):
             "echo > /proc/sys/kernel/modprobe",
         ]
 
-    def iked_start_command(self) -> str:
+    def ike_start_command(self) -> str:
         # The appliance's own rcctl (images/linux/rootfs/usr/local/sbin/rcctl) is the one definition of how
         # iked runs here, for provisioning and for a learner alike: in the foreground (-d -v) in its own
         # session, logging to IKED_LOG; it exits non-zero with "iked(failed)" when iked does not come up.
         return f"{RCCTL} start iked"
 
-    def iked_stop_command(self) -> str:
+    def ike_stop_command(self) -> str:
         return f"{RCCTL} stop iked"
 
     def versions_command(self) -> str:
@@ -182,7 +182,7 @@ class Linux(Platform, name="linux"):
     def kernel_ipsec_command(self) -> str:
         return f"echo '# ip -s xfrm state'; {IP} -s xfrm state; echo '# ip xfrm policy'; {IP} xfrm policy"
 
-    def iked_log_command(self) -> str:
+    def ike_log_command(self) -> str:
         return f"cat {IKED_LOG} 2>/dev/null"
 
     def before_snapshot_command(self) -> str:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from lab import render
 from lab.errors import IkedlabError, ImageError
-from lab.platforms import Action, BootMedia, FileSpec, IkedChoice, Platform
+from lab.platforms import Action, BootMedia, DaemonChoice, FileSpec, Platform
 from lab.platforms.parsers import (
     parse_ikectl_show_sa,
     parse_netstat_esp_ah,
@@ -38,7 +38,7 @@ def parse_iked_started(output: str) -> bool:
 
 class OpenBSD(Platform, name="openbsd"):
     # --- boot ---------------------------------------------------------------------------------------
-    def boot_media(self, release: str | None = None, iked: IkedChoice | None = None) -> BootMedia:
+    def boot_media(self, release: str | None = None, iked: DaemonChoice | None = None) -> BootMedia:
         """The cached golden image of `release` (the newest cached release when None)."""
         from lab.images import cached_openbsd_image
 
@@ -95,11 +95,11 @@ class OpenBSD(Platform, name="openbsd"):
         private_dir = self.private_key.rsplit("/", 1)[0]
         return [f"mkdir -p {private_dir} {self.pubkeys_dir} && chmod 700 {private_dir}"]
 
-    def iked_start_command(self) -> str:
+    def ike_start_command(self) -> str:
         # rcctl exits non-zero and prints "iked(failed)" when iked does not come up.
         return "rcctl enable iked && rcctl start iked"
 
-    def iked_stop_command(self) -> str:
+    def ike_stop_command(self) -> str:
         return "rcctl stop iked"
 
     def versions_command(self) -> str:
@@ -112,7 +112,7 @@ class OpenBSD(Platform, name="openbsd"):
     def kernel_ipsec_command(self) -> str:
         return "echo '# ipsecctl -sa'; ipsecctl -sa"  # without -k: no keys
 
-    def iked_log_command(self) -> str:
+    def ike_log_command(self) -> str:
         # iked logs through syslog's daemon facility: /var/log/daemon.
         return "grep -e 'iked\\[' -e 'iked:' /var/log/daemon || true"
 

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from lab import render
 from lab.platforms import Action, FileSpec
 from lab.platforms.linux import Linux
 from lab.platforms.parsers import iked_identity
 from lab.readings import ChildSa, Flow, IkeSa, SaState
 
 if TYPE_CHECKING:
-    from lab.topology import Host
+    from lab.topology import Host, Topology
 
 CHARON = "/usr/sbin/charon-systemd"
 SWANCTL = "/usr/sbin/swanctl"
@@ -55,11 +56,13 @@ charon-systemd {{
 
 
 class StrongSwan(Linux, name="strongswan"):
-    iked_conf: ClassVar[str] = "/etc/swanctl/conf.d/ikedlab.conf"
+    ike_conf: ClassVar[str] = "/etc/swanctl/conf.d/ikedlab.conf"
     private_key: ClassVar[str] = "/etc/swanctl/ecdsa/local.pem"
     public_key: ClassVar[str] = "/etc/swanctl/pubkey/local.pem"
     pubkeys_dir: ClassVar[str] = "/etc/swanctl/pubkey"
-    config_kind: ClassVar[str] = "swanctl"
+
+    def render_ike_conf(self, topology: Topology, host: Host, **shape: Any) -> str:
+        return render.swanctl_conf(topology, host, **shape)
 
     def ipsec_prepare_actions(self, host: Host) -> list[Action]:
         return [
@@ -69,12 +72,12 @@ class StrongSwan(Linux, name="strongswan"):
             "chmod 700 /etc/swanctl/ecdsa",
         ]
 
-    def iked_check_command(self, path: str | None = None) -> str:
+    def ike_check_command(self, path: str | None = None) -> str:
         # No offline checker for swanctl.conf: `swanctl --load-all` judges it when the daemon starts, and
         # the start fails with swanctl's complaint on a bad file. Here: only that it was written.
-        return f"test -s {path or self.iked_conf} && echo 'configuration OK (swanctl judges it at start)'"
+        return f"test -s {path or self.ike_conf} && echo 'configuration OK (swanctl judges it at start)'"
 
-    def iked_start_command(self) -> str:
+    def ike_start_command(self) -> str:
         # charon in its own session, then every connection, key and credential loaded over vici; an active
         # side initiates as its connection loads (start_action = start).
         return (
@@ -83,14 +86,14 @@ class StrongSwan(Linux, name="strongswan"):
             f"sleep 0.1; done; {SWANCTL} --load-all --noprompt"
         )
 
-    def iked_stop_command(self) -> str:
+    def ike_stop_command(self) -> str:
         return (
             "killall charon-systemd 2>/dev/null; n=0; "
             "while pidof charon-systemd >/dev/null && [ $n -lt 100 ]; do n=$((n+1)); sleep 0.1; done; "
             "! pidof charon-systemd >/dev/null"
         )
 
-    def iked_log_command(self) -> str:
+    def ike_log_command(self) -> str:
         return f"cat {CHARON_LOG} 2>/dev/null"
 
     def daemon_label(self, manifest: dict) -> str:
