@@ -58,8 +58,11 @@ LINK = Name("a link name", _NAME, _NAME_RULE)
 PLATFORM = Name("a platform name", _NAME, _NAME_RULE)
 LAB = Name("a lab name", r"[a-z0-9][a-z0-9-]{0,19}", "1-20 lower-case letters, digits and '-'")
 #: One file name of a bundle (no folder, no leading dot): what `up --from` may write in the lab's folder.
+#: (A space is let through: a user's "my site.yaml" travels in bundles, and host paths are never typed.)
 FILE = Name(
-    "a file name", r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", "letters, digits, '.', '_' and '-', at most 100"
+    "a file name",
+    r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}",
+    "letters, digits, ' ', '.', '_' and '-', not starting with '.', at most 100",
 )
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 #: A gateway's srcid: an FQDN (iked's parse.y types a srcid by its shape; ikedlab installs FQDN keys).

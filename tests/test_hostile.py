@@ -375,3 +375,13 @@ def test_names_on_the_command_line_pass_the_gate(tmp_path, args, says):
     )
     assert line.startswith(f"ikedlab: {says}"), line
     assert not (tmp_path / "state").exists() or not list((tmp_path / "state").rglob("*x*"))
+
+
+def test_a_bundle_of_any_iked_failure_replays_as_any_failure(tmp_path, monkeypatch):
+    # `up --expect-failure` without a pattern records ikedlab's own regex: that one stays a regex.
+    from lab.failure import ANY_FAILURE
+
+    archive = _bundle(tmp_path, _manifest(expect_failure=ANY_FAILURE, topology_name="my site.yaml"))
+    replayed = open_bundle(archive, tmp_path / "labs" / "x" / "replay")
+    assert replay.failure_pattern(replayed, ANY_FAILURE) == ANY_FAILURE
+    assert replayed.topology.name == "my site.yaml"
