@@ -31,7 +31,16 @@ from lab.ownership import CHECKOUT
 FORMAT = 1
 META = "snapshot.json"
 #: Modules whose code does not shape what a guest holds: changing them keeps snapshots valid.
-_NOT_GUEST_STATE = {"cli.py", "bench.py", "vagrant.py", "progress.py", "prune.py", "__main__.py"}
+_NOT_GUEST_STATE = {
+    "cli.py",
+    "cli_store.py",
+    "bench.py",
+    "vagrant.py",
+    "progress.py",
+    "prune.py",
+    "pytest_plugin.py",
+    "__main__.py",
+}
 
 
 def snapshots_root() -> Path:
