@@ -5,7 +5,14 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 IKEDLAB := $(VENV)/bin/ikedlab
-ARTIFACTS ?= artifacts
+# SHARD=i/n: the i-th of n disjoint parts of a suite (whole modules and cells; lab/shard.py, docs/nightly.md),
+# its artifacts apart from the other shards'; SHARD_DURATIONS: earlier runs' results weigh the parts.
+SHARD ?=
+SHARD_DURATIONS ?=
+SHARD_PLAN ?=
+ARTIFACTS ?= $(if $(SHARD),artifacts/shard-$(subst /,-of-,$(SHARD)),artifacts)
+SHARD_ARGS = $(if $(SHARD),--shard $(SHARD)$(if $(SHARD_DURATIONS), --shard-durations $(SHARD_DURATIONS))$(if \
+	$(SHARD_PLAN), --shard-plan $(SHARD_PLAN)))
 PYTEST_ARGS ?=
 SCENARIO_ARGS ?=
 # `make test` leaves out the scenarios of minutes (marker nightly); `make nightly` runs every one.
@@ -42,23 +49,29 @@ test: setup
 	$(MAKE) --no-print-directory report; exit $$rc
 
 test-fast: setup
-	$(PY) -m pytest tests -q --junitxml=$(ARTIFACTS)/junit-fast.xml $(PYTEST_ARGS)
+	$(PY) -m pytest tests -q --junitxml=$(ARTIFACTS)/junit-fast.xml $(SHARD_ARGS) $(PYTEST_ARGS)
 
 test-scenarios: setup
 	$(PY) -m pytest scenarios -v --platform linux --artifacts $(ARTIFACTS)/scenarios -m "$(SCENARIO_MARKS)" \
-		--junitxml=$(ARTIFACTS)/junit-scenarios.xml $(PYTEST_ARGS) $(SCENARIO_ARGS)
+		--junitxml=$(ARTIFACTS)/junit-scenarios.xml $(SHARD_ARGS) $(PYTEST_ARGS) $(SCENARIO_ARGS)
 
 test-faults: setup
-	$(PY) -m pytest faults -v -m fault --junitxml=$(ARTIFACTS)/junit-faults.xml $(PYTEST_ARGS)
+	$(PY) -m pytest faults -v -m fault --junitxml=$(ARTIFACTS)/junit-faults.xml $(SHARD_ARGS) $(PYTEST_ARGS)
 
 # artifacts/report.html: verdicts, durations, the lab's picture, versions, links to each scenario's evidence.
 report: setup
 	$(PY) -m lab.report $(ARTIFACTS)
 
 # Nightly CI: cold images (rebuilt from the package registry), every suite, the interop matrix, the report.
+# With SHARD=i/n one plan deals every suite's modules and cells (lab/shard.py) and this machine runs part i;
+# `ikedlab report --merge` joins the parts (docs/nightly.md).
+NIGHTLY_PLAN = $(or $(SHARD_PLAN),$(ARTIFACTS)/shard-plan.json)
 nightly: setup
 	$(IKEDLAB) image build --platform linux --rebuild
-	@rc=0; $(MAKE) --no-print-directory test-fast || rc=$$?; \
+	$(if $(SHARD),$(if $(SHARD_PLAN),,$(PY) -m lab.nightly plan --shards $(SHARD) -o $(NIGHTLY_PLAN)$(if \
+		$(SHARD_DURATIONS), --durations $(SHARD_DURATIONS))))
+	@rc=0; export ARTIFACTS=$(ARTIFACTS) $(if $(SHARD),SHARD_PLAN=$(NIGHTLY_PLAN)); \
+	$(MAKE) --no-print-directory test-fast || rc=$$?; \
 	$(MAKE) --no-print-directory test-scenarios SCENARIO_MARKS= || { s=$$?; [ $$rc -ne 0 ] || rc=$$s; }; \
 	$(MAKE) --no-print-directory test-faults || { s=$$?; [ $$rc -ne 0 ] || rc=$$s; }; \
 	$(MAKE) --no-print-directory interop || { s=$$?; [ $$rc -ne 0 ] || rc=$$s; }; \
@@ -84,7 +97,7 @@ bench: setup
 # One lab per cell, one cell at a time; reports in $(ARTIFACTS)/interop/<cell>/. Long: not part of `make test`.
 INTEROP_ARGS ?=
 interop: setup
-	$(PY) -m lab.interop --out $(ARTIFACTS)/interop $(INTEROP_ARGS)
+	$(PY) -m lab.interop --out $(ARTIFACTS)/interop $(SHARD_ARGS) $(INTEROP_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check lab tests scenarios faults

@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from lab import cli_repro, cli_store, gate, progress, settings
+from lab import cli_report, cli_repro, cli_store, gate, progress, settings
 from lab.errors import IkedlabError
 
 EXIT_ERROR = 1
@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_repro.add_commands(sub)
     cli_store.add_commands(sub)
+    cli_report.add_commands(sub)
     return p
 
 

@@ -18,7 +18,6 @@ import shutil
 import subprocess
 import sys
 import time
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,12 +28,15 @@ from lab.errors import IkedlabError
 from lab.lab import state_root
 from lab.ownership import checkout_tag
 from lab.platforms import get_platform
+from lab.results import INTEROP, now, read_junit
+from lab.shard import RECORD_SUFFIX, Record, Shard, choose
 from lab.topology import guide_path
 
 MATRIX = Path(__file__).with_name("interop.yaml")
 SCENARIOS = ("test_1_tunnel.py", "test_2_ping.py", "test_3_enc0.py", "test_4_counters.py", "test_5_wire.py")
 #: One cell's whole run (boot, provision, five scenarios) may take this long before it is reported stuck.
 CELL_TIMEOUT = 1500
+RECORD_NAME = f"interop{RECORD_SUFFIX}"  # beside the cells' folders: what this shard of the matrix was dealt
 
 
 @dataclass(frozen=True)
@@ -113,18 +115,13 @@ class Outcome:
     note: str = ""
 
 
+#: The table's short words for lab.results' verdicts.
+SHORT = {"passed": "pass", "failed": "fail", "error": "error", "skipped": "skip", "xfailed": "xfail"}
+
+
 def junit_results(path: Path) -> dict[str, str]:
     """A JUnit report -> test name -> pass, fail, error, skip or xfail."""
-    results: dict[str, str] = {}
-    for case in ET.parse(path).getroot().iter("testcase"):
-        outcome = "pass"
-        for child in case:
-            if child.tag in ("failure", "error"):
-                outcome = "fail" if child.tag == "failure" else "error"
-            elif child.tag == "skipped":
-                outcome = "xfail" if child.get("type") == "pytest.xfail" else "skip"
-        results[case.get("name", "?")] = outcome
-    return results
+    return {case.name: SHORT[case.verdict] for case in read_junit(path)}
 
 
 def run_cell(cell: Cell, known: tuple[dict[str, str], ...], out: Path, pytest_args: list[str]) -> Outcome:
@@ -203,6 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab.interop", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("artifacts/interop"), help="where cells' reports go")
     parser.add_argument("--cells", default="", help="only these cells (comma-separated INIT--RESP names)")
+    parser.add_argument("--shard", metavar="I/N", help="run the I-th of N parts of the cells (lab/shard.py)")
+    parser.add_argument("--shard-durations", metavar="PATH", help="earlier runs' results: what a cell weighs")
+    parser.add_argument(
+        "--shard-plan", metavar="FILE", help="a whole run's plan (python -m lab.nightly plan)"
+    )
     parser.add_argument("pytest_args", nargs="*", help="more pytest arguments, after --")
     args = parser.parse_args(argv)
     matrix = load_matrix()
@@ -211,6 +213,18 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := wanted - {c.name for c in matrix.cells}:
         raise SystemExit(f"--cells: unknown cell {', '.join(sorted(unknown))} (see {MATRIX})")
     args.out.mkdir(parents=True, exist_ok=True)
+    record = None
+    if args.shard:  # whole cells (one lab each) to each shard, by the same plan as pytest's modules
+        try:
+            shard = Shard.parse(args.shard)
+            groups: dict[str, list[str]] = {cell_group(c): [] for c in cells}
+            chosen = choose(groups, shard, args.shard_plan, args.shard_durations)
+        except IkedlabError as e:
+            raise SystemExit("\n".join(e.lines("lab.interop"))) from None
+        cells = [c for c in cells if chosen.assignment[cell_group(c)] == shard.index]
+        record = Record("interop", shard, chosen, {cell_group(c): [] for c in cells})
+        record.write(args.out / RECORD_NAME)
+        print(f"shard {shard}: cells {', '.join(c.name for c in cells) or '(none)'}", flush=True)
     start = time.monotonic()
     outcomes = []
     for cell in cells:
@@ -231,7 +245,16 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     failed = any(r in ("fail", "error") for o in outcomes for r in o.results.values())
     broken = any(o.note and not o.note.startswith("not run") for o in outcomes)
-    return 1 if failed or broken else 0
+    status = 1 if failed or broken else 0
+    if record is not None:
+        record.finished, record.exit = now(), status
+        record.write(args.out / RECORD_NAME)
+    return status
+
+
+def cell_group(cell: Cell) -> str:
+    """A cell as a shard's unit (lab/results.py names interop rows' groups the same way)."""
+    return f"{INTEROP}/{cell.name}"
 
 
 if __name__ == "__main__":

@@ -13,24 +13,22 @@ import base64
 import json
 import sys
 import time
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
-from lab import graph
+from lab import graph, results
 from lab.errors import IkedlabError
+from lab.redact import scrub
+from lab.results import JunitCase
+from lab.shard import RECORD_SUFFIX, Record
 from lab.topology import Topology
+from lab.versions import ikedlab_version
 
-SUITES = (
-    ("junit-scenarios.xml", "Scenarios", "scenarios"),
-    ("junit-faults.xml", "Faults", None),
-    ("junit-fast.xml", "Fast tests", None),
-)
 LAB_INFO = "lab.json"
-MESSAGE_CHARS = 600
+REPORT = "report.html"
 
 
 @dataclass
@@ -40,6 +38,7 @@ class Case:
     seconds: float
     message: str = ""
     evidence: list[tuple[str, str]] = field(default_factory=list)  # (label, href relative to the report)
+    shard: str = ""  # the shard that ran it, in a merged report
 
 
 @dataclass
@@ -49,28 +48,13 @@ class Suite:
     cases: list[Case]
 
 
-def read_junit(path: Path) -> list[Case]:
-    cases = []
-    for element in ET.parse(path).iter("testcase"):
-        outcome, message = "passed", ""
-        for child in element:
-            if child.tag in ("failure", "error"):
-                outcome = "failed" if child.tag == "failure" else "error"
-                message = child.get("message") or (child.text or "")
-            elif child.tag == "skipped":
-                xfail = (child.get("type") or "") == "pytest.xfail"
-                outcome = "xfailed" if xfail else "skipped"
-                message = child.get("message") or ""
-        name = element.get("name", "?")
-        classname = element.get("classname", "")
-        shown = f"{classname.rsplit('.', 1)[-1]}::{name}" if classname else name
-        cases.append(Case(shown, outcome, float(element.get("time") or 0), message.strip()[:MESSAGE_CHARS]))
-        cases[-1].evidence = []
-        cases[-1].__dict__["node"] = name
-    return cases
+def shown_name(case: JunitCase) -> str:
+    """module::test, as a person scans the table (the node id without its folder)."""
+    module, _, rest = case.case.partition("::")
+    return f"{Path(module).stem}::{rest}" if rest else case.name
 
 
-def evidence_links(case: Case, folder: Path, base: Path) -> list[tuple[str, str]]:
+def evidence_links(folder: Path, base: Path) -> list[tuple[str, str]]:
     """Links to the interesting files of a scenario's evidence folder, relative to the report."""
     if not folder.is_dir():
         return []
@@ -83,6 +67,26 @@ def evidence_links(case: Case, folder: Path, base: Path) -> list[tuple[str, str]
     links = [("folder", folder.relative_to(base).as_posix() + "/")]
     links += [(p.relative_to(folder).as_posix(), p.relative_to(base).as_posix()) for p in wanted]
     return links
+
+
+def collect(artifacts: Path, base: Path, shard: str = "") -> list[Suite]:
+    """The suites of one run's artifacts folder, evidence linked relative to `base` (the report's folder)."""
+    suites = []
+    for found in results.suite_files(artifacts):
+        cases = []
+        for junit_case in results.read_junit(found.junit):
+            case = Case(
+                shown_name(junit_case),
+                junit_case.verdict,
+                junit_case.seconds,
+                scrub(junit_case.message),
+                shard=shard,
+            )
+            if found.evidence is not None:
+                case.evidence = evidence_links(found.evidence / junit_case.name.replace("/", "_"), base)
+            cases.append(case)
+        suites.append(Suite(found.title, found.junit.relative_to(artifacts).as_posix(), cases))
+    return suites
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,7 @@ def picture(topology: Topology | None) -> Picture:
     return Picture(svg_base64=base64.b64encode(svg.encode()).decode())
 
 
-def _versions(info: dict[str, Any]) -> list[tuple[str, str]]:
+def version_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
     rows = []
     if info.get("platform"):
         rows.append(("platform", str(info["platform"])))
@@ -121,49 +125,84 @@ def _versions(info: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def write_report(artifacts: Path) -> Path:
-    """Read the run's JUnit files and evidence under `artifacts`; write artifacts/report.html."""
-    suites = []
-    for filename, title, evidence_dir in SUITES:
-        path = artifacts / filename
-        if not path.exists():
-            continue
-        cases = read_junit(path)
-        if evidence_dir:
-            for case in cases:
-                node = case.__dict__.get("node", case.name)
-                case.evidence = evidence_links(
-                    case, artifacts / evidence_dir / node.replace("/", "_"), artifacts
-                )
-        suites.append(Suite(title, filename, cases))
-    info = _read_json(artifacts / "scenarios" / LAB_INFO)
-    topology = _topology(info)
+    """Read the run's JUnit files and evidence under `artifacts`; write artifacts/report.html and the run's
+    results file (artifacts/results.json, lab/results.py)."""
+    info = read_lab_info(artifacts)
+    records = shard_records(artifacts)
+    shard = str(records[0].shard) if records else ""
+    run = results.Run(
+        ikedlab_version()["commit"],
+        results.now(),
+        results.rows_from_artifacts(artifacts, shard),
+        shards=records[0].shard.count if records else 1,
+    )
+    results.write(artifacts / results.RESULTS_FILE, run)
+    return render(
+        artifacts / REPORT, collect(artifacts, artifacts, shard), version_rows(info), lab_topology(info)
+    )
+
+
+def read_lab_info(artifacts: Path) -> dict[str, Any]:
+    """What the scenario session recorded of its lab (versions, topology): scenarios/lab.json."""
+    return _read_json(artifacts / "scenarios" / LAB_INFO)
+
+
+def shard_records(artifacts: Path) -> list[Record]:
+    """The shard records a sharded run left in its artifacts folder (one per suite), none for a whole run."""
+    return [Record.load(p) for p in sorted(artifacts.rglob(f"*{RECORD_SUFFIX}"))]
+
+
+def totals(suites: list[Suite]) -> dict[str, float]:
     every = [c for s in suites for c in s.cases]
-    totals = {
+    return {
         "passed": sum(c.outcome == "passed" for c in every),
-        "failed": sum(c.outcome in ("failed", "error") for c in every),
+        "failed": sum(c.outcome in results.FAILED for c in every),
         "skipped": sum(c.outcome in ("skipped", "xfailed") for c in every),
         "seconds": sum(c.seconds for c in every),
     }
-    verdict = "failed" if totals["failed"] else ("passed" if every else "skipped")
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("lab", "templates"),
-        autoescape=jinja2.select_autoescape(["html", "j2"], default=True),
-        undefined=jinja2.StrictUndefined,
+
+
+def render(
+    out: Path,
+    suites: list[Suite],
+    versions: list[tuple[str, str]],
+    topology: Topology | None,
+    shards: list[Any] | None = None,
+    problems: list[str] | None = None,
+) -> Path:
+    """The report page: verdicts per suite, the lab's picture, versions; in a merged report also which shard
+    ran what, and what did not run (`problems` make the verdict failed)."""
+    counts = totals(suites)
+    ran = any(s.cases for s in suites)
+    verdict = "failed" if counts["failed"] or problems else ("passed" if ran else "skipped")
+    page = (
+        environment()
+        .get_template("report.html.j2")
+        .render(
+            verdict=verdict,
+            totals=counts,
+            suites=suites,
+            picture=picture(topology),
+            versions=versions,
+            shards=shards or [],
+            problems=problems or [],
+            generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        )
     )
-    page = env.get_template("report.html.j2").render(
-        verdict=verdict,
-        totals=totals,
-        suites=suites,
-        picture=picture(topology),
-        versions=_versions(info),
-        generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-    )
-    out = artifacts / "report.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page)
     return out
 
 
-def _topology(info: dict[str, Any]) -> Topology | None:
+def environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("lab", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"], default=True),
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+def lab_topology(info: dict[str, Any]) -> Topology | None:
     """The lab the run used, from the text recorded at its `up` (the file may have changed since)."""
     from lab.placement import parse_topology
 

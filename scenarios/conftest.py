@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from lab.evidence import PROBLEM as EVIDENCE_PROBLEM
 from lab.lab import Lab
 from lab.platforms import get_platform, platform_names
 from lab.prune import prune
+from lab.results import LAB_UP_PROPERTY
+from lab.shard_plugin import shard_of
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -98,10 +101,14 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def _lab_name(config: pytest.Config) -> str:
-    """Unique to this checkout and xdist worker: two checkouts' suites on one machine never share a lab."""
-    checkout = config.getoption("--lab-name") or f"scn-{ownership.checkout_tag()}"
+    """Unique to this checkout, shard and xdist worker: two checkouts' suites, or two shards of one, on one
+    machine never share a lab."""
+    name = config.getoption("--lab-name") or f"scn-{ownership.checkout_tag()}"
+    shard = shard_of(config)
+    if shard is not None:
+        name += f"-s{shard.index}"
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    return f"{checkout}-{worker}" if worker else checkout
+    return f"{name}-{worker}" if worker else name
 
 
 @pytest.fixture(scope="session")
@@ -145,7 +152,11 @@ def _session_lab(
         )
         lab.down(quiet=True)  # a lab of the same name left by a dead run of this checkout
         topology = Path(config.getoption("--topology")) if config.getoption("--topology") else None
+        started = time.monotonic()
         lab.up(UpRequest(topology=topology, platform=platform, release=config.getoption("--release")))
+        # pytest charges this to the first scenario's time: lab/results.py takes it off again, so a module's
+        # weight in a shard plan is its own, not the lab's (which every shard pays anyway).
+        record_testsuite_property(LAB_UP_PROPERTY, f"{time.monotonic() - started:.1f}")
     except IkedlabError as e:
         lab.close()
         why = f"the lab did not come up: {e}" + (f" ({e.hint})" if e.hint else "")
