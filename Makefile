@@ -18,7 +18,7 @@ SCENARIO_ARGS ?=
 # `make test` leaves out the scenarios of minutes (marker nightly); `make nightly` runs every one.
 SCENARIO_MARKS ?= not nightly
 
-.PHONY: setup host-setup lab-up lab-down status test test-fast test-scenarios test-faults report nightly nightly-openbsd-current interop bench lint clean
+.PHONY: setup host-setup lab-up lab-down status test test-fast test-scenarios test-faults test-nightly report nightly nightly-openbsd-current interop bench lint clean
 
 setup: host-setup $(VENV)/.installed
 
@@ -76,7 +76,12 @@ nightly: setup
 	$(MAKE) --no-print-directory test-faults || { s=$$?; [ $$rc -ne 0 ] || rc=$$s; }; \
 	$(MAKE) --no-print-directory interop || { s=$$?; [ $$rc -ne 0 ] || rc=$$s; }; \
 	$(MAKE) --no-print-directory nightly-openbsd-current || { s=$$?; [ $$rc -ne 0 ] || rc=$$s; }; \
+	$(MAKE) --no-print-directory test-nightly || { s=$$?; [ $$rc -ne 0 ] || rc=$$s; }; \
 	$(MAKE) --no-print-directory report; exit $$rc
+
+# The nightly machinery against real labs (nightly/): two shards of test-scenarios merged = one whole run.
+test-nightly: setup
+	$(PY) -m pytest nightly -v --junitxml=$(ARTIFACTS)/junit-nightly.xml $(SHARD_ARGS) $(PYTEST_ARGS)
 
 # OpenBSD -current, what iked's developers run: an image of the current snapshot (snapshots/amd64, verified
 # with the next release's key, one image per build date), then every scenario on it. Where the media cannot
@@ -84,7 +89,8 @@ nightly: setup
 nightly-openbsd-current: setup
 	@if $(IKEDLAB) image build --platform openbsd --release snapshots; then \
 		$(MAKE) --no-print-directory test-scenarios SCENARIO_MARKS= \
-			SCENARIO_ARGS="--platform openbsd --release snapshots $(SCENARIO_ARGS)"; \
+			SCENARIO_ARGS="--platform openbsd --release snapshots $(SCENARIO_ARGS) \
+			--junitxml=$(ARTIFACTS)/junit-openbsd-current.xml --artifacts $(ARTIFACTS)/openbsd-current"; \
 	else \
 		echo "nightly: OpenBSD -current not tested: no snapshot image (the reason is the line above)"; \
 	fi
@@ -100,7 +106,7 @@ interop: setup
 	$(PY) -m lab.interop --out $(ARTIFACTS)/interop $(SHARD_ARGS) $(INTEROP_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check lab tests scenarios faults
+	$(VENV)/bin/ruff check lab tests scenarios faults nightly
 
 clean:
 	rm -rf $(VENV) $(ARTIFACTS) *.egg-info

@@ -1,6 +1,6 @@
-"""The nightly run as a whole: which groups it has (every test module of the fast, scenario and fault suites,
-and every interop cell), and one plan dealing them onto n shards (lab/shard.py) that each suite of
-`make nightly SHARD=i/n` follows, so the load is balanced over the whole night rather than suite by suite.
+"""The nightly run as a whole: which groups it has (every test module of the fast, scenario, fault and
+nightly suites, and every interop cell), and one plan dealing them onto n shards (lab/shard.py) that each
+suite of `make nightly SHARD=i/n` follows, so the load is balanced over the whole night, not suite by suite.
 `python -m lab.nightly plan --shards N [--durations HISTORY] -o FILE` writes it.
 """
 
@@ -19,8 +19,9 @@ from lab.shard import Shard, ShardError, durations, plan
 
 #: What a group of each suite takes when no earlier run timed it, from the measured runs in
 #: docs/performance.md: fast tests 55 s over 37 modules, scenarios 174 s over 11 modules (the nightly ones
-#: take minutes), the fault suite 158 s over 3 modules, interop 807 s over 4 cells.
-PRIOR_SECONDS = {"fast": 1.5, "scenarios": 20.0, "faults": 50.0, "interop": 200.0}
+#: take minutes), the fault suite 158 s over 3 modules, interop 807 s over 4 cells; nightly/ runs the
+#: scenarios three times.
+PRIOR_SECONDS = {"fast": 1.5, "scenarios": 20.0, "faults": 50.0, "interop": 200.0, "nightly": 600.0}
 
 
 def prior(group: str) -> float:
@@ -31,7 +32,7 @@ def nightly_groups() -> dict[str, list[str]]:
     """Every group of a nightly run, from the checkout alone (so every machine finds the same): each test
     module of the fast, scenario and fault suites, and each interop cell."""
     groups: dict[str, list[str]] = {}
-    for folder in ("tests", "scenarios", "faults"):
+    for folder in ("tests", "scenarios", "faults", "nightly"):
         for module in sorted((PROJECT_ROOT / folder).glob("test_*.py")):
             groups[f"{folder}/{module.name}"] = []
     for cell in load_matrix().cells:

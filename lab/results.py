@@ -48,7 +48,9 @@ class SuiteFile:
 #: (suite, title, JUnit file, evidence folder), in the order the report shows them.
 SUITES = (
     ("scenarios", "Scenarios", "junit-scenarios.xml", "scenarios"),
+    ("openbsd-current", "Scenarios on OpenBSD -current", "junit-openbsd-current.xml", "openbsd-current"),
     ("faults", "Faults", "junit-faults.xml", None),
+    ("nightly", "Nightly checks", "junit-nightly.xml", None),
     ("fast", "Fast tests", "junit-fast.xml", None),
 )
 FOLDER_SUITES = {"tests": "fast"}  # the fast tests' folder is tests/, their suite "fast" (junit-fast.xml)

@@ -202,5 +202,5 @@ def test_a_nightly_plan_weighs_an_untimed_interop_cell_as_a_lab_not_a_second() -
 
     made = plan(nightly_groups(), 3, None, prior)
     cells = [sum(g.startswith("interop/") for g in made.groups(i)) for i in (1, 2, 3)]
-    assert max(cells) - min(cells) <= 1 and prior("interop/a--b") == 200.0 and prior("tests/test_x.py") == 1.5
-    assert max(made.loads()) - min(made.loads()) <= 200.0
+    assert min(cells) >= 2 and prior("interop/a--b") == 200.0 and prior("tests/test_x.py") == 1.5
+    assert max(made.loads()) - min(made.loads()) <= max(made.seconds.values())  # LPT: within one group
