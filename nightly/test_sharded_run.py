@@ -20,17 +20,12 @@ from lab.merge import merge
 
 #: One scenario run's deadline: a cold lab on a loaded machine takes minutes before the first scenario.
 RUN_TIMEOUT = 3600
-#: What an outer make (`make nightly SHARD=1/2`) passes down that must not reach these runs.
+#: What an outer make (`make nightly SHARD=1/2 PYTEST_ARGS=...`) puts in the environment that must not reach
+#: these runs (make exports its command line's variables: an outer --basetemp once wiped this test's folder).
 OUTER = (
-    "MAKEFLAGS",
-    "MFLAGS",
-    "MAKELEVEL",
-    "MAKEOVERRIDES",
-    "ARTIFACTS",
-    "SHARD",
-    "SHARD_PLAN",
-    "SHARD_DURATIONS",
-)
+    "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "ARTIFACTS", "SHARD", "SHARD_PLAN",
+    "SHARD_DURATIONS", "PYTEST_ARGS", "SCENARIO_ARGS", "SCENARIO_MARKS", "INTEROP_ARGS",
+)  # fmt: skip
 
 
 def make_scenarios(log: Path, *variables: str) -> int:
