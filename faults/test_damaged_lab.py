@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from faultkit import URI, assert_nothing_left, domains, error_line, ikedlab, lab_name, wait_for
 
+from lab import keeper
 from lab.blueprint import UpRequest
 from lab.errors import ConsoleError, IkedlabError
 from lab.lab import Lab
@@ -78,6 +79,25 @@ def test_the_console_process_killed(lab: Lab) -> None:
     again = ikedlab("--name", LAB, "exec", "init", "--", "true")
     assert again.returncode == 0, again.stderr  # a new console, the guest unharmed
     assert not _console_processes(domain), "exec left its console process behind"
+
+
+def test_the_console_keeper_killed(lab: Lab) -> None:
+    """The process that holds the lab's control consoles (lab/keeper.py) dies: `exec` goes through virsh
+    once, as before keepers, and brings a keeper back for the next one."""
+    pid = keeper.running(lab.run_dir)
+    assert pid is not None, "the lab has no console keeper"
+    os.kill(pid, signal.SIGKILL)
+    wait_for("the killed keeper to be gone", lambda: keeper.running(lab.run_dir) is None, 10)
+    again = ikedlab("--name", LAB, "exec", "init", "--", "echo", "through")
+    assert (again.returncode, again.stdout) == (0, "through\n"), again.stderr
+    back = wait_for("a keeper again", lambda: keeper.running(lab.run_dir), 10)
+    assert back != pid
+    wait_for("the new keeper answering", lambda: (lab.run_dir / keeper.SOCKET).exists(), 10)
+    held = keeper.borrow(lab.run_dir, "init")
+    assert held is not None, "the new keeper does not hand out init's console"
+    os.close(held.fd)
+    fast = ikedlab("--name", LAB, "exec", "init", "--", "echo", "held")
+    assert (fast.returncode, fast.stdout) == (0, "held\n"), fast.stderr
 
 
 def test_iked_killed_on_a_gateway_shows_in_status(lab: Lab) -> None:

@@ -17,6 +17,7 @@ import re
 import secrets
 import signal
 import sys
+import termios
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import IO
 
 import pexpect
+from pexpect import fdpexpect
 
 from lab.errors import CommandError, ConsoleBusy, ConsoleError, ConsoleTimeout
 from lab.settings import COMMAND, LOGIN, RESUMED_SYNC
@@ -159,13 +161,15 @@ class ChannelLock:
 
 
 class Console:
-    """A shell on a guest's serial console. Wraps pexpect.spawn (the process that carries the console)."""
+    """A shell on a guest's serial console. Wraps pexpect: a spawned program that carries the console
+    (virsh console), or the console's pty itself."""
 
     def __init__(
         self,
         host: str,
-        argv: list[str],
+        argv: list[str] | None,
         *,
+        pty: int | None = None,
         transcript: Transcript | None = None,
         raw_log: Path | None = None,
         user: str | None = None,
@@ -178,7 +182,10 @@ class Console:
     ) -> None:
         """`connected`: a regex the console program prints once its line is through (virsh console: its
         escape-character line). Nothing is typed before it: virsh drops what it reads while it connects,
-        and a lost Enter cost a 2 s prompt timeout on every attach."""
+        and a lost Enter cost a 2 s prompt timeout on every attach.
+
+        `pty`, in place of `argv`: a descriptor of the guest's console pty itself (lab/keeper.py hands one
+        out), talked to with no carrier program; this Console closes it."""
         self.host = host
         self._connecting = connected
         self.transcript = transcript
@@ -188,7 +195,14 @@ class Console:
             lock.acquire(lock_timeout, on_wait)  # before the line is taken: never from under another
         self.on_wait = on_wait
         self._raw = raw_log.open("ab") if raw_log else None
-        self._child = pexpect.spawn(argv[0], argv[1:], timeout=COMMAND, maxread=65536, echo=False)
+        self._child: pexpect.spawn | fdpexpect.fdspawn
+        if pty is not None:
+            # What the guest wrote while nobody read sat in the pty (the keeper holds it open): not ours.
+            termios.tcflush(pty, termios.TCIFLUSH)
+            self._child = fdpexpect.fdspawn(pty, timeout=COMMAND, maxread=65536)
+        else:
+            assert argv, "a console needs a carrier program or a pty"
+            self._child = pexpect.spawn(argv[0], argv[1:], timeout=COMMAND, maxread=65536, echo=False)
         self._child.delaybeforesend = None  # we frame commands; no need to pace them
         if self._raw:
             self._child.logfile_read = self._raw
@@ -261,7 +275,7 @@ class Console:
                                 f"{self.host}: the control console has no prompt ({self._busy_with()}); "
                                 "interrupting it"
                             )
-                        self._child.sendintr()
+                        self._interrupt()
                     continue
             except pexpect.EOF:
                 raise ConsoleError(
@@ -409,15 +423,32 @@ class Console:
         """Type a line as a person would, unframed (e.g. `exit`); follow with wait_for() or attach()."""
         self._child.send(line + "\r")
 
+    def _interrupt(self) -> None:
+        """Ctrl-C to the guest: the byte passes a raw carrier (virsh) or pty unchanged, and the guest's tty
+        makes it SIGINT for the command in the foreground."""
+        self._child.send("\x03")
+
     def _recover(self) -> None:
         """After a timeout: interrupt the command and resynchronise, so the next command starts clean."""
         try:
-            self._child.sendintr()
+            self._interrupt()
             self._known_state(10.0)
         except (ConsoleError, OSError):
             pass  # the caller is already being told about the timeout
 
     def close(self) -> None:
+        if isinstance(self._child, pexpect.spawn):
+            self._end_carrier()
+        else:
+            self._child.close()  # the pty itself stays held by the keeper: the guest sees nothing
+        if self._raw:
+            self._raw.close()
+            self._raw = None
+        if self.lock:
+            self.lock.release()
+
+    def _end_carrier(self) -> None:
+        assert isinstance(self._child, pexpect.spawn)
         if self._child.isalive():
             # The carrier goes first: a thread still reading this console gets EOF at once, not a timeout.
             # SIGKILL straight away: virsh console ignores SIGHUP and SIGINT, and pexpect's polite sequence
@@ -429,11 +460,6 @@ class Console:
                 pass  # already gone (another thread saw it end)
             self._child.ptyproc.delayafterclose = 0  # reaped: nothing for the kernel to catch up on
         self._child.close(force=True)
-        if self._raw:
-            self._raw.close()
-            self._raw = None
-        if self.lock:
-            self.lock.release()
 
     # --- helpers ---------------------------------------------------------------------------------------
     def _text(self, data: object) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lab import progress, settings
+from lab import keeper, progress, settings
 from lab.command import run
 from lab.console import ChannelLock, Console, Transcript
 from lab.errors import LabError
@@ -88,6 +88,20 @@ class Guests:
                 self.open_control_console(name)
         for name in hosts:
             self.hypervisor.resume(domain_name(self.name, name))
+        self.keep_consoles(hosts)
+
+    def keep_consoles(self, hosts: list[str]) -> None:
+        """Hold these guests' control consoles open for as long as their QEMUs live (lab/keeper.py): then an
+        attach from any process is one round trip, and `exec` talks to the pty without virsh."""
+        ptys = {}
+        for name in hosts:
+            if path := self.hypervisor.control_pty(domain_name(self.name, name)):
+                ptys[name] = path
+        logins = {
+            name: keeper.Login(p.login.user, p.login.password, p.login.password_prompt)
+            for name, p in self.platforms.items()
+        }
+        keeper.start(self.run_dir, ptys, logins)
 
     def _wait_booted(self, host: Host) -> None:
         ready = host.platform.login.ready

@@ -222,6 +222,20 @@ class Hypervisor:
         device = [] if learner else ["--devname", CONTROL_DEVICE]
         return [require("virsh", "libvirt-clients"), "-c", self.uri, "console", name, *device, "--force"]
 
+    def control_pty(self, name: str) -> Path | None:
+        """The pty of a running domain's control channel (its second serial port) on this machine; None
+        when the domain is gone or has none. A new QEMU (a restore) has a new one."""
+        try:
+            xml = self.conn.lookupByName(name).XMLDesc(0)
+        except self._libvirt.libvirtError:
+            return None
+        for serial in ET.fromstring(xml).iterfind("devices/serial"):
+            alias, source = serial.find("alias"), serial.find("source")
+            if alias is not None and alias.get("name") == CONTROL_DEVICE and source is not None:
+                path = source.get("path")
+                return Path(path) if path else None
+        return None
+
     # --- finding -------------------------------------------------------------------------------------------
     def domains(self, lab: str | None = None) -> list[LabDomain]:
         """Domains ikedlab created (those with its metadata), of one lab or of all labs."""

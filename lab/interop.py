@@ -23,9 +23,8 @@ from pathlib import Path
 
 import yaml
 
-from lab import PROJECT_ROOT
+from lab import PROJECT_ROOT, settings
 from lab.errors import IkedlabError
-from lab.lab import state_root
 from lab.ownership import checkout_tag
 from lab.platforms import get_platform
 from lab.results import INTEROP, now, read_junit
@@ -169,7 +168,7 @@ def _keep_failing_evidence(evidence: Path, results: dict[str, str]) -> None:
 
 def _keep_lab_transcripts(dest: Path) -> None:
     """The scenario lab's consoles and serial logs (the next cell's lab reuses its run directory)."""
-    run_dir = state_root() / "labs" / f"scn-{checkout_tag()}"
+    run_dir = settings.labs_dir() / f"scn-{checkout_tag()}"
     for sub in ("console", "serial"):
         if (run_dir / sub).is_dir():
             shutil.copytree(run_dir / sub, dest / sub, dirs_exist_ok=True)

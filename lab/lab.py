@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lab import blueprint as recorded
-from lab import evidence, gate, interrupts, ownership, progress, settings, snapshot, warm
+from lab import evidence, gate, interrupts, keeper, ownership, progress, settings, snapshot, warm
 from lab import topology as topo
 from lab.blueprint import Blueprint, UpRequest
 from lab.domains import host_media
@@ -39,10 +39,6 @@ from lab.verify import VERIFY_SECONDS, verify
 from lab.versions import record_media
 
 DEFAULT_NAME = settings.LAB_NAME
-
-
-def state_root() -> Path:
-    return settings.state_dir()
 
 
 #: A running lab's changes since `up` (a gateway's iked.conf swapped by `reconfigure`): gone with `reset`.
@@ -64,7 +60,7 @@ class Lab:
         if problem := gate.LAB.problem(name):
             raise LabError(problem)
         self.name = name
-        self.run_dir = run_dir or state_root() / "labs" / name
+        self.run_dir = run_dir or settings.labs_dir() / name
         self.guests = Guests(name, self.run_dir)
         self.blueprint: Blueprint | None = None  # what `up` built, once up or read back (`read`)
         self.options = Options()  # what the lab runs with now (`reconfigured` changes it for a block)
@@ -360,6 +356,8 @@ class Lab:
                     f"host '{name}' of lab '{self.name}' is stopped",
                     f"`{again} down` and `{again} up` to rebuild the lab",
                 )
+        if keeper.running(self.run_dir) is None:  # gone (killed), or the lab is older than keepers
+            self.guests.keep_consoles(sorted(running & set(topology.hosts)))
         for name in names:
             self.guests.open_host(name, lock_timeout)
         in_parallel([self.hosts[n] for n in names], lambda h: h.console.attach())
@@ -453,6 +451,7 @@ class Lab:
                 pass  # the guests go next all the same
         self.hosts.clear()
         removed = self.hypervisor.destroy_lab(self.name)
+        keeper.stop(self.run_dir)  # it ends by itself as the guests go; this waits until it has
         shutil.rmtree(self.run_dir / "disks", ignore_errors=True)
         self.blueprint_file.unlink(missing_ok=True)
         (self.run_dir / CHANGES).unlink(missing_ok=True)
@@ -468,7 +467,7 @@ class Lab:
 
 def lab_names() -> list[str]:
     """Labs with a state file or with domains in libvirt."""
-    names = {p.parent.name for p in (state_root() / "labs").glob(f"*/{recorded.FILE}")}
+    names = {p.parent.name for p in settings.labs_dir().glob(f"*/{recorded.FILE}")}
     try:
         hv = Hypervisor()
         names |= {d.lab for d in hv.domains()}

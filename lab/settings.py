@@ -72,6 +72,11 @@ def state_dir() -> Path:
     return Path(base) / "ikedlab"
 
 
+def labs_dir() -> Path:
+    """Every lab's run directory lives here, under its name: state file, transcripts, locks, captures."""
+    return state_dir() / "labs"
+
+
 def cache_dir() -> Path:
     """IKEDLAB_CACHE_DIR, else $XDG_CACHE_HOME/ikedlab: images and downloads, shared by every lab."""
     if explicit := os.environ.get("IKEDLAB_CACHE_DIR"):

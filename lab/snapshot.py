@@ -40,6 +40,7 @@ _NOT_GUEST_STATE = {
     "prune.py",
     "pytest_plugin.py",
     "__main__.py",
+    "keeper.py",
 }
 
 

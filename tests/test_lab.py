@@ -59,6 +59,9 @@ class FakeHypervisor:
     def console_argv(self, name, learner=False):
         return ["/bin/true", name]
 
+    def control_pty(self, name):
+        return None  # no QEMU, no pty: the lab has no console keeper (tests/test_keeper.py has one)
+
     def destroy_lab(self, lab):
         removed = [n for n, s in self.specs.items() if s.lab == lab]
         for n in removed:
