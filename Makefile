@@ -18,7 +18,7 @@ SCENARIO_ARGS ?=
 # `make test` leaves out the scenarios of minutes (marker nightly); `make nightly` runs every one.
 SCENARIO_MARKS ?= not nightly
 
-.PHONY: setup host-setup lab-up lab-down status test test-fast test-scenarios test-faults test-nightly report nightly nightly-openbsd-current interop bench lint clean
+.PHONY: setup host-setup lab-up lab-down status test test-fast test-scenarios test-faults test-installed test-nightly report nightly nightly-openbsd-current interop bench lint clean
 
 setup: host-setup $(VENV)/.installed
 
@@ -58,6 +58,11 @@ test-scenarios: setup
 test-faults: setup
 	$(PY) -m pytest faults -v -m fault --junitxml=$(ARTIFACTS)/junit-faults.xml $(SHARD_ARGS) $(PYTEST_ARGS)
 
+# ikedlab as a user installs it: the wheel in a fresh venv, from an empty folder, builds an image and brings a
+# lab up (scripts/check-installed.sh says how far it got). Minutes: in `make nightly`.
+test-installed: setup
+	@bash scripts/check-installed.sh
+
 # artifacts/report.html: verdicts, durations, the lab's picture, versions, links to each scenario's evidence.
 report: setup
 	$(PY) -m lab.report $(ARTIFACTS)
@@ -77,6 +82,7 @@ nightly: setup
 	$(MAKE) --no-print-directory interop || { s=$$?; [ $$rc -ne 0 ] || rc=$$s; }; \
 	$(MAKE) --no-print-directory nightly-openbsd-current || { s=$$?; [ $$rc -ne 0 ] || rc=$$s; }; \
 	$(MAKE) --no-print-directory test-nightly || { s=$$?; [ $$rc -ne 0 ] || rc=$$s; }; \
+	$(MAKE) --no-print-directory test-installed || { s=$$?; [ $$rc -ne 0 ] || rc=$$s; }; \
 	$(MAKE) --no-print-directory report; exit $$rc
 
 # The nightly machinery against real labs (nightly/): two shards of test-scenarios merged = one whole run.

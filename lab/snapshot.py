@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab import PROJECT_ROOT, settings
+from lab import settings
 from lab.errors import SnapshotError
 from lab.ownership import CHECKOUT
 
@@ -63,7 +63,7 @@ def file_identity(paths: list[Path]) -> str:
 
 def code_version() -> str:
     """A digest of the provisioning code and its templates: a change there may change what a lab holds."""
-    lab_dir = PROJECT_ROOT / "lab"
+    lab_dir = Path(__file__).resolve().parent
     h = hashlib.sha256()
     for path in sorted(lab_dir.rglob("*")):
         if not path.is_file() or path.suffix not in (".py", ".j2", ".yaml") or path.name in _NOT_GUEST_STATE:

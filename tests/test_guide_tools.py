@@ -1,5 +1,6 @@
-"""The guide's OpenBSD commands in the Linux appliance (images/linux/rootfs/usr/local/sbin): their parts that
-run without a guest, held to the lab's own readings so the two can never tell a learner different things."""
+"""The guide's OpenBSD commands in the Linux appliance (lab/images/recipes/linux/rootfs/usr/local/sbin): their
+parts that run without a guest, held to the lab's own readings so the two can never tell a learner different
+things."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from lab import PROJECT_ROOT
+from lab.images.recipe import RECIPE_DIR
 from lab.platforms import get_platform, linux
 from lab.platforms.linux import parse_linux_counters
 from lab.platforms.parsers import parse_ipsecctl_sa, parse_netstat_esp_ah
 
-ROOTFS = PROJECT_ROOT / "images" / "linux" / "rootfs"
+ROOTFS = RECIPE_DIR / "rootfs"
 TOOLS = ROOTFS / "usr" / "local" / "sbin"
 SHARE = ROOTFS / "usr" / "local" / "share" / "ikedlab"
 DATA = Path(__file__).parent / "data" / "linux"
@@ -118,5 +119,5 @@ def test_shell_functions_put_the_real_ip_before_the_applet() -> None:
         [BUSYBOX, "sh", "-c", f". {shrc}; type ip; type netstat; type sysctl"], capture_output=True, text=True
     )
     assert done.stdout.count("is a function") == 3, done.stdout
-    init = (PROJECT_ROOT / "images" / "linux" / "init").read_text()
+    init = (RECIPE_DIR / "init").read_text()
     assert "ENV=/etc/ikedlab/shrc" in init and "PATH=/usr/local/sbin:" in init

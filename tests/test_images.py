@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from lab import PROJECT_ROOT
 from lab.errors import ImageError
 from lab.images import LinuxImage, cached_linux_image, default_cache_dir, linux_image
 from lab.images import apt as apt_module
@@ -30,7 +29,7 @@ from lab.images.manifest import (
     manifest_key,
     summarize_changes,
 )
-from lab.images.recipe import Recipe, with_variant
+from lab.images.recipe import RECIPE_DIR, Recipe, with_variant
 from lab.images.rootfs import busybox_links, is_stripped, unpack_tar
 from lab.images.tree import guest_path, in_root
 
@@ -174,12 +173,12 @@ gone:
 @pytest.fixture
 def recipe_dir(tmp_path: Path) -> Path:
     copy = tmp_path / "recipe"
-    shutil.copytree(PROJECT_ROOT / "images" / "linux", copy)
+    shutil.copytree(RECIPE_DIR, copy)
     return copy
 
 
 def test_the_shipped_recipe_loads() -> None:
-    recipe = Recipe.load(PROJECT_ROOT / "images" / "linux")
+    recipe = Recipe.load(RECIPE_DIR)
     assert "openiked" in recipe.packages and "busybox-static" in recipe.packages
     assert recipe.kernel == "linux-image-cloud-amd64"
     assert {"af_key", "xfrm_user", "esp4", "nf_tables", "nft_log", "virtio_net", "virtio_rng"} <= set(
@@ -249,7 +248,7 @@ def test_a_variant_has_its_own_key_and_leaves_the_default_key_alone(recipe_dir: 
 
 def test_cache_key_covers_every_linux_builder_module_and_no_openbsd_one(tmp_path: Path) -> None:
     package = Path(linux_module.__file__).parent
-    assert local_inputs(Recipe.load(PROJECT_ROOT / "images" / "linux"))["builder"] == builder_hash(package)
+    assert local_inputs(Recipe.load(RECIPE_DIR))["builder"] == builder_hash(package)
     copy = tmp_path / "images"
     shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
     hashed = [p.name for p in builder_modules(copy)]

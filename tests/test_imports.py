@@ -1,4 +1,5 @@
-"""The package's import graph: no circles, and every module imports on its own in a fresh interpreter state.
+"""The package's shape: its import graph has no circles, every module imports on its own in a fresh
+interpreter state, and no module is over 500 lines.
 
 Every import counts: inside functions, and under TYPE_CHECKING too (two modules that name each other's types
 know each other; the reader walks a circle all the same). A package that exports names lazily (a module
@@ -98,3 +99,13 @@ def test_every_module_imports_alone():
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
+
+
+MAX_LINES = 500  # issue 19: no module a walk has to cross is a hub again
+
+
+def test_no_module_is_over_500_lines():
+    long = {
+        name: n for name, path in MODULES.items() if (n := len(path.read_text().splitlines())) > MAX_LINES
+    }
+    assert not long, f"split these along their own sections: {long}"

@@ -2,8 +2,8 @@
 
 The trust anchor is a release's base public key (openbsd-7X-base.pub). OpenBSD signs each release's
 SHA256 list with it; `signify -C` checks the signature and then the ISO's checksum in that list. A key is
-taken, in order, from the caller (`--signify-key`), the project's `images/openbsd/keys/` (7.5 to 8.0, each
-traced to etc/signify/ in OpenBSD's source: images/openbsd/README.md), and the host's /etc/signify. Media
+taken, in order, from the caller (`--signify-key`), the project's `recipes/openbsd/keys/` (7.5 to 8.0, each
+traced to etc/signify/ in OpenBSD's source: recipes/openbsd/README.md), and the host's /etc/signify. Media
 that cannot be verified is refused unless the caller says `insecure=True`, which the returned Media records
 and the output shows.
 
@@ -25,14 +25,14 @@ import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from lab import PROJECT_ROOT
 from lab.command import require, run
 from lab.errors import ImageError
 from lab.images.cache import default_cache_dir
+from lab.images.recipe import RECIPES
 from lab.progress import say, step
 
 DEFAULT_MIRROR = "https://cdn.openbsd.org/pub/OpenBSD"
-IMAGES_DIR = PROJECT_ROOT / "images" / "openbsd"
+IMAGES_DIR = RECIPES / "openbsd"
 PROJECT_KEYS_DIR = IMAGES_DIR / "keys"
 #: Where an OpenBSD machine keeps release keys; tests point this elsewhere.
 SYSTEM_KEY_DIRS: tuple[Path, ...] = (Path("/etc/signify"),)

@@ -1,4 +1,5 @@
-"""The Linux image's recipe: images/linux/recipe.yaml read and checked, and the hashes of its files."""
+"""The Linux image's recipe: recipes/linux/recipe.yaml (beside this module) read and checked, and the hashes
+of its files."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from pathlib import Path
 
 import yaml
 
-from lab import PROJECT_ROOT
 from lab.errors import ImageError, first_and_more
 from lab.images.tree import walk
 
-RECIPE_DIR = PROJECT_ROOT / "images" / "linux"
-#: Variants of the recipe, one file each (images/linux/variants/<name>.yaml); hashed into their own images'
+#: The recipes are the package's data (recipes/), so an installed ikedlab builds images too.
+RECIPES = Path(__file__).resolve().parent / "recipes"
+RECIPE_DIR = RECIPES / "linux"
+#: Variants of the recipe, one file each (recipes/linux/variants/<name>.yaml); hashed into their own images'
 #: keys only, so adding a variant does not rebuild the default image.
 VARIANTS = "variants"
 #: The suite of the host's own apt (the default recipe's packages).
@@ -125,7 +127,7 @@ _VARIANT_LISTS = ("packages", "exclude", "require", "strip", "keep")
 
 
 def with_variant(recipe: Recipe, name: str) -> Recipe:
-    """The recipe changed by images/linux/variants/<name>.yaml: another suite, more packages and files.
+    """The recipe changed by recipes/linux/variants/<name>.yaml: another suite, more packages and files.
 
     A variant takes the whole package closure from its suite (libc, OpenSSL and all), so its programs find
     the libraries they were built against; only the kernel stays the recipe's. A package it adds is taken

@@ -117,7 +117,9 @@ def stage(recipe: Recipe, resolved: Resolved, debs: Mapping[str, Path], work: Pa
 
     busybox = in_root(root, "usr/bin/busybox")
     if busybox is None:
-        raise ImageError("busybox is not in the image", "keep busybox-static in images/linux/recipe.yaml")
+        raise ImageError(
+            "busybox is not in the image", "keep busybox-static in lab/images/recipes/linux/recipe.yaml"
+        )
     applets = run([busybox, "--list-full"], timeout=30).stdout.decode().split()
     log.debug("busybox applet links: %d", len(busybox_links(root, applets)))
 
