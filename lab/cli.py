@@ -340,7 +340,8 @@ def _held_console(lab: str, host: str):  # noqa: ANN202 - lazy imports: this pat
     if gate.LAB.problem(lab):
         return None
     run_dir = settings.labs_dir() / lab
-    from lab.console import ChannelLock, Console, Transcript
+    from lab.channel_lock import ChannelLock
+    from lab.console import Console, Transcript
 
     lock = ChannelLock(run_dir / "locks" / f"{host}.console", host)
     lock.acquire(on_wait=progress.say)  # before the pty is ours, as every console does

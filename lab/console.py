@@ -9,14 +9,10 @@ the end marker from a printf format), so an echoed command line can never look l
 from __future__ import annotations
 
 import codecs
-import fcntl
-import json
 import math
-import os
 import re
 import secrets
 import signal
-import sys
 import termios
 import threading
 import time
@@ -28,7 +24,8 @@ from typing import IO
 import pexpect
 from pexpect import fdpexpect
 
-from lab.errors import CommandError, ConsoleBusy, ConsoleError, ConsoleTimeout
+from lab.channel_lock import ChannelLock, short
+from lab.errors import CommandError, ConsoleError, ConsoleTimeout
 from lab.settings import COMMAND, LOGIN, RESUMED_SYNC
 
 _PROMPT = r"[#$] ?$|[#$] "
@@ -81,83 +78,6 @@ class Transcript:
             for f in self._files.values():
                 f.close()
             self._files.clear()
-
-
-class ChannelLock:
-    """One ikedlab process at a time on a guest's control channel.
-
-    A second `exec` (or a `status`) waits for the first instead of taking the line over with
-    `virsh console --force`, which killed the other's command. The lock file also says who holds it and
-    which guest command runs, so a waiter can name them, and a process killed mid-command leaves a note of
-    what may still run in the guest.
-    """
-
-    def __init__(self, path: Path, host: str) -> None:
-        self.path = path
-        self.host = host
-        self._file: IO[str] | None = None
-        self.left_running: str | None = None  # a command whose end the previous holder never saw
-
-    def acquire(self, timeout: float | None = None, on_wait: Callable[[str], None] | None = None) -> None:
-        """Take the lock; wait for it (for ever when `timeout` is None), saying once whom we wait for."""
-        if self._file:
-            return  # ours already (a console opened again on a new pty)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        f = self.path.open("a+", encoding="utf-8")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        told = False
-        while True:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                holder = self.holder()
-                if deadline is not None and time.monotonic() >= deadline:
-                    f.close()
-                    raise ConsoleBusy(self.host, holder) from None
-                if not told and on_wait:
-                    on_wait(f"{self.host}: waiting for the control console, in use by {holder}")
-                    told = True
-                time.sleep(0.1)  # the pace of polling a lock held by another process
-        self._file = f
-        previous = self._record()
-        self.left_running = previous.get("running") if previous else None
-        self._write(None)
-
-    def holder(self) -> str:
-        record = self._record()
-        if not record:
-            return "another ikedlab process"
-        running = f", running `{record['running']}`" if record.get("running") else ""
-        return f"pid {record.get('pid')} ({record.get('program', '?')}{running})"
-
-    def running(self, command: str | None) -> None:
-        """Note the guest command in flight (None: none)."""
-        if self._file:
-            self._write(command)
-
-    def release(self) -> None:
-        if self._file:
-            self._write(None)
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
-
-    def _record(self) -> dict | None:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8") or "null")
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
-
-    def _write(self, running: str | None) -> None:
-        assert self._file
-        program = " ".join(["ikedlab", *sys.argv[1:]]) if sys.argv[0].endswith("ikedlab") else sys.argv[0]
-        record = {"pid": os.getpid(), "program": _short(program), "running": running and _short(running)}
-        self._file.seek(0)
-        self._file.truncate()
-        self._file.write(json.dumps(record))
-        self._file.flush()
 
 
 class Console:
@@ -326,7 +246,7 @@ class Console:
         try:
             self._child.send(line.replace("\n", "\r") + "\r")
             started = min(timeout, COMMAND)  # a stream runs for ever, but must start in time
-            self.wait_for(re.escape(begin) + r"\r*\n", started, f"start of `{_short(command)}`")
+            self.wait_for(re.escape(begin) + r"\r*\n", started, f"start of `{short(command)}`")
             output, status = self._read_until_end(end, timeout, command, on_output)
         except KeyboardInterrupt:
             self._recover()
@@ -388,14 +308,14 @@ class Console:
                     self.transcript.record(self.host, command, tail + "\n(timed out)\n", None)
                 self._recover()
                 raise ConsoleTimeout(
-                    self.host, f"end of `{_short(command)}`", timeout, tail, self.transcript_path()
+                    self.host, f"end of `{short(command)}`", timeout, tail, self.transcript_path()
                 )
             try:
                 pending += self._child.read_nonblocking(65536, timeout=min(0.5, remaining))
             except pexpect.TIMEOUT:
                 continue
             except pexpect.EOF:
-                raise ConsoleError(f"{self.host}: the console closed during `{_short(command)}`") from None
+                raise ConsoleError(f"{self.host}: the console closed during `{short(command)}`") from None
 
     def check(self, command: str, *, timeout: float = COMMAND, stdin: str | None = None) -> Result:
         """Run a command that must succeed."""
@@ -491,8 +411,3 @@ def _before_partial(data: bytes, marker: bytes) -> int:
         if data.endswith(marker[:k]):
             return len(data) - k
     return len(data) - 1 if data.endswith(b"\r") else len(data)
-
-
-def _short(command: str) -> str:
-    first = command.strip().splitlines()[0] if command.strip() else command
-    return first if len(first) <= 60 else first[:57] + "..."

@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from lab import keeper, progress, settings
+from lab.channel_lock import ChannelLock
 from lab.command import run
-from lab.console import ChannelLock, Console, Transcript
+from lab.console import Console, Transcript
 from lab.errors import LabError
 from lab.host import Host
 from lab.hypervisor import (

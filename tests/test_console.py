@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from lab.console import ChannelLock, Console, Transcript
+from lab.channel_lock import ChannelLock
+from lab.console import Console, Transcript
 from lab.errors import CommandError, ConsoleBusy, ConsoleTimeout
 
 SHELLS = [["/bin/sh", "-i"]]

@@ -16,8 +16,9 @@ import pexpect
 import pytest
 
 from lab import keeper
+from lab.channel_lock import ChannelLock
 from lab.cli import main
-from lab.console import ChannelLock, Console, Transcript
+from lab.console import Console, Transcript
 
 LOGIN = keeper.Login()  # the stand-in's console is a shell already, like the Linux appliance's
 
