@@ -64,14 +64,16 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
             removed = snapshot.remove(name)
             print(f"lab '{name}': {'snapshot removed' if removed else 'no snapshot'}")
         return 0
+    from lab.budget import age, describe, last_used
     from lab.prune import checkout_of, is_gone
 
+    print(describe())
     gone = 0.0
     for found in snapshot.all_snapshots():
         if isinstance(found, IkedlabError):
             print(f"? {found.message}")
             continue
-        age = time.time() - found.created
+        made, used = age(time.time() - found.created), age(time.time() - last_used(found))
         inputs = ", ".join(f"{k} {v}" for k, v in found.summary.items())
         size = found.size / 2**20
         checkout = checkout_of(found.lab)
@@ -79,7 +81,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
             gone += size
         where = f"{checkout} (gone)" if is_gone(checkout) else checkout or "?"
         print(
-            f"{found.lab:<20} {size:7.1f} MiB  {_age(age):>8} old  key {found.key[:12]}  "
+            f"{found.lab:<20} {size:7.1f} MiB  {made:>6} old, used {used:>6} ago  key {found.key[:12]}  "
             f"checkout {where}  {inputs}"
         )
     if gone:
@@ -97,13 +99,6 @@ def cmd_prune(args: argparse.Namespace) -> int:
     freed = sum(left.size for left in removed) / 2**20
     print(f"{len(removed)} lab{'s' if len(removed) != 1 else ''} removed, {freed:.0f} MiB freed")
     return 0
-
-
-def _age(seconds: float) -> str:
-    for unit, span in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= span:
-            return f"{seconds / span:.0f} {unit}"
-    return f"{seconds:.0f} s"
 
 
 def cmd_list(args: argparse.Namespace) -> int:

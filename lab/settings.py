@@ -7,6 +7,7 @@ a test's or a subprocess's environment is honoured), never read os.environ thems
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from lab.errors import SettingsError
@@ -36,6 +37,9 @@ PLATFORM = "openbsd"  # `ikedlab up` / `ikedlab render`: the guide's own platfor
 SCENARIO_PLATFORM = "linux"  # scenarios and bench: the platform that boots on this machine
 IMAGE_PLATFORM = "linux"  # `ikedlab image build`
 LAB_NAME = "default"
+# Warm snapshots kept on disk, all labs together: 424 MiB per provisioned five-guest lab (measured), so nine.
+SNAPSHOT_BUDGET = 4 * 2**30
+UNLIMITED = -1  # a budget that never evicts
 
 
 # --- environment --------------------------------------------------------------------------------------------
@@ -75,6 +79,23 @@ def state_dir() -> Path:
 def labs_dir() -> Path:
     """Every lab's run directory lives here, under its name: state file, transcripts, locks, captures."""
     return state_dir() / "labs"
+
+
+def snapshot_budget() -> int:
+    """IKEDLAB_SNAPSHOT_BUDGET: bytes of warm snapshots kept, all labs together (`4G`, `900M`, `2GiB`, bytes;
+    `unlimited`); least recently used out first (lab/budget.py)."""
+    value = os.environ.get("IKEDLAB_SNAPSHOT_BUDGET", "").strip()
+    if not value:
+        return SNAPSHOT_BUDGET
+    if value.lower() in ("unlimited", "none"):
+        return UNLIMITED
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?", value, re.IGNORECASE)
+    if not match:
+        raise SettingsError(
+            f"IKEDLAB_SNAPSHOT_BUDGET={value}: expected a size such as 4G, 900M or 2GiB, or unlimited"
+        )
+    number, unit = match.groups()
+    return int(float(number) * 1024 ** "_KMGT".index(unit.upper() or "_"))
 
 
 def cache_dir() -> Path:

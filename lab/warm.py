@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from lab import ownership, progress, snapshot
+from lab import budget, ownership, progress, snapshot
 from lab.blueprint import Blueprint
 from lab.console import Transcript
 from lab.errors import SnapshotError
@@ -129,10 +129,12 @@ def save(guests: Guests, inputs: snapshot.Inputs, media: dict[str, BootMedia]) -
             for d in domains:
                 disk = guests.run_dir / "disks" / f"{d.host}.qcow2"
                 writer.add(d.host, d.name, disk if disk.exists() else None, boot_record(media.get(d.host)))
-            return writer.commit()
+            saved = writer.commit()
         except BaseException:
             writer.abandon()
             raise
+    budget.enforce(keep=guests.name)  # older snapshots out, least recently used first, if over budget
+    return saved
 
 
 def restore(guests: Guests, snap: snapshot.Snapshot) -> None:
@@ -141,6 +143,7 @@ def restore(guests: Guests, snap: snapshot.Snapshot) -> None:
     hv = guests.hypervisor
     run_dir = guests.run_dir
     hosts = list(snap.hosts)
+    budget.mark_used(snap.lab)
     (run_dir / "serial").mkdir(parents=True, exist_ok=True)  # the saved XML logs serial there
     (run_dir / "impairments.json").unlink(missing_ok=True)  # the links are as they were saved
     for host in hosts:

@@ -391,3 +391,31 @@ def test_graph_draws_the_running_lab_and_a_bad_file_is_one_line(fake, tmp_path, 
     assert cli.main(["--name", "t", "graph", "--topology", str(bad)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ikedlab: bad.yaml: ") and "YAML" in err[0]
+
+
+def test_with_a_budget_of_two_snapshots_a_third_lab_evicts_the_least_recently_used(fake, monkeypatch, capsys):
+    def lab(name):
+        made = Lab(name)
+        made.guests._hypervisor = FakeHypervisor()  # type: ignore[assignment]
+        return made
+
+    a, b, c = lab("a"), lab("b"), lab("c")  # each `up` below as its own `ikedlab up`, which ends (release)
+    a.up(UpRequest(platform="linux"))
+    a.release()
+    size = snapshot.load("a").size
+    monkeypatch.setenv("IKEDLAB_SNAPSHOT_BUDGET", str(2 * size + size // 2))  # two snapshots, not three
+    b.up(UpRequest(platform="linux"))
+    b.release()
+    a.down(quiet=True)
+    assert a.up(
+        UpRequest(platform="linux")
+    ).restored  # a used after b was saved: b is the least recently used
+    a.release()
+    capsys.readouterr()
+    c.up(UpRequest(platform="linux"))
+    assert snapshot.load("b") is None and snapshot.load("a") and snapshot.load("c")
+    said = capsys.readouterr().err
+    assert "removed the snapshot of lab 'b'" in said, said
+    for made in (a, b, c):
+        made.down(quiet=True)
+        made.close()

@@ -74,7 +74,7 @@ def test_snapshot_list_names_each_checkout_and_marks_the_gone_ones(tmp_path, sta
     a_lab(state_dir, "scn-aaaaaa", GONE)
     a_lab(state_dir, "scn-bbbbbb", ownership.CHECKOUT)
     env = {"IKEDLAB_LIBVIRT_URI": "test:///default"}
-    listed = ikedlab("snapshot", "list", tmp_path=tmp_path, env=env).stdout.splitlines()
+    listed = ikedlab("snapshot", "list", tmp_path=tmp_path, env=env).stdout.splitlines()[1:]  # budget first
     assert f"checkout {GONE} (gone)" in listed[0] and listed[0].startswith("scn-aaaaaa")
     assert f"checkout {ownership.CHECKOUT} " in listed[1] and "(gone)" not in listed[1]
     assert "`ikedlab prune` removes them" in listed[2]

@@ -101,10 +101,12 @@ def test_snapshot_list_and_rm_from_the_command_line(state_dir):
         return subprocess.run([sys.executable, "-m", "lab", *args], capture_output=True, text=True, env=env)
 
     listed = ikedlab("snapshot", "list")
-    assert listed.returncode == 0 and listed.stdout.startswith("x ") and "platforms linux" in listed.stdout
+    budget, row = listed.stdout.splitlines()
+    assert listed.returncode == 0 and budget.startswith("warm state: 1 snapshot, 0 MiB of budget ")
+    assert row.startswith("x ") and "platforms linux" in row
     removed = ikedlab("--name", "x", "snapshot", "rm")
     assert removed.returncode == 0 and "snapshot removed" in removed.stdout
-    assert ikedlab("snapshot", "list").stdout == ""
+    assert ikedlab("snapshot", "list").stdout.startswith("warm state: 0 snapshots, 0 MiB of budget ")
     meta = json.dumps({"format": 99})
     (snapshot.directory("y")).mkdir(parents=True)
     (snapshot.directory("y") / snapshot.META).write_text(meta)
