@@ -91,3 +91,14 @@ def test_gateway_preparation_counts_esp_and_ah_and_logs_the_plaintext():
         "rt ipsec exists log group 5",
     ):
         assert rule in rules.content
+
+
+def test_decapsulated_plaintext_is_logged_before_the_gateway_decides_to_forward_it():
+    # enc0 shows what leaves the tunnel whatever happens to it next. Logged in the input and forward chains,
+    # a ping for resplan vanished from `tcpdump -i enc0` on resp once forwarding was off (exercise
+    # forwarding-off), so the learner could not see it arrive.
+    init = topology.load(None, ("linux", "openbsd")).host("init")
+    rules = next(a for a in LINUX.ipsec_prepare_actions(init) if isinstance(a, FileSpec)).content
+    prerouting = rules.split("chain prerouting {", 1)[1].split("}", 1)[0]
+    assert "meta ipsec exists log group 5" in prerouting
+    assert rules.count("meta ipsec exists") == 1, "each decapsulated packet is logged once"

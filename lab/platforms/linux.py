@@ -52,7 +52,9 @@ _WARMUP_KEYS = f"enc 'cbc(aes)' 0x{'11' * 32} auth-trunc 'hmac(sha384)' 0x{'22' 
 
 # Counters and the enc0 stand-in, loaded on every IPsec gateway before iked starts. queue-threshold 1:
 # nflog hands each packet to tcpdump at once instead of batching, so a capture stopped right after the
-# traffic has all of it.
+# traffic has all of it. Decapsulated packets are logged as they come out of the tunnel (prerouting), as
+# enc0 shows them on OpenBSD, before the gateway decides whether to take or forward them: logged in input
+# and forward instead, a packet for the LAN vanished from `tcpdump -i enc0` with forwarding off.
 _NFT_RULESET = f"""\
 table inet ikedlab
 delete table inet ikedlab
@@ -61,15 +63,17 @@ table inet ikedlab {{
 	counter esp_out {{ }}
 	counter ah_in {{ }}
 	counter ah_out {{ }}
+	chain prerouting {{
+		type filter hook prerouting priority 0; policy accept;
+		meta ipsec exists log group {NFLOG_GROUP} queue-threshold 1
+	}}
 	chain input {{
 		type filter hook input priority 0; policy accept;
 		meta l4proto esp counter name esp_in
 		meta l4proto ah counter name ah_in
-		meta ipsec exists log group {NFLOG_GROUP} queue-threshold 1
 	}}
 	chain forward {{
 		type filter hook forward priority 0; policy accept;
-		meta ipsec exists log group {NFLOG_GROUP} queue-threshold 1
 		rt ipsec exists log group {NFLOG_GROUP} queue-threshold 1
 	}}
 	chain output {{
