@@ -2,8 +2,9 @@
 
 Measures the Linux appliance build (cold, into an empty cache, and warm), a cold `up` to an established
 tunnel with each phase's time, the warm snapshot it saves (time, size) and a warm `up` restoring it, each
-guest's memory, `make lab-up` twice as a learner types it, the scenario suite (each scenario's median call
-time, `pytest -n 1` against `-n 2`) and `make test`. Each figure is printed beside its goal.
+guest's memory, `make lab-up` twice as a learner types it, exercises started and first checked as a learner
+types them, the scenario suite (each scenario's median call time, `pytest -n 1` against `-n 2`) and
+`make test`. Each figure is printed beside its goal.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ GOAL_WARM_SPEEDUP = 5.0
 GOAL_MAKE_TEST_SECONDS = 240.0
 GOAL_XDIST_SPEEDUP = 1.6
 GOAL_WALKTHROUGH_SECONDS = 60.0  # docs/walkthrough.md run whole, on a lab that is up
+GOAL_EXERCISE_SECONDS = 10.0  # `exercise start NAME` then the first `exercise check`, on a warm lab
+#: Exercises timed from start to the first check: one fault on one gateway, one kernel setting, one that
+#: restarts both gateways (the slowest kind of fault to put in: the passive side's start-up comes first).
+BENCH_EXERCISES = ("wrong-srcid", "forwarding-off", "flows-mismatch")
 SLOW_RESTART_SECONDS = 30.0  # iked restarted on both gateways: slower than this means a lost first exchange
 RESTARTS = 20
 _CALL_LINE = re.compile(r"^\s*([0-9.]+)s call\s+(\S+)")
@@ -326,6 +331,42 @@ def bench_interop() -> list[str]:
     return lines
 
 
+def bench_exercises() -> list[str]:
+    """A learner's loop as typed: `exercise start NAME`, then `exercise check` (each a process of its own),
+    on a lab that is up and warm; then `exercise stop`."""
+    name = "bench-exercise"
+    lab = Lab(name)
+    lab.down(quiet=True)
+    ikedlab = [sys.executable, "-m", "lab", "--name", name, "exercise"]
+    lines = []
+    try:
+        lab.up(UpRequest(platform=settings.SCENARIO_PLATFORM))
+        lab.close()  # the learner's commands are other processes
+        for exercise in BENCH_EXERCISES:
+            walls = []
+            for argv in (["start", exercise], ["check"], ["stop"]):
+                started = time.monotonic()
+                done = subprocess.run([*ikedlab, *argv], cwd=PROJECT_ROOT, capture_output=True, text=True)
+                walls.append(time.monotonic() - started)
+                if argv == ["check"] and done.returncode == 0:
+                    return [f"exercise {exercise}: `check` found it repaired right after `start`"]
+                if argv != ["check"] and done.returncode != 0:
+                    return [f"exercise {' '.join(argv)} failed: {done.stderr.strip()}"]
+            start, check, stop = walls
+            lines.append(
+                row(
+                    f"exercise {exercise}: start → first check",
+                    f"{start + check:6.1f} s (start {start:.1f}, check {check:.1f}, stop {stop:.1f})",
+                    f"≤ {GOAL_EXERCISE_SECONDS:g} s",
+                )
+            )
+    finally:
+        lab = Lab(name)
+        lab.down(quiet=True)
+        lab.close()
+    return lines
+
+
 def _load() -> str:
     """The machine's load average (1, 5, 15 min): the figures mean little without it on a shared machine."""
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -339,6 +380,7 @@ def main() -> int:
         ("make-lab-up", "make lab-up, twice", bench_make_lab_up),
         ("restarts", "iked restarts (the start-up race)", bench_restarts),
         ("scenarios", "Scenarios", bench_scenarios),
+        ("exercises", "Exercises: start → first check, as a learner types them", bench_exercises),
         ("make-test", "make test", bench_make_test),
         ("interop", "Interop matrix (optional: BENCH=interop runs it)", bench_interop),
     ]

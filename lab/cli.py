@@ -12,6 +12,7 @@ from pathlib import Path
 
 from lab import cli_report, cli_repro, cli_store, gate, progress, settings
 from lab.errors import IkedlabError
+from lab.exercises import cli as cli_exercise
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -117,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_repro.add_commands(sub)
     cli_store.add_commands(sub)
     cli_report.add_commands(sub)
+    cli_exercise.add_commands(sub)
     return p
 
 

@@ -43,14 +43,14 @@ def add_up_options(up: argparse.ArgumentParser) -> None:
 def add_commands(sub: Any) -> None:
     bundle = sub.add_parser("bundle", help="one archive of the lab's evidence, for a bug report")
     bundle.add_argument("-o", "--output", type=Path, metavar="FILE", help="default: in the lab's run dir")
-    bundle.set_defaults(handler=_on_lab(cmd_bundle))
+    bundle.set_defaults(handler=on_lab(cmd_bundle))
 
     capture = sub.add_parser("capture", help="a live pcap of a link (stream it: -w - | wireshark -k -i -)")
     capture.add_argument("link")
     capture.add_argument("-w", dest="write", metavar="FILE|-", help="write the pcap here; - is stdout")
     capture.add_argument("--seconds", type=float, help="stop after this long (default: at Ctrl-C)")
     capture.add_argument("--at", metavar="HOST", help="which end of the link (default: the router's)")
-    capture.set_defaults(handler=_on_lab(cmd_capture))
+    capture.set_defaults(handler=on_lab(cmd_capture))
 
     impair = sub.add_parser("impair", help="loss, delay, rate, MTU on a link, applied by the router inet")
     impair.add_argument("link", nargs="?")
@@ -62,12 +62,12 @@ def add_commands(sub: Any) -> None:
     impair.add_argument(
         "--clear", action="store_true", help="remove the impairment (of every link without LINK)"
     )
-    impair.set_defaults(handler=_on_lab(cmd_impair))
+    impair.set_defaults(handler=on_lab(cmd_impair))
 
     reconf = sub.add_parser("reconfigure", help="swap a gateway's iked.conf in the running lab")
     reconf.add_argument("host")
     reconf.add_argument("--iked-conf", type=Path, required=True, metavar="FILE")
-    reconf.set_defaults(handler=_on_lab(cmd_reconfigure))
+    reconf.set_defaults(handler=on_lab(cmd_reconfigure))
 
     traffic = sub.add_parser("traffic", help="echo requests from one host to another; counts the loss")
     traffic.add_argument("source", metavar="FROM")
@@ -76,17 +76,17 @@ def add_commands(sub: Any) -> None:
     amount.add_argument("--bytes", type=int, dest="nbytes", metavar="N")
     amount.add_argument("--seconds", type=float)
     traffic.add_argument("--size", type=int, default=1000, help="payload bytes per packet (default 1000)")
-    traffic.set_defaults(handler=_on_lab(cmd_traffic))
+    traffic.set_defaults(handler=on_lab(cmd_traffic))
 
     rekey = sub.add_parser("rekey", help="make iked rekey the child SAs (and the IKE SA) soon, and wait")
     rekey.add_argument("--child-seconds", type=int, default=20, help="child SA lifetime (default 20)")
     rekey.add_argument("--ike-seconds", type=int, default=0, help="IKE SA lifetime (default: not rekeyed)")
     rekey.add_argument("--child-bytes", metavar="SIZE", help="child SA byte lifetime, iked's spelling: 64K")
     rekey.add_argument("--stop", action="store_true", help="back to iked's normal lifetimes")
-    rekey.set_defaults(handler=_on_lab(cmd_rekey))
+    rekey.set_defaults(handler=on_lab(cmd_rekey))
 
 
-def _on_lab(command: Callable[[Lab, argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+def on_lab(command: Callable[[Lab, argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """A command of the lab named by --name, which it closes afterwards."""
 
     def run(args: argparse.Namespace) -> int:

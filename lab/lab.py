@@ -43,6 +43,8 @@ DEFAULT_NAME = settings.LAB_NAME
 
 #: A running lab's changes since `up` (a gateway's iked.conf swapped by `reconfigure`): gone with `reset`.
 CHANGES = "reconfigured.json"
+#: The exercise a learner practises on in the running lab (lab/exercises/session.py): gone with `reset`.
+EXERCISE = "exercise.json"
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,10 @@ class Lab:
         except (OSError, ValueError):
             swapped = {}
         path.write_text(json.dumps({**swapped, host: text}, indent=2))
+
+    def _forget_changes(self) -> None:
+        for record in (CHANGES, EXERCISE):
+            (self.run_dir / record).unlink(missing_ok=True)
 
     def host(self, name: str) -> Host:
         return self.guests.host(name)
@@ -263,7 +269,7 @@ class Lab:
         for sub in ("console", "serial", "disks", "configs", "captures", "artifacts"):
             shutil.rmtree(self.run_dir / sub, ignore_errors=True)
         (self.run_dir / "impairments.json").unlink(missing_ok=True)  # a new lab's links are clean
-        (self.run_dir / CHANGES).unlink(missing_ok=True)
+        self._forget_changes()
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
     def _save_rendered_configs(self, plan: Plan) -> None:
@@ -333,7 +339,7 @@ class Lab:
         snap = self._own_snapshot()
         self.claim()
         self.guests.remove()
-        (self.run_dir / CHANGES).unlink(missing_ok=True)  # the snapshot is the lab as `up` made it
+        self._forget_changes()  # the snapshot is the lab as `up` made it
         self.options = self.provisioned_options()
         warm.restore(self.guests, snap)
         self.verify(resumed=True)
@@ -454,7 +460,7 @@ class Lab:
         keeper.stop(self.run_dir)  # it ends by itself as the guests go; this waits until it has
         shutil.rmtree(self.run_dir / "disks", ignore_errors=True)
         self.blueprint_file.unlink(missing_ok=True)
-        (self.run_dir / CHANGES).unlink(missing_ok=True)
+        self._forget_changes()
         self.blueprint = None
         if snapshots and snapshot.remove(self.name) and not quiet:
             progress.say(f"lab '{self.name}': warm snapshot removed")

@@ -42,6 +42,9 @@ _NOT_GUEST_STATE = {
     "__main__.py",
     "keeper.py",
 }
+#: Folders of such modules: images have manifests of their own; exercises break and judge a provisioned lab,
+#: they never make one (an edit to an exercise would otherwise turn every next `up` into a cold boot).
+_NOT_GUEST_STATE_DIRS = {"images", "exercises"}
 
 
 def snapshots_root() -> Path:
@@ -68,8 +71,8 @@ def code_version() -> str:
     for path in sorted(lab_dir.rglob("*")):
         if not path.is_file() or path.suffix not in (".py", ".j2", ".yaml") or path.name in _NOT_GUEST_STATE:
             continue
-        if "images" in path.relative_to(lab_dir).parts:
-            continue  # images are covered by their own manifests
+        if _NOT_GUEST_STATE_DIRS & set(path.relative_to(lab_dir).parts):
+            continue
         h.update(str(path.relative_to(lab_dir)).encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
 

@@ -130,10 +130,13 @@ class _Refused(yaml.YAMLError):
     """YAML that parses but that a topology may not hold (a key given twice, an alias)."""
 
 
-def _load_yaml(text: str) -> Any:
+Refused = _Refused  # for other hand-written files read with load_yaml
+
+
+def _load_yaml(text: str, loader_class: type[_StrictLoader] | None = None) -> Any:
     """The YAML document, refused when it uses an alias: a topology has no need of one, and aliases nest
     into values whose expansion is exponential in the file's size (a billion laughs)."""
-    loader = _StrictLoader(text)
+    loader = (loader_class or _StrictLoader)(text)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -179,6 +182,12 @@ class _StrictLoader(SafeLoader):  # type: ignore[misc,valid-type]
                 raise _Refused(f"line {line}: {shown(key)} is defined twice (first on line {seen[key]})")
             seen[key] = line
         return super().construct_mapping(node, deep=deep)
+
+
+#: For other files people write by hand (case folders): the same loader, a key given twice and aliases
+#: refused alike (`load_yaml`, `Refused`).
+StrictLoader = _StrictLoader
+load_yaml = _load_yaml
 
 
 class _Validator:

@@ -89,7 +89,18 @@ def _pattern(expected: str) -> re.Pattern[str]:
     return re.compile(".*".join(parts))
 
 
+def shows(expected: str, output: str) -> bool:
+    """Whether a line of `output` shows the `expected` line (contains it, `…` matching anything)."""
+    pattern = _pattern(expected)
+    return any(pattern.search(line) for line in output.splitlines())
+
+
 def missing(step: Step, output: str) -> list[str]:
-    """The expected lines that no line of `output` shows (`…` matching anything)."""
-    lines = output.splitlines()
-    return [e for e in step.expected if not any(_pattern(e).search(line) for line in lines)]
+    """The expected lines that no line of `output` shows."""
+    return [e for e in step.expected if not shows(e, output)]
+
+
+def sections(text: str) -> list[str]:
+    """The titles of the walkthrough's sections (its `## ` headings), which exercises name as what they
+    practise."""
+    return [line[3:].strip() for line in text.splitlines() if line.startswith("## ")]

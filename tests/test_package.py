@@ -59,6 +59,7 @@ def test_the_wheel_holds_every_file_of_the_package(wheel: zipfile.ZipFile) -> No
         "lab/templates/domain.xml.j2",
         "lab/topologies/guide.yaml",
         "lab/platforms/linux.yaml",
+        "lab/exercises/library/wrong-srcid/exercise.yaml",
     ):
         assert needed in names
 
