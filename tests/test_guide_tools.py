@@ -112,12 +112,12 @@ def test_constants_shared_with_the_platform() -> None:
     assert f"tcpdump -n -i nflog:{linux.NFLOG_GROUP}" in gateway
 
 
-@pytest.mark.skipif(not BUSYBOX, reason="busybox is not installed on this host")
-def test_shell_functions_put_the_real_ip_before_the_applet() -> None:
+def test_the_guide_commands_come_from_path_alone() -> None:
+    """One mechanism: PATH (the stand-ins first), no shell functions that only an interactive shell has."""
     shrc = ROOTFS / "etc" / "ikedlab" / "shrc"
     done = subprocess.run(
-        [BUSYBOX, "sh", "-c", f". {shrc}; type ip; type netstat; type sysctl"], capture_output=True, text=True
+        ["sh", "-c", f". {shrc} >/dev/null 2>&1; type ip netstat sysctl"], capture_output=True, text=True
     )
-    assert done.stdout.count("is a function") == 3, done.stdout
+    assert "function" not in done.stdout + done.stderr, done.stdout
     init = (RECIPE_DIR / "init").read_text()
-    assert "ENV=/etc/ikedlab/shrc" in init and "PATH=/usr/local/sbin:" in init
+    assert "PATH=/usr/local/sbin:" in init

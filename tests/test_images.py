@@ -179,7 +179,8 @@ def recipe_dir(tmp_path: Path) -> Path:
 
 def test_the_shipped_recipe_loads() -> None:
     recipe = Recipe.load(RECIPE_DIR)
-    assert "openiked" in recipe.packages and "busybox-static" in recipe.packages
+    assert "openiked" in recipe.packages and "busybox" in recipe.packages
+    assert "busybox-static" not in recipe.packages  # its shell runs applets before PATH (rootfs.py)
     assert recipe.kernel == "linux-image-cloud-amd64"
     assert {"af_key", "xfrm_user", "esp4", "nf_tables", "nft_log", "virtio_net", "virtio_rng"} <= set(
         recipe.modules
@@ -729,3 +730,15 @@ def test_newc_entries_are_padded_to_four_bytes() -> None:
     for name in ("a", "ab", "abc", "abcd"):
         for body in (b"", b"x", b"xyz", b"wxyz"):
             assert len(newc_entry(name, stat.S_IFREG | 0o644, 1, body)) % 4 == 0
+
+
+@pytest.mark.skipif(not Path("/bin/busybox").is_file(), reason="busybox-static is not installed on this host")
+def test_a_shell_that_prefers_its_applets_fails_the_build(tmp_path: Path) -> None:
+    """Debian's busybox-static (the host's, FEATURE_SH_STANDALONE): its `sh -c 'ip'` runs the applet, not
+    PATH's ip, so the guide's commands would not reach scripts. The build refuses such an image."""
+    from lab.images.rootfs import check_shell_runs_path_first
+
+    (tmp_path / "usr/bin").mkdir(parents=True)
+    shutil.copy2("/bin/busybox", tmp_path / "usr/bin/busybox")
+    with pytest.raises(ImageError, match="runs busybox applets before PATH"):
+        check_shell_runs_path_first(tmp_path)

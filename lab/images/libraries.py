@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab.errors import ImageError
 from lab.images.tree import guest_path, in_root, walk
 
 
@@ -83,9 +84,27 @@ def check_links(root: Path, required: Iterable[str] = (), keep: Iterable[str] = 
             elves[path.relative_to(root).as_posix()] = info
     libraries = {rel for rel in elves if rel.rsplit("/", 1)[0] in libdirs}
     problems = [f"{rel} is not in the image" for rel in required if in_root(root, rel) is None]
-    todo = [(rel, rel) for rel in sorted(elves) if rel not in libraries]
-    todo += [(f"{d}/{name}", "keep") for name in keep for d in libdirs if in_root(root, f"{d}/{name}")]
+    start = [(rel, rel) for rel in sorted(elves) if rel not in libraries]
+    start += [(f"{d}/{name}", "keep") for name in keep for d in libdirs if in_root(root, f"{d}/{name}")]
+    found = _follow(root, start, libdirs, elves)
+    return LinkCheck(sorted(set(problems + found.problems)), sorted(libraries - found.real))
+
+
+@dataclass(frozen=True)
+class Closure:
+    looked_up: dict[str, str]  # each path a program or ld.so asks for (a soname link too) -> the real file
+    real: set[str]  # the real files among them
+    problems: list[str]  # what is asked for and not there
+
+
+def _follow(
+    root: Path, todo: list[tuple[str, str]], libdirs: list[str], elves: dict[str, ElfInfo] | None
+) -> Closure:
+    """Walk (path, who needs it) pairs through interpreters and DT_NEEDED sonames as ld.so would. `elves`:
+    the tree's ELF files already read (None: read each one as it is reached)."""
+    looked_up: dict[str, str] = {}
     used: set[str] = set()
+    problems: list[str] = []
     while todo:
         rel, user = todo.pop()
         found = in_root(root, rel)
@@ -93,14 +112,15 @@ def check_links(root: Path, required: Iterable[str] = (), keep: Iterable[str] = 
             problems.append(f"{user} needs {rel} (not in the image)")
             continue
         real = found.relative_to(root).as_posix()
+        looked_up[rel] = real
         if real in used:
             continue
         used.add(real)
-        info = elves.get(real)
+        info = elves.get(real) if elves is not None else elf_info(found.read_bytes())
         if info is None:
             continue
         if info.interpreter:
-            todo.append((info.interpreter, real))
+            todo.append((guest_path(info.interpreter) or info.interpreter, real))
         search = [*(p for d in info.runpath if (p := guest_path(d))), *libdirs]
         for soname in info.needed:
             lib = next((f"{d}/{soname}" for d in search if in_root(root, f"{d}/{soname}")), None)
@@ -108,7 +128,25 @@ def check_links(root: Path, required: Iterable[str] = (), keep: Iterable[str] = 
                 problems.append(f"{real} needs {soname} (not in the image)")
             else:
                 todo.append((lib, real))
-    return LinkCheck(sorted(set(problems)), sorted(libraries - used))
+    return Closure(looked_up, used, problems)
+
+
+def host_argv(root: Path, program: str) -> list[str]:
+    """The argv that runs `program` (a guest path) of the tree `root` on this host, with the tree's own
+    loader and libraries: a trixie program needs trixie's glibc (2.41), which a bookworm host lacks.
+    --inhibit-cache: never the host's /etc/ld.so.cache, so no host library stands in for a missing one."""
+    path = in_root(root, guest_path(program) or program)
+    info = elf_info(path.read_bytes()) if path else None
+    if path is None or info is None:
+        raise ImageError(f"{program} is not a program of the image at {root}")
+    if info.interpreter is None:
+        return [str(path)]  # static
+    loader = in_root(root, guest_path(info.interpreter) or info.interpreter)
+    if loader is None:
+        raise ImageError(f"{program} needs {info.interpreter}, which is not in the image at {root}")
+    dirs = [*(p for d in info.runpath if (p := guest_path(d))), *library_dirs(root)]
+    found = ":".join(str(root / d) for d in dirs if (root / d).is_dir())
+    return [str(loader), "--inhibit-cache", "--library-path", found, str(path)]
 
 
 def prune_libraries(root: Path, unused: Iterable[str]) -> int:

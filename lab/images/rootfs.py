@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import tarfile
+import tempfile
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from fnmatch import fnmatchcase
@@ -18,7 +19,7 @@ from lab.command import run
 from lab.errors import ImageError, first_and_more
 from lab.images.apt import Resolved, tool
 from lab.images.kernel_modules import install_modules
-from lab.images.libraries import check_links, prune_libraries
+from lab.images.libraries import check_links, host_argv, prune_libraries
 from lab.images.recipe import Recipe
 from lab.images.tree import MERGED, guest_path, in_root, walk
 
@@ -115,12 +116,11 @@ def stage(recipe: Recipe, resolved: Resolved, debs: Mapping[str, Path], work: Pa
             unpack_tar(data, root, recipe.strip)
         kernel.result()
 
-    busybox = in_root(root, "usr/bin/busybox")
-    if busybox is None:
+    if in_root(root, "usr/bin/busybox") is None:
         raise ImageError(
-            "busybox is not in the image", "keep busybox-static in lab/images/recipes/linux/recipe.yaml"
+            "busybox is not in the image", "keep busybox in lab/images/recipes/linux/recipe.yaml"
         )
-    applets = run([busybox, "--list-full"], timeout=30).stdout.decode().split()
+    applets = run([*host_argv(root, "usr/bin/busybox"), "--list-full"], timeout=30).stdout.decode().split()
     log.debug("busybox applet links: %d", len(busybox_links(root, applets)))
 
     for rel, mode in recipe.directories.items():
@@ -161,4 +161,35 @@ def stage(recipe: Recipe, resolved: Resolved, debs: Mapping[str, Path], work: Pa
         )
     freed = prune_libraries(root, links.unused)
     log.debug("pruned %d unused libraries (%.1f MB): %s", len(links.unused), freed / 1e6, links.unused)
+    check_shell_runs_path_first(root)
     return root, kernel_root
+
+
+#: Names that are busybox applets and also the guide's stand-ins or real programs in the image.
+SHADOWED = ("ip", "netstat", "sysctl")
+
+
+def check_shell_runs_path_first(root: Path) -> None:
+    """ImageError unless the image's shell runs the program PATH names before a busybox applet of that name.
+
+    A busybox built with FEATURE_SH_STANDALONE/PREFER_APPLETS (Debian's busybox-static) runs its own `ip`,
+    `netstat`, `sysctl` in every script, whatever PATH says, so `sh -c 'netstat -s -p esp'` failed with
+    "invalid option -- 's'" while the same line typed at the prompt worked."""
+    with tempfile.TemporaryDirectory(prefix="ikedlab-path-") as tmp:
+        for name in SHADOWED:
+            (Path(tmp) / name).write_text(f"#!/bin/sh\necho path-{name}\n")
+            (Path(tmp) / name).chmod(0o755)
+        script = "; ".join(SHADOWED)
+        done = run(
+            [*host_argv(root, "usr/bin/busybox"), "sh", "-c", script],
+            check=False,
+            timeout=30,
+            env={"PATH": tmp},
+        )
+    said = done.stdout.decode(errors="replace").split()
+    if said != [f"path-{n}" for n in SHADOWED]:
+        raise ImageError(
+            f"the image's shell runs busybox applets before PATH ({', '.join(SHADOWED)}): the guide's "
+            "commands would not reach scripts",
+            "use Debian's busybox (built without FEATURE_SH_STANDALONE), not busybox-static, in recipe.yaml",
+        )

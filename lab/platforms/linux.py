@@ -21,7 +21,7 @@ from lab.readings import Capture, IpsecCounters, PingResult, SaState
 if TYPE_CHECKING:
     from lab.topology import Host
 
-# busybox applets shadow the real tools in ash: call the real ones by full path.
+# Provisioning names each tool by its full path: what runs never depends on a guest's PATH.
 IP = "/bin/ip"
 NFT = "/usr/sbin/nft"
 IKED = "/usr/sbin/iked"
