@@ -150,17 +150,21 @@ class Console:
             ) from None
         return self._text(self._child.before)
 
-    def attach(self, timeout: float = LOGIN, *, resumed: bool = False) -> None:
+    def attach(
+        self, timeout: float = LOGIN, *, resumed: bool = False, with_sync: Callable[[], str] | None = None
+    ) -> None:
         """From whatever state the console is in (login prompt, shell) to a shell in a known state.
 
         `resumed`: a guest restored from a snapshot, whose shell was left in the known state when it was
         saved. Then, and on a console this object already synced, one sync round trip proves the shell
-        without the prompt dialogue; anything else on the line falls back to the full dialogue."""
+        without the prompt dialogue; anything else on the line falls back to the full dialogue.
+        `with_sync`: a command that rides on the sync line (no round trip of its own), made as the line is
+        sent; it must print nothing (what it prints is dropped with the line's echo)."""
         self._connect(timeout)
         if resumed or self._synced:
             quick = min(RESUMED_SYNC, timeout)
             try:
-                self._known_state(quick, at_least=quick, settled=True)
+                self._known_state(quick, at_least=quick, settled=True, with_sync=with_sync)
                 return
             except ConsoleTimeout:
                 pass
@@ -183,7 +187,7 @@ class Console:
             except pexpect.TIMEOUT:
                 # A shell we left earlier has no prompt and no echo: it answers the sync line all the same.
                 try:
-                    self._known_state(min(3.0, max(0.5, deadline - time.monotonic())))
+                    self._known_state(min(3.0, max(0.5, deadline - time.monotonic())), with_sync=with_sync)
                     return
                 except ConsoleTimeout:
                     if not interrupted:
@@ -211,9 +215,15 @@ class Console:
                 self._child.send((self.password or "") + "\r")
                 continue
             break
-        self._known_state(deadline - time.monotonic())
+        self._known_state(deadline - time.monotonic(), with_sync=with_sync)
 
-    def _known_state(self, timeout: float, at_least: float = 5.0, settled: bool = False) -> None:
+    def _known_state(
+        self,
+        timeout: float,
+        at_least: float = 5.0,
+        settled: bool = False,
+        with_sync: Callable[[], str] | None = None,
+    ) -> None:
         # No echo, no job-control chatter, C locale: only our frames carry output. A bare prompt (outside
         # the frames, so never read as output) lets the next process's attach see this shell on its first
         # Enter; without one it waited out a 2 s timeout. `settled`: the shell was put so before (a restored
@@ -221,7 +231,8 @@ class Console:
         token = secrets.token_hex(4)
         shell = f"stty -echo 2>/dev/null; PS1='{SHELL_PROMPT}'; PS2=''; export LC_ALL=C; set +m 2>/dev/null; "
         setup = "" if settled else shell
-        self._child.send(f"{setup}printf '%s%s\\n' '@@IKL' 'SYNC{token}@@'\r")
+        extra = f"{with_sync()}; " if with_sync else ""
+        self._child.send(f"{setup}{extra}printf '%s%s\\n' '@@IKL' 'SYNC{token}@@'\r")
         self._synced = False
         self.wait_for(re.escape(f"@@IKLSYNC{token}@@"), max(timeout, at_least), "shell after login")
         self._synced = True

@@ -70,8 +70,10 @@ class FakeConsole:
             raise CommandError(self.host, command, result.status, result.output, None)
         return result
 
-    def attach(self, timeout: float = 0, *, resumed: bool = False) -> None:
+    def attach(self, timeout: float = 0, *, resumed: bool = False, with_sync=None) -> None:  # noqa: ANN001
         self.attached = True
+        if with_sync:
+            self.log.append(with_sync())  # it rides on the sync line: recorded like a command
 
     def wait_for(self, pattern: str, timeout: float, what: str) -> str:
         return ""

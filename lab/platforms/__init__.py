@@ -360,6 +360,11 @@ class Platform:
         """Print iked's log so far."""
         raise NotImplementedError
 
+    def clock_command(self) -> str:
+        """Set the guest's wall clock to the host's, printing nothing; made at the moment it is sent. A
+        restored guest resumes the clock of its save (measured: 113 s behind after a 90 s gap)."""
+        raise NotImplementedError
+
     def before_snapshot_command(self) -> str | None:
         """Run in the guest just before its memory is saved, to make the snapshot smaller (None: nothing)."""
         return None

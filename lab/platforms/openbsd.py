@@ -10,6 +10,7 @@ on enc0 for the traffic before encapsulation and after decapsulation.
 from __future__ import annotations
 
 import shlex
+import time
 from typing import TYPE_CHECKING, Any
 
 from lab import render
@@ -101,6 +102,12 @@ class OpenBSD(Platform, name="openbsd"):
 
     def ike_stop_command(self) -> str:
         return "rcctl stop iked"
+
+    def clock_command(self) -> str:
+        # OpenBSD reads the RTC only at boot and resume: the host's time goes over the console. date(1) sets
+        # [[[[[cc]yy]mm]dd]HH]MM[.SS], read as UTC with -u (bin/date/date.c rev 1.45, setthetime(); -u sets
+        # TZ=UTC); the clock is then behind by the line's trip.
+        return f"date -u {time.strftime('%Y%m%d%H%M.%S', time.gmtime(round(time.time())))} >/dev/null"
 
     def versions_command(self) -> str:
         # iked is part of the base system: its version is the release's.
