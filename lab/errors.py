@@ -134,3 +134,7 @@ class LabError(IkedlabError):
 
 class SnapshotError(IkedlabError):
     """A warm snapshot is missing, stale, corrupt, or could not be saved or restored."""
+
+
+class SnapshotNotSaved(SnapshotError):
+    """Saving a warm snapshot failed (a full disk); the guests were brought back running, as they were cut."""

@@ -24,7 +24,7 @@ from lab import evidence, gate, interrupts, keeper, ownership, progress, setting
 from lab import topology as topo
 from lab.blueprint import Blueprint, UpRequest
 from lab.domains import host_media
-from lab.errors import HypervisorError, IkedlabError, LabError, SnapshotError
+from lab.errors import HypervisorError, IkedlabError, LabError, SnapshotError, SnapshotNotSaved
 from lab.guests import Guests
 from lab.host import Host
 from lab.hypervisor import Hypervisor, LabDomain, check_ports_free, detect_accel
@@ -298,9 +298,23 @@ class Lab:
 
     def _saved_and_restored(self, inputs: snapshot.Inputs) -> bool:
         """Save the freshly provisioned lab and bring it back from the snapshot, which proves the snapshot.
-        False (said in one line, the lab's guests removed, no snapshot kept) when either fails."""
+        A save that fails hands the lab back as it was cut (warm.save), proven, with one line saying there is
+        no warm snapshot and why. False (said in one line, the lab's guests removed, no snapshot kept) when
+        the lab cannot be had back, from the snapshot or after a failed save."""
         try:
             saved = self.save_snapshot(inputs)
+        except SnapshotNotSaved as e:
+            try:
+                self.verify(resumed=True)
+            except IkedlabError as sick:
+                progress.say(f"  lab '{self.name}' not healthy after a failed snapshot save: {sick.message}")
+                self.guests.remove()
+                return False
+            progress.say(
+                f"  no warm snapshot of lab '{self.name}': saving it failed ({e.message}); the lab runs on "
+                "as provisioned, and the next `up` boots cold"
+            )
+            return True
         except IkedlabError as e:
             progress.say(f"  could not save a warm snapshot of lab '{self.name}': {e.message}")
             self.guests.remove()

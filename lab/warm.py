@@ -18,9 +18,9 @@ from pathlib import Path
 from lab import budget, ownership, progress, snapshot
 from lab.blueprint import Blueprint
 from lab.console import Transcript
-from lab.errors import SnapshotError
+from lab.errors import IkedlabError, SnapshotError, SnapshotNotSaved
 from lab.guests import Guests
-from lab.hypervisor import domain_xml
+from lab.hypervisor import LabDomain, domain_xml
 from lab.images import mark_in_use
 from lab.parallel import in_parallel
 from lab.platforms import BootMedia
@@ -113,7 +113,11 @@ def boot_record(boot: BootMedia | None) -> dict[str, str]:
 
 def save(guests: Guests, inputs: snapshot.Inputs, media: dict[str, BootMedia]) -> snapshot.Snapshot:
     """Save the running lab as one consistent cut: every guest paused first, then each one's memory
-    (and OpenBSD's disk overlay) written. The guests stop; `restore` brings them back."""
+    (and OpenBSD's disk overlay) written. The guests stop; `restore` brings them back.
+
+    When saving fails (a full disk), the guests come back as they were cut, without a snapshot: those
+    already saved from their files, the others resumed, every console opened anew; then SnapshotNotSaved
+    says why (the caller proves the shells). Booting the lab a second time cost a whole cold `up`."""
     hv = guests.hypervisor
     domains = hv.domains(guests.name)
     with step(f"snapshot: {len(domains)} guests paused together, memory saved"):
@@ -124,17 +128,40 @@ def save(guests: Guests, inputs: snapshot.Inputs, media: dict[str, BootMedia]) -
         for d in domains:
             hv.suspend(d.name)
         writer = snapshot.Writer(guests.name, inputs)
+        written: list[str] = []  # hosts whose memory is written: their QEMU has stopped
+
+        def save_one(d: LabDomain) -> None:
+            hv.save(d.name, writer.memory_path(d.host))
+            written.append(d.host)
+
         try:
-            in_parallel(domains, lambda d: hv.save(d.name, writer.memory_path(d.host)))
+            in_parallel(domains, save_one)
             for d in domains:
                 disk = guests.run_dir / "disks" / f"{d.host}.qcow2"
                 writer.add(d.host, d.name, disk if disk.exists() else None, boot_record(media.get(d.host)))
             saved = writer.commit()
+        except (IkedlabError, OSError) as e:
+            why = e.message if isinstance(e, IkedlabError) else f"{e.filename}: {e.strerror}"
+            try:
+                _back_as_cut(guests, [d.host for d in domains], {h: writer.memory_path(h) for h in written})
+            finally:
+                writer.abandon()
+            raise SnapshotNotSaved(why) from None
         except BaseException:
             writer.abandon()
             raise
     budget.enforce(keep=guests.name)  # older snapshots out, least recently used first, if over budget
     return saved
+
+
+def _back_as_cut(guests: Guests, hosts: list[str], saved: dict[str, Path]) -> None:
+    """After a failed save: each guest back from the memory already written (`saved`, by host) or, still
+    paused, as it is; consoles opened, then every guest resumed together."""
+    for host in hosts:
+        if host in saved:
+            guests.hypervisor.restore(saved[host])
+        guests.open_control_console(host)
+    guests.start_consoles(hosts, opened=True)
 
 
 def restore(guests: Guests, snap: snapshot.Snapshot) -> None:

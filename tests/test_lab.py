@@ -301,15 +301,36 @@ def test_a_restore_that_is_not_healthy_falls_back_to_a_cold_boot(fake, monkeypat
     assert snapshot.load("t") is None and len(hv.running) == 5
 
 
-def test_a_snapshot_that_cannot_be_saved_leaves_a_cold_lab_and_no_snapshot(fake, monkeypatch):
-    lab, hv, _ = fake
+def test_a_snapshot_that_cannot_be_saved_hands_back_the_running_lab_and_says_why(fake, monkeypatch, capsys):
+    """A full disk while saving: the lab is not booted a second time. Guests already saved come back from
+    their files, the others are resumed, every shell is proven; one line says there is no warm snapshot."""
+    lab, hv, consoles = fake
+    save = hv.save
+    created = []
+    create = hv.create
+    monkeypatch.setattr(
+        hv, "create", lambda spec, paused=False: created.append(spec.host) or create(spec, paused)
+    )
 
-    def full_disk(name, path):
-        raise HypervisorError(f"cannot save {name} to {path}: No space left on device")
+    def resp_disk_full(name, path):
+        if name.endswith("resp"):
+            raise HypervisorError(f"cannot save {name} to {path}: No space left on device")
+        save(name, path)
 
-    monkeypatch.setattr(hv, "save", full_disk)
+    monkeypatch.setattr(hv, "save", resp_disk_full)
     assert not lab.up(UpRequest(platform="linux")).restored
+    assert sorted(created) == sorted(["initlan", "init", "inet", "resp", "resplan"])  # booted once
+    assert sorted(c.split()[1] for c in hv.calls if c.startswith("restore")) == [
+        "inet",
+        "init",
+        "initlan",
+        "resplan",
+    ]
     assert snapshot.load("t") is None and len(hv.running) == 5
+    assert all(c.attached for c in consoles.values())
+    said = capsys.readouterr()
+    assert "no warm snapshot of lab 't': saving it failed (cannot save" in said.out + said.err
+    assert not snapshot.directory("t").with_name(".t.partial").exists()  # the partial files are gone
 
 
 def test_the_snapshot_follows_the_image_it_booted_not_the_caches_current_link(fake, tmp_path, monkeypatch):
