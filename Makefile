@@ -18,7 +18,7 @@ SCENARIO_ARGS ?=
 # `make test` leaves out the scenarios of minutes (marker nightly); `make nightly` runs every one.
 SCENARIO_MARKS ?= not nightly
 
-.PHONY: setup host-setup lab-up lab-down status test test-fast test-scenarios test-faults test-installed test-nightly report nightly nightly-openbsd-current interop bench lint clean
+.PHONY: setup host-setup lab-up lab-down status test test-fast test-scenarios test-faults test-installed test-fresh test-nightly report nightly nightly-openbsd-current interop bench lint clean
 
 setup: host-setup $(VENV)/.installed
 
@@ -63,6 +63,11 @@ test-faults: setup
 test-installed: setup
 	@bash scripts/check-installed.sh
 
+# The README's first command on a fresh Debian 12 machine: a minimal root made with mmdebstrap, `make lab-up
+# PLATFORM=linux` run in it as far as a root file system allows (no daemons), and how far it got. Minutes.
+test-fresh:
+	@bash scripts/test-fresh.sh
+
 # artifacts/report.html: verdicts, durations, the lab's picture, versions, links to each scenario's evidence.
 report: setup
 	$(PY) -m lab.report $(ARTIFACTS)
@@ -83,6 +88,7 @@ nightly: setup
 	$(MAKE) --no-print-directory nightly-openbsd-current || { s=$$?; [ $$rc -ne 0 ] || rc=$$s; }; \
 	$(MAKE) --no-print-directory test-nightly || { s=$$?; [ $$rc -ne 0 ] || rc=$$s; }; \
 	$(MAKE) --no-print-directory test-installed || { s=$$?; [ $$rc -ne 0 ] || rc=$$s; }; \
+	$(MAKE) --no-print-directory test-fresh || { s=$$?; [ $$rc -ne 0 ] || rc=$$s; }; \
 	$(MAKE) --no-print-directory report; exit $$rc
 
 # The nightly machinery against real labs (nightly/): two shards of test-scenarios merged = one whole run.

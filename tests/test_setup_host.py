@@ -56,3 +56,13 @@ def test_a_failed_step_is_named(tmp_path):
     assert done.returncode != 0
     assert "setup: failed while installing" in done.stderr
     assert "apt-get install" in done.stderr
+
+
+def test_a_root_without_init_gets_everything_but_the_daemons(tmp_path):
+    """make test-fresh runs the first command in a root file system with no init: packages, the libvirt
+    user and directories, but no virtlogd/libvirtd started, and no wait for one."""
+    done, calls = run_setup(tmp_path, IKEDLAB_NO_DAEMONS="1")
+    assert done.returncode == 0, done.stderr
+    assert "apt-get install" in calls and "mkdir -p /var/log/libvirt/qemu" in calls
+    assert "virtlogd" not in calls and "libvirtd" not in calls
+    assert "virtlogd and libvirtd not started" in done.stdout
