@@ -171,14 +171,17 @@ def read(lab: str, run_dir: Path) -> Blueprint:
 
 
 def _media_record(media: BootMedia) -> dict[str, Any]:
-    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(media).items()}
+    # Not the judge: it judges a user's iked.conf at `up`; later commands have the guest's own iked.
+    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(media).items() if k != "judge"}
 
 
 def _media(data: dict[str, Any]) -> BootMedia:
-    paths = {k: Path(data[k]) if data.get(k) else None for k in ("kernel", "initrd", "disk")}
+    def path(key: str) -> Path | None:
+        return Path(data[key]) if data.get(key) else None
+
     return BootMedia(
-        **paths, cmdline=str(data.get("cmdline", "")), daemon=str(data.get("daemon", "")),
-        identity=str(data.get("identity", "")),
+        kernel=path("kernel"), initrd=path("initrd"), disk=path("disk"), cmdline=str(data.get("cmdline", "")),
+        daemon=str(data.get("daemon", "")), identity=str(data.get("identity", "")),
     )  # fmt: skip
 
 

@@ -14,6 +14,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from lab import progress
@@ -81,31 +83,65 @@ def name_lines(output: str, checked: str, shown: str) -> list[str]:
     return numbered or other
 
 
+@dataclass(frozen=True)
+class IkedJudge:
+    """An iked this host can run to judge a file as a gateway's iked will: the argv before `-n -f FILE`,
+    the environment it needs, and what to call it in messages."""
+
+    argv: tuple[str, ...]
+    label: str
+    env: tuple[tuple[str, str], ...] = ()
+
+
 def iked_on_host() -> str | None:
     return shutil.which("iked", path=clean_env()["PATH"])
 
 
-def check_on_host(text: str, shown: str) -> list[str] | None:
-    """iked's verdict on an iked.conf, from `iked -n` on this host: [] when it is accepted, its complaints
-    (named `shown:LINE: …`) when not, None when iked is not installed here."""
+def host_judge() -> IkedJudge | None:
+    """This host's own iked (Debian's, 7.2 on bookworm); None when it is not installed."""
     iked = iked_on_host()
-    if iked is None:
-        return None
+    return IkedJudge((iked,), "this host's iked") if iked else None
+
+
+def tree_judge(tree: Path, label: str) -> IkedJudge:
+    """The iked of an image's tree (lab.images.linux keeps it beside the image), run with the tree's own
+    loader, libraries, OpenSSL modules and configuration: the trixie variant's iked 7.4 needs glibc 2.41,
+    which a bookworm host lacks, and OpenSSL would otherwise load the host's legacy provider."""
+    from lab.images.libraries import host_argv
+
+    env = (
+        ("OPENSSL_MODULES", str(tree / "usr/lib/x86_64-linux-gnu/ossl-modules")),
+        ("OPENSSL_CONF", str(tree / "etc/ssl/openssl.cnf")),
+    )
+    return IkedJudge(tuple(host_argv(tree, "usr/sbin/iked")), label, env)
+
+
+def check_with(judge: IkedJudge, text: str, shown: str) -> list[str]:
+    """`judge`'s verdict on an iked.conf: [] when it is accepted, its complaints (named `shown:LINE: …`)
+    when not."""
     # iked reads only files that nobody else may read (its own check): a private copy, then compare names.
     fd, tmp = tempfile.mkstemp(prefix="ikedlab-", suffix=".conf")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
         try:
-            done = run([iked, "-n", "-f", tmp], check=False, timeout=HOST_CHECK_TIMEOUT)
+            done = run(
+                [*judge.argv, "-n", "-f", tmp], check=False, timeout=HOST_CHECK_TIMEOUT, env=dict(judge.env)
+            )
         except CommandFailed as e:
-            return [f"{shown}: iked -n on this host: {e.message}"]
+            return [f"{shown}: iked -n ({judge.label}): {e.message}"]
     finally:
         Path(tmp).unlink(missing_ok=True)
     output = (done.stdout + done.stderr).decode(errors="replace")
     if done.returncode == 0:
         return []
-    return name_lines(output, tmp, shown) or [f"{shown}: iked -n exited {done.returncode}"]
+    return name_lines(output, tmp, shown) or [f"{shown}: iked -n ({judge.label}) exited {done.returncode}"]
+
+
+def check_on_host(text: str, shown: str) -> list[str] | None:
+    """The host's iked's verdict (check_with); None when iked is not installed here."""
+    judge = host_judge()
+    return None if judge is None else check_with(judge, text, shown)
 
 
 def parse_options(items: list[str]) -> dict[str, Path]:
@@ -128,14 +164,12 @@ def parse_options(items: list[str]) -> dict[str, Path]:
 
 
 def read_user_confs(files: dict[str, Path], gateways: list[str], topology_name: str) -> dict[str, str]:
-    """Each user's iked.conf, read and judged by the host's iked before any guest boots: {host: text}.
+    """Each user's iked.conf, read before anything else (no image built, no guest booted): {host: text}.
 
-    Every problem (a host that is no gateway, an unreadable file, each line iked rejects) is collected and
-    raised once. Without iked on the host, say so: the guests' iked judges the files after boot.
-    """
+    Every problem (a host that is no gateway, an unreadable file) is collected and raised once; judging the
+    files is `judge_user_confs`, once the iked each gateway will run is known."""
     problems: list[str] = []
     texts: dict[str, str] = {}
-    unchecked: list[str] = []
     for host, path in files.items():
         given = f"--iked-conf {host}={path}"
         if host not in gateways:
@@ -144,21 +178,42 @@ def read_user_confs(files: dict[str, Path], gateways: list[str], topology_name: 
             )
             continue
         try:
-            text = read_text(path, IKED_CONF_BYTES)
+            texts[host] = read_text(path, IKED_CONF_BYTES)
         except GateError as e:
             problems.append(f"{given}: {e.message}")
-            continue
-        verdict = check_on_host(text, str(path))
-        if verdict is None:
-            unchecked.append(str(path))
+    if problems:
+        raise IkedConfError(problems)
+    return texts
+
+
+def judge_user_confs(
+    texts: Mapping[str, str], sources: Mapping[str, str], judges: Mapping[str, IkedJudge | None] | None = None
+) -> None:
+    """Each user's iked.conf (`texts`, host -> text, read from `sources`, host -> file) judged before any
+    guest boots, every line iked rejects collected into one IkedConfError, named by the user's file and line.
+
+    `judges` (gateway -> the iked it will run, as the host can run it; None: only the guest can) picks the
+    judge of each file; without `judges`, the host's own iked judges every file (`ikedlab render`, which
+    boots nothing). A file no judge here can read is said, in one line, to be judged by the gateway's own
+    iked as provisioning installs it."""
+    problems: list[str] = []
+    unchecked: list[str] = []
+    default = host_judge() if judges is None else None
+    for host, text in texts.items():
+        source = sources.get(host, host)
+        judge = default if judges is None else judges.get(host)
+        if judge is None:
+            unchecked.append(f"{source} ({host})")
         else:
-            problems.extend(verdict)
-        texts[host] = text
+            problems.extend(check_with(judge, text, source))
     if problems:
         raise IkedConfError(problems)
     if unchecked:
-        progress.say(
-            f"  iked.conf: iked is not installed on this host (apt-get install openiked): "
-            f"{', '.join(unchecked)} will be checked by the guests' iked after boot"
+        why = (
+            "iked is not installed on this host (apt-get install openiked)"
+            if judges is None
+            else ("this host cannot run the gateway's iked")
         )
-    return texts
+        progress.say(
+            f"  iked.conf: {why}: {', '.join(unchecked)} judged by the gateway's own iked as it is installed"
+        )

@@ -31,7 +31,7 @@ from lab.hypervisor import Hypervisor, LabDomain, check_ports_free, detect_accel
 from lab.images import default_cache_dir
 from lab.parallel import in_parallel
 from lab.placement import load_topology, resolve_platforms
-from lab.plan import Options, Plan, build_plan, with_user_confs
+from lab.plan import Options, Plan, build_plan, judged, with_user_confs
 from lab.platforms import Platform
 from lab.progress import Timing
 from lab.provision import exchange_keys, install_ike_conf, provision, restart_tunnel
@@ -178,8 +178,9 @@ class Lab:
         (not when `request.tunnel` waits for something else: such a lab is a reproduction).
 
         Everything that reaches a guest is checked first: the topology, the platforms, and each user's
-        iked.conf by the host's iked; nothing is created before. The blueprint is recorded in the run folder
-        for every later command.
+        iked.conf by the iked its gateway will run (the image's own, or a local build; OpenBSD's iked judges
+        in the guest); nothing is created before. The blueprint is recorded in the run folder for every
+        later command.
         """
         request = request or UpRequest()
         started = time.monotonic()
@@ -202,6 +203,7 @@ class Lab:
         # Fails before anything is created when an image is missing.
         media = host_media(topology, platforms, request.release, dict(request.iked))
         media = warm.kept_media(self.name, media)
+        judged(options, {host: m.judge for host, m in media.items()})  # by the iked each gateway will run
         self.claim(request.force)  # validated: from here on this process changes the lab
         if self.hypervisor.domains(self.name):
             raise LabError(

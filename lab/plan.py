@@ -18,7 +18,7 @@ from pathlib import Path
 
 from lab import render
 from lab.banner import motd_file
-from lab.ikedconf import read_user_confs
+from lab.ikedconf import IkedJudge, judge_user_confs, read_user_confs
 from lab.placement import load_topology, resolve_platforms
 from lab.platforms import Action, FileSpec, Platform
 from lab.topology import Host, Topology
@@ -87,8 +87,8 @@ class Plan:
 
 
 def with_user_confs(options: Options, files: Mapping[str, Path], topology: Topology) -> Options:
-    """`options` with the users' own iked.conf files (host -> file), each read and judged by the host's iked
-    before anything boots or is written (lab.ikedconf)."""
+    """`options` with the users' own iked.conf files (host -> file), read and checked against the topology
+    before anything is built or boots; `judged` has them judged by iked (lab.ikedconf)."""
     if not files:
         return options
     texts = read_user_confs(dict(files), [g.name for g in topology.gateways], topology.path.name)
@@ -97,6 +97,14 @@ def with_user_confs(options: Options, files: Mapping[str, Path], topology: Topol
         ike_conf={**options.ike_conf, **texts},
         ike_conf_sources={**options.ike_conf_sources, **{h: str(p) for h, p in files.items()}},
     )
+
+
+def judged(options: Options, judges: Mapping[str, IkedJudge | None] | None = None) -> None:
+    """The users' own iked.conf files of `options` judged by the iked each gateway will run (`judges`, host ->
+    judge, from the boot media), or by the host's iked when no media are known (`ikedlab render`)."""
+    users = {h: options.ike_conf[h] for h in options.ike_conf_sources if h in options.ike_conf}
+    if users:
+        judge_user_confs(users, options.ike_conf_sources, judges)
 
 
 def rendered_ike_conf(
@@ -189,6 +197,7 @@ def render_lab(
     NIC), which shift the lab's interface names."""
     topology = load_topology(topology_path)
     options = with_user_confs(options, ike_conf_files or {}, topology)
+    judged(options)  # by this host's iked: render boots nothing, so no image's iked is at hand
     platforms = {
         name: p.with_leading_nics(leading_nics) for name, p in resolve_platforms(topology, platform).items()
     }

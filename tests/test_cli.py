@@ -121,19 +121,23 @@ def test_iked_conf_for_a_host_that_does_not_exist(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("iked", path="/usr/sbin:/usr/bin:/sbin:/bin") is None, reason="no iked here")
-def test_a_broken_iked_conf_is_named_by_file_and_line_before_any_guest_boots(tmp_path):
+def test_a_broken_iked_conf_is_named_by_file_and_line_before_any_guest_boots(tmp_path, monkeypatch, capsys):
+    """Judged by the iked the gateway's image carries, before anything is created. Here the host's own iked
+    stands in for the bookworm image's (the same Debian package), so no image is built in a fast test."""
+    from lab import cli
+    from lab.ikedconf import host_judge
+    from lab.platforms import BootMedia, Platform, platform_names
+
     mine = tmp_path / "mine.conf"
     mine.write_text('resp="198.51.100.1"\n\nikev2 esp frm any to any local $resp\n')
-    done = ikedlab(
-        "up",
-        "--platform",
-        "linux",
-        "--iked-conf",
-        f"resp={mine}",
-        tmp_path=tmp_path,
-        env={"IKEDLAB_LIBVIRT_URI": "test:///default"},
+    monkeypatch.setenv("IKEDLAB_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("IKEDLAB_LIBVIRT_URI", "test:///default")
+    platform_names()
+    media = BootMedia(tmp_path / "vmlinuz", tmp_path / "initrd.img", "console=ttyS0", judge=host_judge())
+    monkeypatch.setattr(
+        Platform._registry["linux"], "boot_media", lambda self, release=None, iked=None: media
     )
-    assert one_line(done) == f"ikedlab: {mine}:3: syntax error"
-    assert not (tmp_path / "state").exists() and not (tmp_path / "cache").exists(), (
-        "nothing built, nothing booted"
-    )
+    assert cli.main(["up", "--platform", "linux", "--iked-conf", f"resp={mine}"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"ikedlab: {mine}:3: syntax error"]
+    assert not (tmp_path / "state").exists(), "nothing booted, no lab made"

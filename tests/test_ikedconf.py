@@ -71,10 +71,69 @@ def test_without_iked_on_the_host_it_says_so_and_leaves_the_check_to_the_guests(
     monkeypatch.setenv("PATH", str(tmp_path))
     mine = tmp_path / "mine.conf"
     mine.write_text("not iked.conf at all\n")
-    assert ikedconf.read_user_confs({"resp": mine}, ["init", "resp"], "guide.yaml") == {
-        "resp": mine.read_text()
-    }
+    texts = ikedconf.read_user_confs({"resp": mine}, ["init", "resp"], "guide.yaml")
+    assert texts == {"resp": mine.read_text()}
+    ikedconf.judge_user_confs(texts, {"resp": str(mine)})
     assert "iked is not installed on this host" in capsys.readouterr().err
+
+
+NATT = "ikev2 'x' active natt esp from 10.0.1.0/24 to 10.0.2.0/24 peer 192.0.2.1\n"  # `natt`: iked 7.4 on
+
+
+@needs_iked
+def test_an_image_iked_runs_on_the_host_with_its_own_loader_and_libraries(tmp_path):
+    """What the image build keeps beside the image (iked, its loader and libraries, OpenSSL's legacy provider
+    and configuration), here taken from this host's own tree, is a judge that runs nothing of the host's."""
+    from lab.images.libraries import copy_closure
+    from lab.images.linux import IKED_ON_HOST
+
+    copied = copy_closure(Path("/"), IKED_ON_HOST, tmp_path)
+    assert "usr/sbin/iked" in copied and any("libcrypto" in c for c in copied)
+    (tmp_path / "etc/ssl").mkdir(parents=True)
+    (tmp_path / "etc/ssl/openssl.cnf").write_text("")
+    judge = ikedconf.tree_judge(tmp_path, "a copied tree")
+    assert judge.argv[0].startswith(str(tmp_path)) and "--inhibit-cache" in judge.argv
+    assert ikedconf.check_with(judge, GOOD, "good.conf") == []
+    assert ikedconf.check_with(judge, GOOD + "ikev2 esp frm any\n", "mine.conf") == [
+        "mine.conf:4: syntax error"
+    ]
+
+
+@needs_iked
+def test_each_file_is_judged_by_its_gateways_iked_and_only_by_it(tmp_path, capsys):
+    """A file for a gateway whose iked the host cannot run (OpenBSD's) is left to the guest, said in one
+    line; the host's 7.2 does not judge it (it refuses `natt`, which OpenBSD has since 7.7, iked 7.4 too)."""
+    bad = GOOD + "ikev2 esp frm any\n"
+    sources = {"init": "bad.conf", "resp": "natt.conf"}
+    judges = {"init": ikedconf.host_judge(), "resp": None}
+    ikedconf.judge_user_confs({"resp": NATT}, sources, judges)
+    assert "natt.conf (resp) judged by the gateway's own iked" in capsys.readouterr().err
+    with pytest.raises(IkedConfError) as err:
+        ikedconf.judge_user_confs({"init": bad, "resp": NATT}, sources, judges)
+    assert err.value.problems == ["bad.conf:4: syntax error"]
+    with pytest.raises(IkedConfError, match="natt.conf:1: syntax error"):  # the host's own iked: 7.2
+        ikedconf.judge_user_confs({"resp": NATT}, sources)
+
+
+def _cached_iked_tree(variant):
+    from lab.images import cached_linux_image
+
+    image = cached_linux_image(variant=variant)
+    return image.iked_tree if image else None
+
+
+@pytest.mark.skipif(_cached_iked_tree("trixie") is None, reason="no trixie image with its iked in the cache")
+def test_the_74_image_judges_what_74_accepts():
+    """The trixie variant's iked 7.4 (glibc 2.41, OpenSSL 3.5) runs on this bookworm host from the image's
+    own tree, and accepts `natt`, which the host's and the bookworm image's iked 7.2 refuse."""
+    judge = ikedconf.tree_judge(_cached_iked_tree("trixie"), "iked 7.4")
+    assert ikedconf.check_with(judge, NATT, "natt.conf") == []
+    assert ikedconf.check_with(judge, NATT + "frm\n", "natt.conf") == ["natt.conf:2: syntax error"]
+    bookworm = _cached_iked_tree(None)
+    if bookworm:
+        assert ikedconf.check_with(ikedconf.tree_judge(bookworm, "7.2"), NATT, "n.conf") == [
+            "n.conf:1: syntax error"
+        ]
 
 
 @pytest.mark.parametrize(

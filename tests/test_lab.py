@@ -12,7 +12,7 @@ from fakes import FakeConsole, recorded
 from lab import cli, guests, snapshot, status
 from lab import lab as labmod
 from lab.blueprint import UpRequest
-from lab.errors import ConsoleTimeout, HypervisorError, LabError, ProvisionError
+from lab.errors import ConsoleTimeout, HypervisorError, IkedConfError, LabError, ProvisionError
 from lab.hypervisor import Accel, LabDomain, domain_name
 from lab.lab import Lab
 from lab.placement import load_topology
@@ -469,3 +469,22 @@ def test_openbsd_sets_its_clock_with_dates_own_syntax(monkeypatch):
     # date(1): [[[[[cc]yy]mm]dd]HH]MM[.SS], UTC with -u (bin/date/date.c 1.45).
     monkeypatch.setattr(time, "time", lambda: 1796287451.4)
     assert get_platform("openbsd").clock_command() == "date -u 202612030844.11 >/dev/null"
+
+
+def test_a_users_iked_conf_is_judged_by_the_iked_its_gateway_boots(fake, tmp_path, monkeypatch):
+    """The judge comes with the gateway's boot media (the image's own iked, a local build), not from the
+    host: a judge that refuses everything stops `up` before any guest is created."""
+    from lab.ikedconf import IkedJudge
+
+    lab, hv, _ = fake
+    media = BootMedia(
+        tmp_path / "vmlinuz", tmp_path / "initrd", "console=ttyS0", judge=IkedJudge(("false",), "t")
+    )
+    monkeypatch.setattr(
+        Platform._registry["linux"], "boot_media", lambda self, release=None, iked=None: media
+    )
+    own = tmp_path / "resp.conf"
+    own.write_text("# mine\n")
+    with pytest.raises(IkedConfError, match=r"resp.conf: iked -n \(t\) exited 1"):
+        lab.up(UpRequest(platform="linux", ike_conf_files={"resp": own}))
+    assert hv.specs == {}

@@ -3,12 +3,13 @@ soname as ld.so would, and the libraries nothing links to pruned."""
 
 from __future__ import annotations
 
+import shutil
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.errors import ImageError
+from lab.errors import ImageError, first_and_more
 from lab.images.tree import guest_path, in_root, walk
 
 
@@ -97,6 +98,11 @@ class Closure:
     problems: list[str]  # what is asked for and not there
 
 
+def closure(root: Path, programs: Iterable[str]) -> Closure:
+    """Everything `programs` (guest paths) need to run: themselves, their loader, their libraries."""
+    return _follow(root, [(guest_path(p) or p, p) for p in programs], library_dirs(root), None)
+
+
 def _follow(
     root: Path, todo: list[tuple[str, str]], libdirs: list[str], elves: dict[str, ElfInfo] | None
 ) -> Closure:
@@ -129,6 +135,19 @@ def _follow(
             else:
                 todo.append((lib, real))
     return Closure(looked_up, used, problems)
+
+
+def copy_closure(root: Path, programs: Iterable[str], out: Path) -> list[str]:
+    """Copy what `programs` need to run (see `closure`) from the tree `root` to `out`, at the same paths,
+    each path as a plain file (a soname link becomes a copy of its library). Returns the paths copied."""
+    found = closure(root, programs)
+    if found.problems:
+        message, others = first_and_more(found.problems)
+        raise ImageError(f"cannot keep {', '.join(programs)}: {message}", details=others)
+    for rel, real in sorted(found.looked_up.items()):
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / real, out / rel)
+    return sorted(found.looked_up)
 
 
 def host_argv(root: Path, program: str) -> list[str]:

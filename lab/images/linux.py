@@ -25,9 +25,11 @@ from lab.errors import ImageError
 from lab.images.apt import Resolved, apt_state, fetch_debs, have_apt, resolve
 from lab.images.cache import default_cache_dir, mark_in_use
 from lab.images.initramfs import write_initramfs
+from lab.images.libraries import copy_closure
 from lab.images.manifest import describe_changes, local_inputs, manifest_key, summarize_changes
 from lab.images.recipe import RECIPE_DIR, Recipe, with_variant
 from lab.images.rootfs import stage
+from lab.images.tree import in_root
 from lab.progress import say, step
 
 log = logging.getLogger("ikedlab.images")
@@ -43,6 +45,15 @@ class LinuxImage:
     cmdline: str  # base kernel command line; the hypervisor appends "ikedlab.hostname=NAME"
     key: str  # the cache key (hash of manifest)
     manifest: dict  # inputs: recipe file hashes, package names+versions, kernel version
+    # The image's own iked with its loader and libraries (a tree under the image's folder), which the host
+    # runs to judge a user's iked.conf as the guest's iked will; None for an image that has none.
+    iked_tree: Path | None = None
+
+
+#: What the host keeps of the image to run its iked (`iked -n`): iked with everything it loads, the OpenSSL
+#: legacy provider it enables at start (else "error enabling legacy provider") and OpenSSL's configuration.
+IKED_ON_HOST = ("usr/sbin/iked", "usr/lib/x86_64-linux-gnu/ossl-modules/legacy.so")
+IKED_ON_HOST_FILES = ("etc/ssl/openssl.cnf",)
 
 
 def cached_linux_image(cache_dir: Path | None = None, variant: str | None = None) -> LinuxImage | None:
@@ -133,6 +144,12 @@ def assemble(recipe: Recipe, resolved: Resolved, debs: Path, out: Path) -> dict[
         shutil.copyfile(vmlinuz, out / "vmlinuz")
         with open(out / "initrd.img", "wb") as initrd:
             unpacked = write_initramfs(root, initrd)
+        if in_root(root, IKED_ON_HOST[0]):
+            copy_closure(root, IKED_ON_HOST, out / "iked")
+            for rel in IKED_ON_HOST_FILES:
+                if found := in_root(root, rel):
+                    (out / "iked" / rel).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(found, out / "iked" / rel)
     return {
         "initrd_bytes": (out / "initrd.img").stat().st_size,
         "kernel_bytes": (out / "vmlinuz").stat().st_size,
@@ -196,6 +213,9 @@ class _Store:
                 cmdline=info["cmdline"],
                 key=info["key"],
                 manifest=info["manifest"],
+                iked_tree=directory.resolve() / "iked"
+                if (directory / "iked" / IKED_ON_HOST[0]).is_file()
+                else None,
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None

@@ -25,6 +25,7 @@ from lab.readings import Capture, IpsecCounters, PingResult, SaState
 from lab.topology import SafeLoader
 
 if TYPE_CHECKING:
+    from lab.ikedconf import IkedJudge
     from lab.render import Lifetimes, Proposals
     from lab.topology import Host, Topology
 
@@ -78,6 +79,8 @@ class BootMedia:
     # What the image is by content (its manifest's digest), wherever its files are; "" when only the files
     # can say (an image whose build is not reproducible). Warm snapshots are keyed by it.
     identity: str = ""
+    # The iked this image runs, as the host can run it to judge a user's iked.conf (None: only the guest can).
+    judge: IkedJudge | None = None
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import shlex
 from typing import TYPE_CHECKING, Any
 
 from lab import render
+from lab.ikedconf import IkedJudge, tree_judge
 from lab.platforms import Action, BootMedia, DaemonChoice, FileSpec, Platform
 from lab.platforms.parsers import parse_ikectl_show_sa, parse_ping_summary, parse_tcpdump_lines
 from lab.readings import Capture, IpsecCounters, PingResult, SaState
@@ -98,12 +99,14 @@ class Linux(Platform, name="linux"):
         )
         # built from the host's apt when the cache has none: no release to pick
         image = linux_image(variant=variant)
+        daemon = self.daemon_label(image.manifest)
         media = BootMedia(
             image.kernel,
             image.initrd,
             image.cmdline,
-            daemon=self.daemon_label(image.manifest),
+            daemon=daemon,
             identity=image.key,  # a reproducible build: the same manifest gives the same bytes
+            judge=tree_judge(image.iked_tree, f"{daemon}, the image's own") if image.iked_tree else None,
         )
         if iked.source is None:
             return media
@@ -115,6 +118,8 @@ class Linux(Platform, name="linux"):
             initrd=initrd_with_build(image.initrd, image.key, build),
             daemon=build.label,
             identity=f"{image.key} + iked build {build.hash}",
+            # Built on this host against the libraries the appliance carries: it runs here as it is.
+            judge=IkedJudge((str(build.directory / "usr/sbin/iked"),), build.label),
         )
 
     def daemon_label(self, manifest: dict) -> str:
