@@ -26,7 +26,7 @@ trap cleanup EXIT
 
 step="building the wheel (pip wheel . on a copy of the checkout)"
 mkdir "$WORK/src"
-cp -r "$ROOT/pyproject.toml" "$ROOT/README.md" "$ROOT/lab" "$WORK/src/"
+cp -r "$ROOT/pyproject.toml" "$ROOT/README.md" "$ROOT/lab" "$ROOT/images" "$WORK/src/"
 find "$WORK/src" -name __pycache__ -prune -exec rm -rf {} +
 (cd "$WORK/src" && "$PYTHON" -m pip wheel -q --no-deps -w "$WORK/dist" .)
 say "wheel built: $(basename "$WORK"/dist/ikedlab-*.whl)"

@@ -1,4 +1,4 @@
-"""The guide's OpenBSD commands in the Linux appliance (lab/images/recipes/linux/rootfs/usr/local/sbin): their
+"""The guide's OpenBSD commands in the Linux appliance (images/linux/rootfs/usr/local/sbin): their
 parts that run without a guest, held to the lab's own readings so the two can never tell a learner different
 things."""
 

@@ -182,7 +182,7 @@ NEXT_RELEASE = media.next_release(media.SUPPORTED_RELEASES[-1])
 @pytest.mark.parametrize("release", [*media.SUPPORTED_RELEASES, NEXT_RELEASE])
 def test_project_ships_a_key_for_every_release_and_the_next(release):
     # Each traced to etc/signify/openbsd-NN-base.pub in OpenBSD's source
-    # (lab/images/recipes/openbsd/README.md).
+    # (images/openbsd/README.md).
     key = find_signify_key(release)
     assert key is not None and key.parent == media.PROJECT_KEYS_DIR
     comment, value = key.read_text().splitlines()

@@ -2,7 +2,7 @@
 
 A pattern in the code that none of the recorded strings matches is a belief, not a fact: these tests fail on
 it. They also fail on a pattern added to the installer dialogue without being held against the list here,
-on a recorded entry without its source and revision, and on lab/images/recipes/openbsd/README.md's table
+on a recorded entry without its source and revision, and on images/openbsd/README.md's table
 drifting from the list.
 """
 

@@ -7,6 +7,7 @@ isolation (no registry needed). The whole path from a fresh venv (`scripts/check
 and runs in `make nightly`."""
 
 import configparser
+import re
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = ("pyproject.toml", "README.md", "lab")
+SOURCES = ("pyproject.toml", "README.md", "lab", "images")
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +39,23 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
 
 def _package_files() -> list[str]:
     """Every file of the package as the checkout has it (git's own list when there is one)."""
-    done = subprocess.run(["git", "ls-files", "lab"], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(["git", "ls-files", "lab", "images"], cwd=ROOT, capture_output=True, text=True)
     if done.returncode == 0 and done.stdout.strip():
         files = done.stdout.split()
     else:
-        files = [str(p.relative_to(ROOT)) for p in (ROOT / "lab").rglob("*") if p.is_file()]
-    return sorted(f for f in files if "__pycache__" not in f and (ROOT / f).exists())
+        files = [
+            str(p.relative_to(ROOT)) for d in ("lab", "images") for p in (ROOT / d).rglob("*") if p.is_file()
+        ]
+    return sorted(in_wheel(f) for f in files if "__pycache__" not in f and (ROOT / f).exists())
+
+
+def in_wheel(path: str) -> str:
+    """Where a checkout's file travels in the wheel: images/ as lab/images/recipes/ (package-dir)."""
+    return re.sub(r"^images/", "lab/images/recipes/", path)
+
+
+def in_checkout(name: str) -> Path:
+    return ROOT / re.sub(r"^lab/images/recipes/", "images/", name)
 
 
 def test_the_wheel_holds_every_file_of_the_package(wheel: zipfile.ZipFile) -> None:
@@ -66,7 +78,7 @@ def test_the_wheel_holds_every_file_of_the_package(wheel: zipfile.ZipFile) -> No
 
 def test_executables_stay_executable(wheel: zipfile.ZipFile) -> None:
     for info in wheel.infolist():
-        source = ROOT / info.filename
+        source = in_checkout(info.filename)
         if info.filename.startswith("lab/") and source.is_file() and source.stat().st_mode & 0o111:
             assert (info.external_attr >> 16) & 0o111, f"{info.filename} lost its executable bit"
 

@@ -1,9 +1,9 @@
 """Golden images for the lab's guests. This module is the public API only; each concept has its module.
 
-Linux, an appliance made of Debian packages (recipe in recipes/linux/):
+Linux, an appliance made of Debian packages (recipe in images/linux/):
     linux           LinuxImage, linux_image(): the cache of built images and the build itself
     manifest        the inputs whose hash is the cache key, and what changed between two manifests
-    recipe          recipes/linux/recipe.yaml, read and checked
+    recipe          images/linux/recipe.yaml, read and checked
     apt             the package closure and versions from the host's apt, and the .deb downloads
     rootfs          the staged root tree: packages unpacked, busybox links, the recipe's files
     libraries       ELF files read, every program's libraries found, unused ones pruned
@@ -12,7 +12,7 @@ Linux, an appliance made of Debian packages (recipe in recipes/linux/):
     initramfs       the reproducible gzip'ed cpio writer
     cache           where images and downloads are kept (both platforms)
 
-OpenBSD, a qcow2 installed from the official media (recipe in recipes/openbsd/):
+OpenBSD, a qcow2 installed from the official media (recipe in images/openbsd/):
     media           download of the install ISO and its signify verification
     installer       the unattended install dialogue over the serial console
     openbsd         OpenBSDImage, build_openbsd_image(): the golden image and its cache

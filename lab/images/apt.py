@@ -271,7 +271,7 @@ def kernel_package(graph: Mapping[str, list[list[str]]], meta: str) -> str:
                 return name
     raise ImageError(
         f"{meta} does not depend on a linux-image-<release> package",
-        "check `kernel:` in lab/images/recipes/linux/recipe.yaml (e.g. linux-image-cloud-amd64)",
+        "check `kernel:` in images/linux/recipe.yaml (e.g. linux-image-cloud-amd64)",
     )
 
 
@@ -294,7 +294,7 @@ def resolve(recipe: Recipe) -> Resolved:
         raise ImageError(
             f"apt could not resolve the Linux image's packages: {e}",
             "run `apt-get update` (the image is made of Debian packages); "
-            "check lab/images/recipes/linux/recipe.yaml",
+            "check images/linux/recipe.yaml",
         ) from None
     graph = parse_depends(depends.stdout.decode())
     names = sorted(package_closure(graph, recipe.packages, recipe.exclude))

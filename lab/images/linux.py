@@ -2,7 +2,7 @@
 
 Everything happens on the host without root: apt resolves and downloads the packages, `dpkg-deb` unpacks
 them into a staging tree, and a small cpio writer packs the tree with fixed owners, times and order, so the
-same inputs give the same bytes. The recipe is data (recipes/linux/); its files, the package versions and
+same inputs give the same bytes. The recipe is data (images/linux/); its files, the package versions and
 the builder's own source (the Linux modules of lab/images/) make the manifest whose hash is the cache key.
 """
 
@@ -67,7 +67,7 @@ def linux_image(
 ) -> LinuxImage:
     """Return the cached image, building it when missing or when its inputs changed.
 
-    `variant` names a file of recipes/linux/variants/ (e.g. trixie: iked 7.4 and strongSwan); each variant
+    `variant` names a file of images/linux/variants/ (e.g. trixie: iked 7.4 and strongSwan); each variant
     has its own cache directory and key. The warm path runs no program: it hashes the recipe files and
     compares apt's list files (size, time) with what they were when the versions were last resolved.
     Only when those differ does it ask apt.

@@ -2,8 +2,8 @@
 
 The trust anchor is a release's base public key (openbsd-7X-base.pub). OpenBSD signs each release's
 SHA256 list with it; `signify -C` checks the signature and then the ISO's checksum in that list. A key is
-taken, in order, from the caller (`--signify-key`), the project's `recipes/openbsd/keys/` (7.5 to 8.0, each
-traced to etc/signify/ in OpenBSD's source: recipes/openbsd/README.md), and the host's /etc/signify. Media
+taken, in order, from the caller (`--signify-key`), the project's `images/openbsd/keys/` (7.5 to 8.0, each
+traced to etc/signify/ in OpenBSD's source: images/openbsd/README.md), and the host's /etc/signify. Media
 that cannot be verified is refused unless the caller says `insecure=True`, which the returned Media records
 and the output shows.
 

@@ -3,7 +3,7 @@
 `build_openbsd_image()` fetches and verifies the media (lab.images.media), boots it in plain QEMU with the
 serial console on stdio, runs the unattended install (lab.images.installer) and stores the disk and a JSON
 manifest in the cache's openbsd/ directory. The manifest is the cache key: the release, a hash of the recipe
-(recipes/openbsd/*), the ISO's SHA256 and whether it was verified. A recipe change makes the cached image
+(images/openbsd/*), the ISO's SHA256 and whether it was verified. A recipe change makes the cached image
 stale; `cached_openbsd_image()` then answers None.
 
 `release="snapshots"` (OpenBSD -current) builds one image per snapshot build, named by its build date
@@ -100,7 +100,7 @@ def render_install_conf(
 
 
 def ttys_lines(images_dir: Path = IMAGES_DIR) -> list[str]:
-    """The /etc/ttys lines of the golden image (recipes/openbsd/ttys): a root getty on tty01 (com1), the
+    """The /etc/ttys lines of the golden image (images/openbsd/ttys): a root getty on tty01 (com1), the
     control channel ikedlab's commands use while the learner has com0."""
     text = (images_dir / "ttys").read_text()
     return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]

@@ -1,5 +1,4 @@
-"""The Linux image's recipe: recipes/linux/recipe.yaml (beside this module) read and checked, and the hashes
-of its files."""
+"""The Linux image's recipe: images/linux/recipe.yaml read and checked, and the hashes of its files."""
 
 from __future__ import annotations
 
@@ -12,11 +11,19 @@ from pathlib import Path
 
 import yaml
 
+from lab import PROJECT_ROOT
 from lab.errors import ImageError, first_and_more
 from lab.images.tree import walk
 
-#: The recipes are the package's data (recipes/), so an installed ikedlab builds images too.
-RECIPES = Path(__file__).resolve().parent / "recipes"
+
+def _recipes() -> Path:
+    """The image recipes: the checkout's top-level images/, which the wheel carries as lab/images/recipes/
+    (pyproject.toml maps it), so an installed ikedlab builds images too."""
+    installed = Path(__file__).resolve().parent / "recipes"
+    return installed if installed.is_dir() else PROJECT_ROOT / "images"
+
+
+RECIPES = _recipes()
 RECIPE_DIR = RECIPES / "linux"
 #: Variants of the recipe, one file each (recipes/linux/variants/<name>.yaml); hashed into their own images'
 #: keys only, so adding a variant does not rebuild the default image.

@@ -118,7 +118,7 @@ def stage(recipe: Recipe, resolved: Resolved, debs: Mapping[str, Path], work: Pa
 
     if in_root(root, "usr/bin/busybox") is None:
         raise ImageError(
-            "busybox is not in the image", "keep busybox in lab/images/recipes/linux/recipe.yaml"
+            "busybox is not in the image", "keep busybox in images/linux/recipe.yaml"
         )
     applets = run([*host_argv(root, "usr/bin/busybox"), "--list-full"], timeout=30).stdout.decode().split()
     log.debug("busybox applet links: %d", len(busybox_links(root, applets)))

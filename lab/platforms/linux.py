@@ -169,7 +169,7 @@ class Linux(Platform, name="linux"):
         ]
 
     def ike_start_command(self) -> str:
-        # The appliance's own rcctl (recipes/linux/rootfs/usr/local/sbin/rcctl) is the one definition of how
+        # The appliance's own rcctl (images/linux/rootfs/usr/local/sbin/rcctl) is the one definition of how
         # iked runs here, for provisioning and for a learner alike: in the foreground (-d -v) in its own
         # session, logging to IKED_LOG; it exits non-zero with "iked(failed)" when iked does not come up.
         return f"{RCCTL} start iked"

@@ -2,7 +2,7 @@
 
 Used by the fake installer (which prints only what this list holds), by tests/test_openbsd_strings.py, and by
 `python tests/data/openbsd/strings.py --write-readme`, which rewrites the table in
-lab/images/recipes/openbsd/README.md.
+images/openbsd/README.md.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 RECORD = HERE / "strings.yaml"
-README = HERE.parents[2] / "lab" / "images" / "recipes" / "openbsd" / "README.md"
+README = HERE.parents[2] / "images" / "openbsd" / "README.md"
 TABLE_BEGIN = "<!-- strings: generated from tests/data/openbsd/strings.yaml -->"
 TABLE_END = "<!-- end of strings -->"
 
@@ -150,7 +150,7 @@ def fixture_pattern(fixture: str, record: dict[str, Recorded] | None = None) -> 
 
 
 def readme_table(record: dict[str, Recorded] | None = None) -> str:
-    """The Markdown table lab/images/recipes/openbsd/README.md carries between its markers."""
+    """The Markdown table images/openbsd/README.md carries between its markers."""
     rows = ["| what ikedlab reads or a fake prints | source (OpenBSD src) | revision |", "|---|---|---|"]
     for entry in (record or load()).values():
         shown = [entry.text] if entry.text is not None else list(entry.shapes())
