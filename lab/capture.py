@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from lab import gate
 from lab.command import require, run
-from lab.errors import LabError
+from lab.errors import HypervisorError, LabError
 from lab.hypervisor import Hypervisor, domain_name
 from lab.topology import Topology
 
@@ -55,6 +55,12 @@ def link_end(topology: Topology, link: str, at: str | None = None) -> LinkEnd:
 @contextmanager
 def dumping(hv: Hypervisor, lab: str, end: LinkEnd, pcap: Path) -> Iterator[Path]:
     """QEMU writes every frame of `end`'s NIC to `pcap` while the block runs."""
+    if hv.remote:
+        raise HypervisorError(
+            f"capture of link '{end.link}': the lab runs on a remote libvirt host ({hv.uri}), whose QEMU "
+            "cannot write a file here; not done yet",
+            "capture inside a guest instead (tcpdump on the router: the scenarios' capture_wire)",
+        )
     pcap = pcap.resolve()  # QEMU opens the file from its own working directory, not ours
     pcap.parent.mkdir(parents=True, exist_ok=True)
     pcap.unlink(missing_ok=True)

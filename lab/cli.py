@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -13,6 +14,7 @@ from pathlib import Path
 from lab import cli_report, cli_repro, cli_store, gate, progress, settings
 from lab.errors import IkedlabError
 from lab.exercises import cli as cli_exercise
+from lab.libvirt_hosts import check_uri
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -23,6 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="log every step and show tracebacks")
     p.add_argument(
         "--name", default=settings.lab_name(), help="the lab's name (default: $IKEDLAB_NAME or default)"
+    )
+    p.add_argument(
+        "--connect",
+        metavar="URI",
+        help="the libvirt host the lab runs on, e.g. qemu+ssh://root@host/system (default: "
+        "$IKEDLAB_LIBVIRT_URI or qemu:///system; docs/nightly.md)",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -130,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         check_names(args)
+        if args.connect:  # every Hypervisor of this process (and of its children) connects there
+            os.environ["IKEDLAB_LIBVIRT_URI"] = check_uri(args.connect, "--connect")
         return _dispatch(args)
     except IkedlabError as e:
         if args.debug:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from lab import keeper, progress, settings
 from lab.channel_lock import ChannelLock
-from lab.command import run
 from lab.console import Console, Transcript
 from lab.errors import LabError
 from lab.host import Host
@@ -67,11 +66,6 @@ class Guests:
         with step(f"boot: {len(specs)} guests created, consoles attached"):
             told_slow = False
             for spec in specs:
-                if spec.disk and spec.backing:
-                    # Each guest writes to its own throw-away overlay; the golden image is never changed.
-                    spec.disk.parent.mkdir(parents=True, exist_ok=True)
-                    overlay = ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2"]
-                    run([*overlay, "-b", spec.backing, spec.disk])
                 seconds = hv.create(spec, paused=True)
                 if seconds > SLOW_START_SECONDS and not told_slow:
                     progress.say(f"  {slow_start_reason(seconds)}")

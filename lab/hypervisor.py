@@ -7,6 +7,7 @@ lost, and never touch a domain ikedlab did not create.
 
 from __future__ import annotations
 
+import dataclasses
 import grp
 import hashlib
 import json
@@ -25,9 +26,11 @@ import jinja2
 import pexpect
 
 from lab import settings
-from lab.command import require
+from lab.command import require, run
 from lab.errors import HypervisorError
+from lab.libvirt_hosts import is_remote
 from lab.ownership import ikedlab_for
+from lab.volumes import Volumes
 
 log = logging.getLogger("ikedlab.hypervisor")
 
@@ -67,6 +70,7 @@ class DomainSpec:
     emulator: str = "/usr/bin/qemu-system-x86_64"
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
+    serial_logs: bool = True  # QEMU logs the serial ports to files by name: not on a remote libvirt host
 
     @property
     def name(self) -> str:
@@ -90,6 +94,12 @@ class LabDomain:
 
 def domain_name(lab: str, host: str) -> str:
     return f"{DOMAIN_PREFIX}{lab}-{host}"
+
+
+def overlay_volume(lab: str, host: str) -> str:
+    """A guest's disk overlay on a remote libvirt host; with no host, the prefix of every overlay of the lab
+    (a '.' is in no lab name: lab 'a' never takes lab 'a-b's)."""
+    return f"{lab}.{host}.qcow2" if host else f"{lab}."
 
 
 def lab_ports(lab: str) -> range:
@@ -143,6 +153,9 @@ class Hypervisor:
         self._libvirt = libvirt
         libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors come back as exceptions
         self.uri = uri
+        # A daemon over a transport may be another machine: nothing of ours is a file it can open.
+        self.remote = is_remote(uri)
+        self._volumes: Volumes | None = None
         try:
             self.conn = libvirt.open(uri)
         except libvirt.libvirtError as e:
@@ -157,16 +170,32 @@ class Hypervisor:
         except self._libvirt.libvirtError:
             pass
 
+    @property
+    def volumes(self) -> Volumes:
+        """ikedlab's storage pool on the libvirt host (remote hosts: lab/volumes.py)."""
+        if self._volumes is None:
+            self._volumes = Volumes(self.conn, self._libvirt)
+        return self._volumes
+
     # --- creating ------------------------------------------------------------------------------------------
     def create(self, spec: DomainSpec, *, paused: bool = True) -> float:
         """Start a transient domain; paused, so its console can be attached before the first byte of boot.
-        Returns how many seconds libvirt took."""
-        if not Path(spec.emulator).exists():
-            raise HypervisorError(
-                f"QEMU not found at {spec.emulator}", "install it: apt-get install qemu-system-x86"
-            )
+        Its disk overlay is made first (the golden image is never written). Returns how many seconds libvirt
+        took."""
+        if self.remote:
+            spec = self.on_libvirt_host(spec)
+        else:
+            if not Path(spec.emulator).exists():
+                raise HypervisorError(
+                    f"QEMU not found at {spec.emulator}", "install it: apt-get install qemu-system-x86"
+                )
+            if spec.disk and spec.backing:
+                # Each guest writes to its own throw-away overlay; the golden image is never changed.
+                spec.disk.parent.mkdir(parents=True, exist_ok=True)
+                overlay = ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2"]
+                run([*overlay, "-b", spec.backing, spec.disk])
+            spec.serial_log.parent.mkdir(parents=True, exist_ok=True)
         flags = self._libvirt.VIR_DOMAIN_START_PAUSED if paused else 0
-        spec.serial_log.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         try:
             self.conn.createXML(domain_xml(spec), flags)
@@ -175,6 +204,29 @@ class Hypervisor:
                 f"{spec.host}: libvirt could not start {spec.name}: {e.get_error_message()}"
             ) from None
         return time.monotonic() - started
+
+    def on_libvirt_host(self, spec: DomainSpec) -> DomainSpec:
+        """`spec` as a remote libvirt host runs it: boot files as volumes of their content (uploaded once),
+        the disk an overlay volume named after the lab and host, no serial log by name. Every path in its XML
+        is then one of ikedlab's pool there."""
+        files = {
+            part: Path(self.volumes.upload(path))
+            for part in ("kernel", "initrd", "backing")
+            if (path := getattr(spec, part)) is not None
+        }
+        disk = None
+        if spec.disk is not None:
+            if "backing" not in files:
+                raise HypervisorError(f"{spec.host}: a disk with no golden image under it stays local")
+            disk = Path(self.volumes.overlay(overlay_volume(spec.lab, spec.host), str(files["backing"])))
+        return dataclasses.replace(
+            spec,
+            kernel=files.get("kernel"),
+            initrd=files.get("initrd"),
+            backing=files.get("backing"),
+            disk=disk,
+            serial_logs=False,
+        )
 
     def resume(self, name: str) -> None:
         try:
@@ -224,7 +276,10 @@ class Hypervisor:
 
     def control_pty(self, name: str) -> Path | None:
         """The pty of a running domain's control channel (its second serial port) on this machine; None
-        when the domain is gone or has none. A new QEMU (a restore) has a new one."""
+        when the domain is gone or has none, or runs on a remote libvirt host (its pty is that host's: a
+        path here would only work by chance, on this very machine). A new QEMU (a restore) has a new one."""
+        if self.remote:
+            return None
         try:
             xml = self.conn.lookupByName(name).XMLDesc(0)
         except self._libvirt.libvirtError:
@@ -262,6 +317,8 @@ class Hypervisor:
         return sorted(found, key=lambda d: d.name)
 
     def _pid(self, name: str) -> int | None:
+        if self.remote:
+            return None  # its QEMU runs on the libvirt host, not here
         try:
             return int(Path(f"/run/libvirt/qemu/{name}.pid").read_text().strip())
         except (OSError, ValueError):
@@ -320,6 +377,8 @@ class Hypervisor:
         with ThreadPoolExecutor(max_workers=max(1, len(domains))) as pool:
             for future in [pool.submit(remove, d) for d in domains]:
                 future.result()
+        if self.remote:  # the lab's disk overlays on the libvirt host; the shared boot files stay
+            self.volumes.remove(overlay_volume(lab, ""))
         return [d.name for d in domains]
 
 
@@ -358,6 +417,15 @@ def detect_accel(probe_kernel: Path | None, cache_dir: Path) -> Accel:
     cache_dir.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps({"key": key, "kind": verdict.kind, "reason": verdict.reason}))
     return verdict
+
+
+def remote_accel() -> Accel:
+    """A remote libvirt host's accelerator: software emulation unless IKEDLAB_ACCEL says (its /dev/kvm is
+    not here to probe, and a KVM that is there may still not boot a guest: see detect_accel)."""
+    forced = settings.forced_accel()
+    if forced:
+        return Accel("kvm" if forced == "kvm" else "qemu", f"IKEDLAB_ACCEL={forced}")
+    return Accel("qemu", "a remote libvirt host: software emulation unless IKEDLAB_ACCEL=kvm")
 
 
 def _host_boot_id() -> str:

@@ -132,6 +132,15 @@ def _session_lab(
         prune(scenario_labs_only=True)  # scenario labs of deleted checkouts: nothing would use them again
     except IkedlabError as e:
         print(f"ikedlab: scenario labs of deleted checkouts not pruned: {e}")
+    if hosts := settings.hosts_file():  # -n N over several libvirt hosts: this worker's lab on its own
+        from lab.libvirt_hosts import for_worker, load_hosts
+
+        try:
+            uri = for_worker(load_hosts(hosts), os.environ.get("PYTEST_XDIST_WORKER", ""))
+        except IkedlabError as e:
+            pytest.fail(f"IKEDLAB_HOSTS: {e}", pytrace=False)
+        os.environ["IKEDLAB_LIBVIRT_URI"] = uri
+        record_testsuite_property("libvirt", uri.split("?", 1)[0])  # the report says where (not the key)
     lab = Lab(lab_name(config))
     try:
         worker = os.environ.get("PYTEST_XDIST_WORKER", "")

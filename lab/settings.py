@@ -68,6 +68,13 @@ def libvirt_uri() -> str:
     return os.environ.get("IKEDLAB_LIBVIRT_URI") or "qemu:///system"
 
 
+def hosts_file() -> Path | None:
+    """IKEDLAB_HOSTS: a file of libvirt hosts that `pytest -n N scenarios` spreads its labs over
+    (lab/libvirt_hosts.py)."""
+    value = os.environ.get("IKEDLAB_HOSTS")
+    return Path(value) if value else None
+
+
 def state_dir() -> Path:
     """IKEDLAB_STATE_DIR, else $XDG_STATE_HOME/ikedlab: labs' state files and run directories."""
     if explicit := os.environ.get("IKEDLAB_STATE_DIR"):

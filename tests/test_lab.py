@@ -50,6 +50,8 @@ class FakeHypervisor:
             if lab in (None, s.lab)
         ]
 
+    remote = False  # the caller's own libvirtd
+
     def create(self, spec, paused=False):
         self.specs[spec.name] = spec
         return 0.1
@@ -93,7 +95,6 @@ def fake(monkeypatch, tmp_path):
 
     monkeypatch.setattr(labmod, "detect_accel", lambda kernel, cache: Accel("qemu", "test"))
     monkeypatch.setattr(labmod, "check_ports_free", lambda ports, lab: None)
-    monkeypatch.setattr(guests, "run", lambda argv: None)  # qemu-img for disk overlays
     monkeypatch.setattr(guests.Guests, "console", console)
     monkeypatch.setenv("IKEDLAB_STATE_DIR", str(tmp_path / "state"))
     for name in ("vmlinuz", "initrd", "golden.qcow2"):

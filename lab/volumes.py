@@ -1,0 +1,209 @@
+"""Files for a libvirt host that does not share the caller's files (IKEDLAB_LIBVIRT_URI=qemu+ssh://host/...):
+storage volumes in ikedlab's own pool on that host, moved over libvirt's own connection.
+
+A boot file (kernel, initrd, golden disk) becomes a volume named by its content (`<sha256>-<name>`), uploaded
+once through a libvirt stream and reused by every lab after it, whoever asks; an upload goes to a `.partial`
+volume first and is cloned to its final name only whole, so a broken connection never leaves a volume that
+looks complete. A guest's disk overlay is a qcow2 volume on its golden disk's volume, named after the lab.
+Files a guest writes on that host (a capture) are read back the same way (`download`). The domain's XML then
+names only paths inside the pool: libvirt on that host never opens a file of the caller's.
+
+The pool is a directory pool named `ikedlab` at POOL_PATH on that host, made by ikedlab when missing; a pool
+of that name at another path is someone else's, and is refused rather than used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+from lab.errors import HypervisorError
+
+POOL = "ikedlab"
+POOL_PATH = "/var/lib/libvirt/images/ikedlab"
+CHUNK = 1 << 20
+#: A volume name: the pool's own files, nothing that walks out of its folder.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
+
+
+def content_name(path: Path) -> str:
+    """The volume a boot file becomes: its SHA-256 and its file name."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            digest.update(chunk)
+    return f"{digest.hexdigest()[:32]}-{path.name}"
+
+
+class Volumes:
+    """ikedlab's pool on the libvirt host of `conn` (a libvirt.virConnect); `libvirt` is the module."""
+
+    def __init__(self, conn: Any, libvirt: Any) -> None:
+        self.conn = conn
+        self.libvirt = libvirt
+        self._pool: Any = None
+
+    def _error(self, what: str, e: Exception) -> HypervisorError:
+        message = e.get_error_message() if hasattr(e, "get_error_message") else str(e)
+        return HypervisorError(f"libvirt host {self.conn.getHostname()}: {what}: {message}")
+
+    @property
+    def pool(self) -> Any:
+        """The pool, made (defined, built, started) on first use when the host has none."""
+        if self._pool is not None:
+            return self._pool
+        libvirt = self.libvirt
+        try:
+            pool = self.conn.storagePoolLookupByName(POOL)
+        except libvirt.libvirtError:
+            xml = (
+                f"<pool type='dir'><name>{POOL}</name><target><path>{POOL_PATH}</path>"
+                "<permissions><mode>0755</mode></permissions></target></pool>"
+            )
+            try:
+                pool = self.conn.storagePoolDefineXML(xml, 0)
+                pool.build(0)
+                pool.setAutostart(1)
+            except libvirt.libvirtError as e:
+                raise self._error(f"cannot make storage pool '{POOL}' at {POOL_PATH}", e) from None
+        path = ET.fromstring(pool.XMLDesc(0)).findtext("target/path")
+        if path != POOL_PATH:
+            raise HypervisorError(
+                f"libvirt host {self.conn.getHostname()}: storage pool '{POOL}' is at {path}, not "
+                f"{POOL_PATH}: not ikedlab's, left alone",
+                "rename that pool, or run ikedlab against another libvirt host",
+            )
+        try:
+            if not pool.isActive():
+                pool.create(0)
+            pool.refresh(0)
+        except libvirt.libvirtError as e:
+            raise self._error(f"cannot start storage pool '{POOL}'", e) from None
+        self._pool = pool
+        return pool
+
+    def _lookup(self, name: str) -> Any | None:
+        try:
+            return self.pool.storageVolLookupByName(name)
+        except self.libvirt.libvirtError:
+            return None
+
+    def upload(self, path: Path) -> str:
+        """The path on the libvirt host of `path`'s content, uploaded unless a volume of it is there."""
+        name = content_name(path)
+        size = path.stat().st_size
+        found = self._lookup(name)
+        if found is not None and found.info()[1] == size:
+            return str(found.path())
+        partial = self._create(f"{name}.partial", size, "raw")
+        try:
+            self._send(partial, path, size)
+            if found is not None:
+                found.delete(0)
+            clone = ET.tostring(self._volume_xml(name, size, "raw"), encoding="unicode")
+            final = self.pool.createXMLFrom(clone, partial, 0)
+        except self.libvirt.libvirtError as e:
+            raise self._error(f"cannot upload {path.name}", e) from None
+        finally:
+            _delete(partial)
+        return str(final.path())
+
+    def overlay(self, name: str, backing: str) -> str:
+        """A fresh qcow2 volume `name` over the volume at `backing` (a golden disk's): a guest's own disk."""
+        old = self._lookup(name)
+        if old is not None:
+            _delete(old)
+        xml = self._volume_xml(name, self._capacity(backing), "qcow2")
+        store = ET.SubElement(xml, "backingStore")
+        ET.SubElement(store, "path").text = backing
+        ET.SubElement(store, "format", type="qcow2")
+        try:
+            return str(self.pool.createXML(ET.tostring(xml, encoding="unicode"), 0).path())
+        except self.libvirt.libvirtError as e:
+            raise self._error(f"cannot make the disk overlay {name}", e) from None
+
+    def path(self, name: str) -> str:
+        """Where volume `name` is (or would be) on the libvirt host: for a file QEMU writes there."""
+        _check(name)
+        return f"{POOL_PATH}/{name}"
+
+    def download(self, name: str, dest: Path) -> Path:
+        """Volume `name`'s content (a file written on the libvirt host, found by a refresh) into `dest`."""
+        self.pool.refresh(0)
+        volume = self._lookup(name)
+        if volume is None:
+            raise HypervisorError(f"libvirt host {self.conn.getHostname()}: no {name} in pool '{POOL}'")
+        size = volume.info()[1]
+        stream = self.conn.newStream(0)
+        try:
+            volume.download(stream, 0, size, 0)
+            with dest.open("wb") as out:
+                stream.recvAll(lambda _s, data, f: f.write(data), out)
+            stream.finish()
+        except self.libvirt.libvirtError as e:
+            stream.abort()
+            raise self._error(f"cannot read {name}", e) from None
+        return dest
+
+    def remove(self, prefix: str) -> list[str]:
+        """Delete the volumes whose names start with `prefix` (one lab's overlays and files)."""
+        removed = []
+        self.pool.refresh(0)
+        for volume in self.pool.listAllVolumes(0):
+            if volume.name().startswith(prefix):
+                _delete(volume)
+                removed.append(volume.name())
+        return removed
+
+    # --- helpers -------------------------------------------------------------------------------------------
+    def _volume_xml(self, name: str, size: int, fmt: str) -> ET.Element:
+        _check(name)
+        volume = ET.Element("volume")
+        ET.SubElement(volume, "name").text = name
+        ET.SubElement(volume, "capacity", unit="bytes").text = str(size)
+        target = ET.SubElement(volume, "target")
+        ET.SubElement(target, "format", type=fmt)
+        # Readable by QEMU's user: images carry no secret (golden images hold no per-host keys).
+        ET.SubElement(ET.SubElement(target, "permissions"), "mode").text = "0644"
+        return volume
+
+    def _create(self, name: str, size: int, fmt: str) -> Any:
+        old = self._lookup(name)
+        if old is not None:
+            _delete(old)
+        try:
+            return self.pool.createXML(ET.tostring(self._volume_xml(name, size, fmt), encoding="unicode"), 0)
+        except self.libvirt.libvirtError as e:
+            raise self._error(f"cannot make volume {name}", e) from None
+
+    def _send(self, volume: Any, path: Path, size: int) -> None:
+        stream = self.conn.newStream(0)
+        try:
+            volume.upload(stream, 0, size, 0)
+            with path.open("rb") as f:
+                stream.sendAll(lambda _s, n, f: f.read(n), f)
+            stream.finish()
+        except BaseException:
+            stream.abort()
+            raise
+
+    def _capacity(self, path: str) -> int:
+        try:
+            return int(self.conn.storageVolLookupByPath(path).info()[1])
+        except self.libvirt.libvirtError as e:
+            raise self._error(f"no volume at {path}", e) from None
+
+
+def _check(name: str) -> None:
+    if not _NAME.fullmatch(name):
+        raise HypervisorError(f"'{name}': not a volume name ikedlab makes")
+
+
+def _delete(volume: Any) -> None:
+    try:
+        volume.delete(0)
+    except Exception:  # noqa: BLE001 - already gone: nothing to delete
+        pass
