@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from lab import gate
 from lab.command import require, run
-from lab.errors import HypervisorError, LabError
-from lab.hypervisor import Hypervisor, domain_name
+from lab.errors import LabError
+from lab.hypervisor import Hypervisor, domain_name, overlay_volume
 from lab.topology import Topology
 
 if TYPE_CHECKING:
@@ -54,27 +54,42 @@ def link_end(topology: Topology, link: str, at: str | None = None) -> LinkEnd:
 
 @contextmanager
 def dumping(hv: Hypervisor, lab: str, end: LinkEnd, pcap: Path) -> Iterator[Path]:
-    """QEMU writes every frame of `end`'s NIC to `pcap` while the block runs."""
-    if hv.remote:
-        raise HypervisorError(
-            f"capture of link '{end.link}': the lab runs on a remote libvirt host ({hv.uri}), whose QEMU "
-            "cannot write a file here; not done yet",
-            "capture inside a guest instead (tcpdump on the router: the scenarios' capture_wire)",
-        )
+    """QEMU writes every frame of `end`'s NIC to `pcap` while the block runs.
+
+    On a remote libvirt host QEMU writes a volume of ikedlab's pool there (named after the lab, so it goes
+    with the lab), which is read back into `pcap` when the dump ends: the block cannot follow it as it grows.
+    """
     pcap = pcap.resolve()  # QEMU opens the file from its own working directory, not ours
     pcap.parent.mkdir(parents=True, exist_ok=True)
     pcap.unlink(missing_ok=True)
     domain = domain_name(lab, end.host)
     filter_id = f"ikedlab-dump-{secrets.token_hex(3)}"
+    volume = f"{overlay_volume(lab, '')}{filter_id}.pcap"
+    target = hv.volumes.writable(volume, *hv.qemu_ids(domain)) if hv.remote else str(pcap)
     hv.qmp(
         domain,
         "object-add",
-        {"qom-type": "filter-dump", "id": filter_id, "netdev": f"hostnet{end.nic}", "file": str(pcap)},
+        {"qom-type": "filter-dump", "id": filter_id, "netdev": f"hostnet{end.nic}", "file": target},
     )
     try:
+        if hv.remote:
+            _wait_remote_header(hv, volume)
         yield pcap
     finally:
-        hv.qmp(domain, "object-del", {"id": filter_id})
+        try:
+            hv.qmp(domain, "object-del", {"id": filter_id})
+        finally:
+            if hv.remote:
+                hv.volumes.download(volume, pcap)
+                hv.volumes.remove(volume)
+
+
+def _wait_remote_header(hv: Hypervisor, volume: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while hv.volumes.size(volume) < PCAP_HEADER_BYTES:
+        if time.monotonic() >= deadline:
+            raise LabError(f"QEMU did not start the dump {volume} on the libvirt host within {timeout:g}s")
+        time.sleep(POLL)
 
 
 def follow(pcap: Path, out: BinaryIO, done: Callable[[], bool]) -> int:
@@ -123,15 +138,19 @@ def stream_link(
         return stopped[0] or (deadline is not None and time.monotonic() >= deadline)
 
     with dumping(hv, lab, end, pcap):
-        _wait_for_header(pcap)
+        if not hv.remote:
+            _wait_for_header(pcap)
         try:
-            if out is None:
+            if out is None or hv.remote:  # a remote host's dump arrives whole, when it ends
                 while not done():
                     time.sleep(POLL)
             else:
                 follow(pcap, out, done)
         except (KeyboardInterrupt, BrokenPipeError):
             stopped[0] = True
+    if out is not None and hv.remote:
+        out.write(pcap.read_bytes())
+        out.flush()
     return pcap.stat().st_size
 
 
@@ -151,7 +170,8 @@ def captured(lab: Lab, link: str, into: Path | None = None, at: str | None = Non
     end = link_end(lab.topology, link, at)
     pcap = into / f"{link}.pcap" if into else capture_path(lab.run_dir, link)
     with dumping(lab.hypervisor, lab.name, end, pcap):
-        _wait_for_header(pcap)
+        if not lab.hypervisor.remote:
+            _wait_for_header(pcap)
         yield pcap
 
 

@@ -228,6 +228,21 @@ class Hypervisor:
             serial_logs=False,
         )
 
+    def qemu_ids(self, name: str) -> tuple[int, int]:
+        """The uid and gid a running domain's QEMU runs as on its libvirt host (its DAC label): who may write
+        a file there for it."""
+        try:
+            xml = self.conn.lookupByName(name).XMLDesc(0)
+        except self._libvirt.libvirtError as e:
+            raise HypervisorError(f"cannot read {name}'s definition: {e.get_error_message()}") from None
+        for label in ET.fromstring(xml).iterfind("seclabel[@model='dac']/label"):
+            uid, _, gid = (label.text or "").partition(":")
+            try:
+                return int(uid.lstrip("+")), int(gid.lstrip("+"))
+            except ValueError:
+                break
+        raise HypervisorError(f"{name}: no DAC label in its definition: who its QEMU runs as is unknown")
+
     def resume(self, name: str) -> None:
         try:
             self.conn.lookupByName(name).resume()

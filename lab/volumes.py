@@ -125,6 +125,31 @@ class Volumes:
         except self.libvirt.libvirtError as e:
             raise self._error(f"cannot make the disk overlay {name}", e) from None
 
+    def writable(self, name: str, uid: int, gid: int) -> str:
+        """An empty volume `name` that QEMU (`uid`:`gid` on that host) may write: a file it fills there, read
+        back with `download`. (QEMU creates no file in the pool's folder: it opens this one.)"""
+        xml = self._volume_xml(name, 0, "raw")
+        permissions = xml.find("target/permissions")
+        assert permissions is not None
+        permissions.find("mode").text = "0600"  # type: ignore[union-attr]
+        ET.SubElement(permissions, "owner").text = str(uid)
+        ET.SubElement(permissions, "group").text = str(gid)
+        old = self._lookup(name)
+        if old is not None:
+            _delete(old)
+        try:
+            return str(self.pool.createXML(ET.tostring(xml, encoding="unicode"), 0).path())
+        except self.libvirt.libvirtError as e:
+            raise self._error(f"cannot make volume {name}", e) from None
+
+    def size(self, name: str) -> int:
+        """Volume `name`'s size now (0 when it is not there): libvirt reads the file again for it."""
+        volume = self._lookup(name)
+        try:
+            return int(volume.info()[1]) if volume is not None else 0
+        except self.libvirt.libvirtError:
+            return 0
+
     def path(self, name: str) -> str:
         """Where volume `name` is (or would be) on the libvirt host: for a file QEMU writes there."""
         _check(name)
