@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, BinaryIO
 from lab import gate
 from lab.command import require, run
 from lab.errors import LabError
-from lab.hypervisor import Hypervisor, domain_name, overlay_volume
+from lab.hypervisor import Hypervisor, domain_name
 from lab.topology import Topology
+from lab.volumes import overlay_volume
 
 if TYPE_CHECKING:
     from lab.lab import Lab

@@ -7,7 +7,6 @@ lost, and never touch a domain ikedlab did not create.
 
 from __future__ import annotations
 
-import dataclasses
 import grp
 import hashlib
 import json
@@ -30,7 +29,7 @@ from lab.command import require, run
 from lab.errors import HypervisorError
 from lab.libvirt_hosts import is_remote
 from lab.ownership import ikedlab_for
-from lab.volumes import Volumes
+from lab.volumes import Volumes, on_libvirt_host, overlay_volume
 
 log = logging.getLogger("ikedlab.hypervisor")
 
@@ -94,12 +93,6 @@ class LabDomain:
 
 def domain_name(lab: str, host: str) -> str:
     return f"{DOMAIN_PREFIX}{lab}-{host}"
-
-
-def overlay_volume(lab: str, host: str) -> str:
-    """A guest's disk overlay on a remote libvirt host; with no host, the prefix of every overlay of the lab
-    (a '.' is in no lab name: lab 'a' never takes lab 'a-b's)."""
-    return f"{lab}.{host}.qcow2" if host else f"{lab}."
 
 
 def lab_ports(lab: str) -> range:
@@ -183,7 +176,7 @@ class Hypervisor:
         Its disk overlay is made first (the golden image is never written). Returns how many seconds libvirt
         took."""
         if self.remote:
-            spec = self.on_libvirt_host(spec)
+            spec = on_libvirt_host(spec, self.volumes)
         else:
             if not Path(spec.emulator).exists():
                 raise HypervisorError(
@@ -204,29 +197,6 @@ class Hypervisor:
                 f"{spec.host}: libvirt could not start {spec.name}: {e.get_error_message()}"
             ) from None
         return time.monotonic() - started
-
-    def on_libvirt_host(self, spec: DomainSpec) -> DomainSpec:
-        """`spec` as a remote libvirt host runs it: boot files as volumes of their content (uploaded once),
-        the disk an overlay volume named after the lab and host, no serial log by name. Every path in its XML
-        is then one of ikedlab's pool there."""
-        files = {
-            part: Path(self.volumes.upload(path))
-            for part in ("kernel", "initrd", "backing")
-            if (path := getattr(spec, part)) is not None
-        }
-        disk = None
-        if spec.disk is not None:
-            if "backing" not in files:
-                raise HypervisorError(f"{spec.host}: a disk with no golden image under it stays local")
-            disk = Path(self.volumes.overlay(overlay_volume(spec.lab, spec.host), str(files["backing"])))
-        return dataclasses.replace(
-            spec,
-            kernel=files.get("kernel"),
-            initrd=files.get("initrd"),
-            backing=files.get("backing"),
-            disk=disk,
-            serial_logs=False,
-        )
 
     def qemu_ids(self, name: str) -> tuple[int, int]:
         """The uid and gid a running domain's QEMU runs as on its libvirt host (its DAC label): who may write

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,36 @@ POOL_PATH = "/var/lib/libvirt/images/ikedlab"
 CHUNK = 1 << 20
 #: A volume name: the pool's own files, nothing that walks out of its folder.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
+
+
+def overlay_volume(lab: str, host: str) -> str:
+    """A guest's disk overlay on a remote libvirt host; with no host, the prefix of every volume of the lab
+    (a '.' is in no lab name: lab 'a' never takes lab 'a-b's)."""
+    return f"{lab}.{host}.qcow2" if host else f"{lab}."
+
+
+def on_libvirt_host(spec: Any, volumes: Volumes) -> Any:
+    """`spec` (a DomainSpec of lab.hypervisor, which imports this module) as a remote libvirt host runs it:
+    boot files as volumes of their content (uploaded once), the disk an overlay volume named after the lab
+    and host, no serial log by name. Every path in its XML is then one of ikedlab's pool there."""
+    files = {
+        part: Path(volumes.upload(path))
+        for part in ("kernel", "initrd", "backing")
+        if (path := getattr(spec, part)) is not None
+    }
+    disk = None
+    if spec.disk is not None:
+        if "backing" not in files:
+            raise HypervisorError(f"{spec.host}: a disk with no golden image under it stays local")
+        disk = Path(volumes.overlay(overlay_volume(spec.lab, spec.host), str(files["backing"])))
+    return replace(
+        spec,
+        kernel=files.get("kernel"),
+        initrd=files.get("initrd"),
+        backing=files.get("backing"),
+        disk=disk,
+        serial_logs=False,
+    )
 
 
 def content_name(path: Path) -> str:

@@ -82,7 +82,8 @@ def test_a_remote_hosts_domain_names_only_files_in_ikedlabs_pool(tmp_path: Path)
     import dataclasses
     import xml.etree.ElementTree as ET
 
-    from lab.hypervisor import DomainSpec, Hypervisor, domain_xml
+    from lab.hypervisor import DomainSpec, domain_xml
+    from lab.volumes import on_libvirt_host
 
     for name in ("vmlinuz", "initrd.img", "golden.qcow2"):
         (tmp_path / name).write_bytes(name.encode())
@@ -91,17 +92,14 @@ def test_a_remote_hosts_domain_names_only_files_in_ikedlabs_pool(tmp_path: Path)
         kernel=tmp_path / "vmlinuz", initrd=tmp_path / "initrd.img",
         disk=tmp_path / "disks" / "init.qcow2", backing=tmp_path / "golden.qcow2",
     )  # fmt: skip
-    hv = Hypervisor.__new__(Hypervisor)  # no connection: on_libvirt_host talks only to the pool
-    hv._volumes = PoolOfOurs()  # type: ignore[assignment]
-    remote = hv.on_libvirt_host(spec)
+    pool = PoolOfOurs()
+    remote = on_libvirt_host(spec, pool)  # type: ignore[arg-type]
     root = ET.fromstring(domain_xml(remote))
     named = [root.findtext("os/kernel"), root.findtext("os/initrd")]
     named += [e.get("file") for e in root.iter() if e.get("file")]
     assert named and all(str(n).startswith(POOL_PATH + "/") for n in named), named
     assert root.find("devices/serial/log") is None  # no serial log by name on that host
-    assert hv._volumes.overlays == [
-        ("lab1.init.qcow2", f"{POOL_PATH}/{content_name(tmp_path / 'golden.qcow2')}")
-    ]
+    assert pool.overlays == [("lab1.init.qcow2", f"{POOL_PATH}/{content_name(tmp_path / 'golden.qcow2')}")]
     local = ET.fromstring(domain_xml(spec))
     assert local.find("devices/serial/log").get("file") == str(tmp_path / "serial" / "init.log")
     assert dataclasses.replace(remote, serial_logs=True).serial_logs
