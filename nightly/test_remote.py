@@ -81,6 +81,7 @@ def remote_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+        shutil.rmtree(folder, ignore_errors=True)  # the keys were for this test only
 
 
 def domain_files(xml: str) -> list[str]:
