@@ -198,6 +198,15 @@ class Hypervisor:
             ) from None
         return time.monotonic() - started
 
+    def check_ports_free(self, ports: list[int], lab: str) -> None:
+        """The lab's UDP ports free here; a remote host's are its own (libvirt says when one is taken)."""
+        if not self.remote:
+            check_ports_free(ports, lab)
+
+    def accel(self, probe_kernel: Path | None, cache_dir: Path) -> Accel:
+        """KVM or software emulation for this host's guests (a remote host's KVM is not here to probe)."""
+        return remote_accel() if self.remote else detect_accel(probe_kernel, cache_dir)
+
     def qemu_ids(self, name: str) -> tuple[int, int]:
         """The uid and gid a running domain's QEMU runs as on its libvirt host (its DAC label): who may write
         a file there for it."""

@@ -27,7 +27,7 @@ from lab.domains import host_media
 from lab.errors import HypervisorError, IkedlabError, LabError, SnapshotError, SnapshotNotSaved
 from lab.guests import Guests
 from lab.host import Host
-from lab.hypervisor import Hypervisor, LabDomain, check_ports_free, detect_accel, remote_accel
+from lab.hypervisor import Hypervisor, LabDomain
 from lab.images import default_cache_dir
 from lab.parallel import in_parallel
 from lab.placement import load_topology, resolve_platforms
@@ -211,20 +211,17 @@ class Lab:
                 f"`{ownership.ikedlab_for(self.name)} down` first, or pick another --name",
             )
         draft = Blueprint(self.name, self.run_dir, topology, platforms, options, media, accel="")
-        remote = self.hypervisor.remote  # another machine's libvirt: its ports, its KVM, no files of ours
-        if not remote:
-            check_ports_free([p for ends in draft.wires.values() for _, p in ends], self.name)
+        self.hypervisor.check_ports_free([p for ends in draft.wires.values() for _, p in ends], self.name)
         probe = next((m.kernel for m in media.values() if m.kernel), None)  # a kernel to try KVM with
-        accel = remote_accel() if remote else detect_accel(probe, default_cache_dir())
+        accel = self.hypervisor.accel(probe, default_cache_dir())
         progress.say(
             f"  accelerator: {'KVM' if accel.kind == 'kvm' else 'software emulation (TCG)'} — {accel.reason}"
         )
         blueprint = dataclasses.replace(
             draft, accel=accel.kind, release=request.release, expect_failure=request.expect_failure
         )
-        # A lab waiting for an expected failure is never saved nor restored; nor, yet, is a lab on a remote
-        # libvirt host (its memory images would live there, and snapshot.py checks them here).
-        if not request.warm or remote:
+        # Never saved nor restored: a lab awaiting an expected failure, a remote host's (lab/volumes.py)
+        if not request.warm or self.hypervisor.remote:
             return blueprint, None
         inputs = warm.inputs(blueprint, self.hypervisor.version())
         return dataclasses.replace(blueprint, snapshot_key=inputs.key), inputs

@@ -10,7 +10,6 @@ import pytest
 from fakes import FakeConsole, recorded
 
 from lab import cli, guests, snapshot, status
-from lab import lab as labmod
 from lab.blueprint import UpRequest
 from lab.errors import ConsoleTimeout, HypervisorError, IkedConfError, LabError, ProvisionError
 from lab.hypervisor import Accel, LabDomain, domain_name
@@ -51,6 +50,12 @@ class FakeHypervisor:
         ]
 
     remote = False  # the caller's own libvirtd
+
+    def check_ports_free(self, ports, lab):
+        pass
+
+    def accel(self, probe_kernel, cache_dir):
+        return Accel("qemu", "test")
 
     def create(self, spec, paused=False):
         self.specs[spec.name] = spec
@@ -93,8 +98,6 @@ def fake(monkeypatch, tmp_path):
         )
         return c
 
-    monkeypatch.setattr(labmod, "detect_accel", lambda kernel, cache: Accel("qemu", "test"))
-    monkeypatch.setattr(labmod, "check_ports_free", lambda ports, lab: None)
     monkeypatch.setattr(guests.Guests, "console", console)
     monkeypatch.setenv("IKEDLAB_STATE_DIR", str(tmp_path / "state"))
     for name in ("vmlinuz", "initrd", "golden.qcow2"):
