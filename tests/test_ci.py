@@ -90,3 +90,19 @@ def test_ci_files_cache_images_and_keep_artifacts_of_failed_shards(path: Path) -
     text = path.read_text()
     assert "IKEDLAB_CACHE_DIR" in text and "history" in text
     assert re.search(r"if: always\(\)|when: always", text)
+
+
+def test_the_merge_job_needs_only_jinja2_and_pyyaml(tmp_path: Path) -> None:
+    """CI's last job installs ikedlab without its dependencies, then jinja2 and PyYAML: `ikedlab report
+    --merge` must import no libvirt, pexpect or rich (nor pytest)."""
+    data = PROJECT_ROOT / "tests" / "data" / "nightly"
+    argv = ["report", "--merge", str(data / "shard-1-of-2"), str(data / "shard-2-of-2"), "-o", str(tmp_path)]
+    code = (
+        f"import sys; from lab import cli; rc = cli.main({argv!r}); "
+        "print(sorted(m for m in ('libvirt', 'pexpect', 'rich', 'pytest') if m in sys.modules)); sys.exit(rc)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"
