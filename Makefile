@@ -18,7 +18,7 @@ SCENARIO_ARGS ?=
 # `make test` leaves out the scenarios of minutes (marker nightly); `make nightly` runs every one.
 SCENARIO_MARKS ?= not nightly
 
-.PHONY: setup host-setup lab-up lab-down status test test-fast test-scenarios test-faults test-installed test-fresh test-nightly report nightly nightly-openbsd-current interop bench lint clean
+.PHONY: setup host-setup lab-up lab-down status test test-fast test-scenarios test-faults test-installed test-fresh test-nightly report nightly nightly-openbsd-current interop catalogue bench lint clean
 
 setup: host-setup $(VENV)/.installed
 
@@ -72,7 +72,8 @@ test-fresh:
 report: setup
 	$(PY) -m lab.report $(ARTIFACTS)
 
-# Nightly CI: cold images (rebuilt from the package registry), every suite, the interop matrix, the report.
+# Nightly CI: cold images (rebuilt from the package registry), every suite, the interop matrix, the
+# regression catalogue on every cell, the report.
 # With SHARD=i/n one plan deals every suite's modules and cells (lab/shard.py) and this machine runs part i;
 # `ikedlab report --merge` joins the parts (docs/nightly.md).
 NIGHTLY_PLAN = $(or $(SHARD_PLAN),$(ARTIFACTS)/shard-plan.json)
@@ -89,6 +90,7 @@ nightly: setup
 	$(MAKE) --no-print-directory test-nightly || { s=$$?; [ $$rc -ne 0 ] || rc=$$s; }; \
 	$(MAKE) --no-print-directory test-installed || { s=$$?; [ $$rc -ne 0 ] || rc=$$s; }; \
 	$(MAKE) --no-print-directory test-fresh || { s=$$?; [ $$rc -ne 0 ] || rc=$$s; }; \
+	$(MAKE) --no-print-directory catalogue || { s=$$?; [ $$rc -ne 0 ] || rc=$$s; }; \
 	$(MAKE) --no-print-directory report; exit $$rc
 
 # The nightly machinery against real labs (nightly/): two shards of test-scenarios merged = one whole run.
@@ -116,6 +118,16 @@ bench: setup
 INTEROP_ARGS ?=
 interop: setup
 	$(PY) -m lab.interop --out $(ARTIFACTS)/interop $(SHARD_ARGS) $(INTEROP_ARGS)
+
+# The iked regression catalogue (scenarios/cases/, docs/catalogue.md): cases x cells, one lab per cell.
+# CASES="psk transport" runs those cases on the default cell; CELLS="iked-7.2 iked-7.4" picks cells
+# (lab/catalogue/cells.yaml). JUnit and evidence per cell in $(ARTIFACTS)/catalogue/<cell>/, the matrix in
+# $(ARTIFACTS)/catalogue/matrix.txt and in the HTML report. Long: not part of `make test` (it runs four cases).
+CASES ?=
+CELLS ?=
+catalogue: setup
+	@rc=0; $(PY) -m lab.catalogue.cells --out $(ARTIFACTS)/catalogue --cases "$(CASES)" --cells "$(CELLS)" || rc=$$?; \
+	$(MAKE) --no-print-directory report; exit $$rc
 
 lint: setup
 	$(VENV)/bin/ruff check lab tests scenarios faults nightly

@@ -367,6 +367,52 @@ def bench_exercises() -> list[str]:
     return lines
 
 
+CATALOGUE_SUMMARY = PROJECT_ROOT / "artifacts" / "catalogue" / "summary.json"
+GOAL_CASE_SECONDS = 20.0  # one catalogue case on a warm lab: restore + configuration + tunnel + checks
+GOAL_CATALOGUE_SECONDS = 15 * 60.0  # the whole catalogue on one cell
+
+
+def bench_catalogue() -> list[str]:
+    """The catalogue on the default cell: each case's median time and the cell's wall time, beside their
+    goals. Long, so it runs only when asked (`make bench BENCH=catalogue`); else the last run's numbers."""
+    if "catalogue" in sys.argv[1:]:
+        subprocess.run(
+            [sys.executable, "-m", "lab.catalogue.cells", "--cells", "iked-7.2"],
+            cwd=PROJECT_ROOT,
+            check=False,
+        )
+    try:
+        summary = json.loads(CATALOGUE_SUMMARY.read_text())
+    except (OSError, ValueError):
+        return ["not measured: run `make catalogue` (or `make bench BENCH=catalogue`)"]
+    lines = [f"last run {summary['finished']}, load {' '.join(map(str, summary.get('load', [])))} at its end"]
+    for cell, info in summary["cells"].items():
+        ran = {n: r for n, r in info["results"].items() if r["verdict"] != "skipped"}
+        if not ran:
+            lines.append(f"    {cell:<22} {info['note'] or 'no case ran'}")
+            continue
+        median = statistics.median(r["seconds"] for r in ran.values())
+        phases: dict[str, list[float]] = defaultdict(list)
+        for r in ran.values():
+            for phase, seconds in r.get("phases", {}).items():
+                phases[phase].append(seconds)
+        counts: dict[str, int] = defaultdict(int)
+        for r in info["results"].values():
+            counts[r["verdict"]] += 1
+        lines.append(
+            f"    {cell:<22} per case, median of {len(ran)}: {median:5.1f} s"
+            f"   (goal ≤ {GOAL_CASE_SECONDS:g} s); "
+            f"wall {info['wall_seconds']:5.0f} s   (goal ≤ {GOAL_CATALOGUE_SECONDS:g} s on one cell); "
+            + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+        )
+        if phases:
+            lines.append(
+                "        phases, median: "
+                + ", ".join(f"{p} {statistics.median(v):.1f} s" for p, v in phases.items())
+            )
+    return lines
+
+
 def _load() -> str:
     """The machine's load average (1, 5, 15 min): the figures mean little without it on a shared machine."""
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -383,6 +429,11 @@ def main() -> int:
         ("exercises", "Exercises: start → first check, as a learner types them", bench_exercises),
         ("make-test", "make test", bench_make_test),
         ("interop", "Interop matrix (optional: BENCH=interop runs it)", bench_interop),
+        (
+            "catalogue",
+            "Regression catalogue (optional: BENCH=catalogue runs it on iked-7.2)",
+            bench_catalogue,
+        ),
     ]
     only = sys.argv[1:]  # e.g. `python -m lab.bench up make-lab-up`
     for key, title, function in sections:

@@ -85,6 +85,26 @@ def add_commands(sub: Any) -> None:
     rekey.add_argument("--stop", action="store_true", help="back to iked's normal lifetimes")
     rekey.set_defaults(handler=on_lab(cmd_rekey))
 
+    case = sub.add_parser(
+        "case",
+        help="turn a bug report's bundle into a regression case (scenarios/cases/NAME, docs/catalogue.md)",
+    )
+    case.add_argument(
+        "case_name", metavar="NAME", help="the case's folder name: lower-case letters, digits, '-'"
+    )
+    case.add_argument("--from", dest="bundle", type=Path, required=True, metavar="BUNDLE")
+    case.add_argument("--cases", type=Path, help="where case folders live (default: this checkout's)")
+    case.set_defaults(handler=cmd_case)
+
+
+def cmd_case(args: argparse.Namespace) -> int:
+    from lab.catalogue import CASES_DIR
+    from lab.catalogue.from_bundle import case_from_bundle
+
+    folder = case_from_bundle(args.bundle, args.case_name, args.cases or CASES_DIR)
+    print(f"{folder}: read it, give reference.bug its URL, then `make catalogue CASES={args.case_name}`")
+    return 0
+
 
 def on_lab(command: Callable[[Lab, argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """A command of the lab named by --name, which it closes afterwards."""

@@ -76,6 +76,10 @@ BYTES = Name("a byte count", r"[0-9]{1,15}[KMGkmg]?", "a number with an optional
 #: `impair --rate`: a rate as tc writes it; it is typed into the router's shell.
 RATE = Name("a rate", r"(?i)[0-9]{1,9}(\.[0-9]{1,6})?[kmg]?(bit|bps)", "as tc writes it, e.g. 1mbit, 500kbit")
 RELEASE = Name("a release", r"[0-9]{1,2}\.[0-9]{1,2}", "such as 7.9")
+#: A catalogue case: its folder's name (scenarios/cases/NAME), a test's id and a path in evidence and reports.
+CASE = Name("a case name", r"[a-z0-9][a-z0-9-]{0,47}", "lower-case letters, digits and '-', at most 48")
+#: Each file of a case folder (case.yaml, a template) is read up to this size.
+CASE_FILE_BYTES = 64 * 1024
 
 
 def shown(value: object, limit: int = SHOWN) -> str:

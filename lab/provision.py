@@ -89,15 +89,16 @@ def write_ike_conf(h: Host, text: str, source: str | None = None) -> None:
         raise ProvisionError(f"{h.name}: iked rejects {first}", details=others)
 
 
-def start_ike(gateways: list[Host], plan: Plan | None = None) -> None:
-    """Start iked on `gateways`, passive ones first (the plan's start order); a group starts only once every
-    iked of the group before it is past its start-up (Host.wait_ike_started).
+def start_ike(gateways: list[Host], plan: Plan | None = None, order: list[list[str]] | None = None) -> None:
+    """Start iked on `gateways`, passive ones first (the plan's start order, or `order`: groups of names); a
+    group starts only once every iked of the group before it is past its start-up (Host.wait_ike_started).
 
     Why: an iked still starting frees any half-open IKE SA when its start-up ends (OpenIKED's "sa_free:
     reload"), and OpenIKED 7.2 already answers IKE_SA_INIT before that. An active peer started too early
     loses its first exchange that way and tries again only after iked's 60 s initiator interval."""
     passive = [h for h in gateways if h.spec.ipsec and h.spec.ipsec.mode == "passive"]
-    groups = [[h for h in gateways if h.name in names] for names in plan.start_order()] if plan else None
+    named = order or (plan.start_order() if plan else None)
+    groups = [[h for h in gateways if h.name in names] for names in named] if named else None
     in_parallel(gateways, lambda h: h.mark_ike_log())  # what iked says from now on is about this start
     ordered = [g for g in groups or (passive, [h for h in gateways if h not in passive]) if g]
     for i, group in enumerate(ordered):

@@ -50,6 +50,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="the release of platforms with golden images (OpenBSD: 7.9, or snapshots for -current; "
         "default: the newest release cached)",
     )
+    group.addoption(
+        "--iked-source",
+        default=None,
+        metavar="DIR",
+        help="an OpenIKED portable source tree: every gateway runs a build of it (as `up --iked-source DIR`)",
+    )
     group.addoption("--keep-lab", action="store_true", help="keep the lab running when a test failed")
     group.addoption("--artifacts", default="artifacts/scenarios", help="where evidence folders go")
 
@@ -148,7 +154,14 @@ def _session_lab(
         lab.claim(command=f"pytest{' (' + worker + ')' if worker else ''}", only_this_checkouts=True)
         lab.down(quiet=True)  # a lab of the same name left by a dead run of this checkout
         topology = Path(config.getoption("--topology")) if config.getoption("--topology") else None
-        up = lab.up(UpRequest(topology=topology, platform=platform, release=config.getoption("--release")))
+        up = lab.up(
+            UpRequest(
+                topology=topology,
+                platform=platform,
+                release=config.getoption("--release"),
+                iked=_iked_source(config, topology),
+            )
+        )
         # pytest charges this to the first test's time: lab/results.py takes it off again, so a module's
         # weight in a shard plan is its own, not the lab's (which every shard pays anyway).
         record_testsuite_property(LAB_UP_PROPERTY, f"{up.seconds:.1f}")
@@ -171,6 +184,17 @@ def _session_lab(
     guard.shield()  # the lab goes, whatever Ctrl-C comes now
     lab.down(quiet=True)
     lab.close()
+
+
+def _iked_source(config: pytest.Config, topology: Path | None) -> dict[str, Any]:
+    """--iked-source: every gateway of the topology runs a build of that tree."""
+    from lab.placement import load_topology
+    from lab.platforms import DaemonChoice
+
+    source = config.getoption("--iked-source")
+    if not source:
+        return {}
+    return {g.name: DaemonChoice(source=Path(source)) for g in load_topology(topology).gateways}
 
 
 def _describe_for_the_report(lab: Lab, artifacts: Path) -> None:
@@ -208,7 +232,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if call.when != "call" or _EVIDENCE not in item.stash:
         return
     lab, folder = item.stash[_EVIDENCE]
-    tails = _collect_evidence(lab, folder)
+    # A test marked own_evidence (a catalogue case) saved its evidence itself, before its lab was restored.
+    own = item.get_closest_marker("own_evidence")
+    tails = _saved_tails(folder) if own else _collect_evidence(lab, folder)
     if report.failed:
         text = f"evidence: {folder}\n" + "".join(
             f"--- last lines of iked's log on {host} ---\n{tail}\n" for host, tail in tails.items()
@@ -216,6 +242,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.sections.append(("ikedlab evidence", text))
         if hasattr(report.longrepr, "addsection"):
             report.longrepr.addsection("ikedlab evidence", text)
+
+
+def _saved_tails(folder: Path) -> dict[str, str]:
+    """The last lines of each gateway's iked log among the evidence already saved in `folder`."""
+    from lab.evidence import TAIL
+
+    return {
+        log.name.removesuffix(".iked.log"): "\n".join(log.read_text().strip().splitlines()[-TAIL:])
+        for log in sorted(folder.glob("*.iked.log"))
+    }
 
 
 def _collect_evidence(lab: Lab, folder: Path) -> dict[str, str]:

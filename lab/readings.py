@@ -107,3 +107,85 @@ class Capture:
     text: str = ""
     pcap: str | None = None  # host-side path of the saved pcap
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class KernelSa:
+    """One SA in the kernel's SAD (`ipsecctl -sa` on OpenBSD, `ip xfrm state` on Linux), keys left out."""
+
+    protocol: str  # "esp", "ah", "ipcomp", "ipip" (Linux's helper state under an IPComp tunnel)
+    mode: str  # "tunnel" or "transport"
+    src: str  # outer addresses
+    dst: str
+    spi: int
+    enc: str = ""  # iked.conf's names: aes-256, aes-128-gcm, ...
+    auth: str = ""  # hmac-sha2-384, ...
+    comp: str = ""  # deflate, ...
+    encap: str = ""  # UDP encapsulation, "espinudp 4500 4500" (source and destination port); "" for none
+    larval: bool = False  # reserved (an SPI handed out, or an acquire) but never given keys
+
+    def describe(self) -> str:
+        extra = [f"{k} {v}" for k, v in (("enc", self.enc), ("auth", self.auth), ("comp", self.comp)) if v]
+        extra += [f"encap {self.encap}"] if self.encap else []
+        extra += ["larval: no keys"] if self.larval else []
+        tail = f" ({', '.join(extra)})" if extra else ""
+        return f"{self.protocol} {self.mode} {self.src} -> {self.dst} spi 0x{self.spi:08x}{tail}"
+
+    @property
+    def key(self) -> tuple[str, str, str, str, int]:
+        """What tells two SAs apart (a leftover is an SA whose key the baseline lacks)."""
+        return (self.protocol, self.mode, self.src, self.dst, self.spi)
+
+
+@dataclass(frozen=True)
+class KernelPolicy:
+    """One flow in the kernel's SPD: traffic from src to dst (networks) in a direction goes through an SA
+    of `protocol` in `mode` to or from `peer`. Per-socket policies (a daemon's own bypass) are not flows."""
+
+    direction: str  # "in", "out", or Linux's "fwd" (forwarded traffic, inbound)
+    src: str  # a network, "192.0.2.1/32", "2001:db8:1::/64"
+    dst: str
+    protocol: str = ""  # the SA protocol its template asks for: "esp", "ah", "ipcomp"; "" for none
+    mode: str = ""
+    peer: str = ""  # the tunnel's far end
+    srcid: str = ""  # OpenBSD's flows carry the ids; Linux's do not
+    dstid: str = ""
+    action: str = ""  # "require", "use", "deny", "bypass" where the kernel says (OpenBSD's type)
+    upper: str = ""  # an upper-layer selector ("icmp", "udp 500") when not every protocol
+
+    def describe(self) -> str:
+        peer = f" peer {self.peer}" if self.peer else ""
+        proto = f"{self.protocol} " if self.protocol else ""
+        mode = f" {self.mode}" if self.mode else ""
+        upper = f" proto {self.upper}" if self.upper else ""
+        return f"flow {proto}{self.direction} from {self.src} to {self.dst}{upper}{peer}{mode}"
+
+    @property
+    def key(self) -> tuple[str, str, str, str, str]:
+        return (self.direction, self.src, self.dst, self.protocol, self.upper)
+
+
+@dataclass(frozen=True)
+class KernelState:
+    """The kernel's IPsec state on a host: its SAs and its flows."""
+
+    sas: tuple[KernelSa, ...] = ()
+    policies: tuple[KernelPolicy, ...] = ()
+
+    def beyond(self, baseline: KernelState) -> KernelState:
+        """What this state holds that `baseline` did not (a case's leftovers)."""
+        sas = {s.key for s in baseline.sas}
+        policies = {p.key for p in baseline.policies}
+        return KernelState(
+            tuple(s for s in self.sas if s.key not in sas),
+            tuple(p for p in self.policies if p.key not in policies),
+        )
+
+    @property
+    def empty(self) -> bool:
+        return not self.sas and not self.policies
+
+    def describe(self) -> str:
+        if self.empty:
+            return "no SA and no flow"
+        return "; ".join([*(s.describe() for s in self.sas), *(p.describe() for p in self.policies)])

@@ -89,6 +89,49 @@ def collect(artifacts: Path, base: Path, shard: str = "") -> list[Suite]:
     return suites
 
 
+CATALOGUE = "catalogue"  # `make catalogue` writes ARTIFACTS/catalogue/summary.json and a folder per cell
+
+
+@dataclass
+class MatrixCell:
+    verdict: str  # the report's outcome words: passed, failed, error, skipped, xfailed
+    seconds: float
+    message: str
+    evidence: str  # href of the case's evidence folder, "" when there is none
+
+
+@dataclass
+class Matrix:
+    cells: list[str]  # columns, in the order they ran
+    rows: list[tuple[str, list[MatrixCell | None]]]  # each case: its result per cell (None: not in that cell)
+    notes: list[str]  # cells that did not run, and why
+    wall: float
+
+
+def catalogue_matrix(artifacts: Path) -> Matrix | None:
+    """The catalogue's case x cell matrix from `make catalogue`'s summary.json (None when it never ran)."""
+    summary = _read_json(artifacts / CATALOGUE / "summary.json")
+    if not summary.get("cells"):
+        return None
+    ran = {name: info for name, info in summary["cells"].items() if info.get("results")}
+    notes = [f"{name}: {info['note']}" for name, info in summary["cells"].items() if info.get("note")]
+    cases = sorted({case for info in ran.values() for case in info["results"]})
+    rows = []
+    for case in cases:
+        entries: list[MatrixCell | None] = []
+        for cell, info in ran.items():
+            result = info["results"].get(case)
+            if result is None:
+                entries.append(None)
+                continue
+            folder = artifacts / CATALOGUE / cell / "evidence" / f"test_case[{case}]"
+            href = folder.relative_to(artifacts).as_posix() + "/" if folder.is_dir() else ""
+            verdict = result["verdict"] if result["verdict"] in results.VERDICTS else "error"
+            entries.append(MatrixCell(verdict, float(result["seconds"]), result.get("message", ""), href))
+        rows.append((case, entries))
+    return Matrix(list(ran), rows, notes, float(summary.get("wall_seconds", 0)))
+
+
 @dataclass(frozen=True)
 class Picture:
     """The lab's picture for the report: an SVG (base64, shown as an <img>: a browser runs no script and
@@ -138,7 +181,11 @@ def write_report(artifacts: Path) -> Path:
     )
     results.write(artifacts / results.RESULTS_FILE, run)
     return render(
-        artifacts / REPORT, collect(artifacts, artifacts, shard), version_rows(info), lab_topology(info)
+        artifacts / REPORT,
+        collect(artifacts, artifacts, shard),
+        version_rows(info),
+        lab_topology(info),
+        matrix=catalogue_matrix(artifacts),
     )
 
 
@@ -169,9 +216,11 @@ def render(
     topology: Topology | None,
     shards: list[Any] | None = None,
     problems: list[str] | None = None,
+    matrix: Matrix | None = None,
 ) -> Path:
     """The report page: verdicts per suite, the lab's picture, versions; in a merged report also which shard
-    ran what, and what did not run (`problems` make the verdict failed)."""
+    ran what, and what did not run (`problems` make the verdict failed); the catalogue's case x cell
+    `matrix` when `make catalogue` ran."""
     counts = totals(suites)
     ran = any(s.cases for s in suites)
     verdict = "failed" if counts["failed"] or problems else ("passed" if ran else "skipped")
@@ -187,6 +236,7 @@ def render(
             shards=shards or [],
             problems=problems or [],
             generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            matrix=matrix,
         )
     )
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,8 @@ verdict, seconds) under the run's commit.
 Rows are read from the JUnit files a run writes into its artifacts folder (the only reader of them: the
 HTML report, the interop table, the shard planner's durations and the trend all start here). The layout of
 an artifacts folder is known here once: `junit-fast.xml`, `junit-scenarios.xml`, `junit-faults.xml`, and one
-`interop/<cell>/junit.xml` per interop cell, with each scenario's evidence in a folder named after the test.
+`interop/<cell>/junit.xml` per interop cell (and `catalogue/<cell>/junit.xml` per catalogue cell), with each
+scenario's evidence in a folder named after the test.
 A case is named by its pytest node id (`scenarios/test_2_ping.py::test_initlan_reaches_resplan`), rebuilt from
 JUnit's classname and name; its group (what a shard takes whole, lab/shard.py) is its module, or the cell
 for a suite whose unit is one lab per cell.
@@ -55,8 +56,9 @@ SUITES = (
 )
 FOLDER_SUITES = {"tests": "fast"}  # the fast tests' folder is tests/, their suite "fast" (junit-fast.xml)
 INTEROP = "interop"
+CATALOGUE = "catalogue"  # `make catalogue`: catalogue/<cell>/junit.xml, each case's evidence in evidence/
 #: Suites whose unit is a lab per cell: a shard takes a whole cell, and a case's group is its cell.
-CELL_SUITES = (INTEROP,)
+CELL_SUITES = (INTEROP, CATALOGUE)
 
 
 def suite_files(artifacts: Path) -> list[SuiteFile]:
@@ -66,9 +68,10 @@ def suite_files(artifacts: Path) -> list[SuiteFile]:
         if path.is_file():
             cell = _properties(path).get("platform", "")
             found.append(SuiteFile(suite, title, path, cell, artifacts / evidence if evidence else None))
-    for path in sorted((artifacts / INTEROP).glob("*/junit.xml")):
-        cell = path.parent.name
-        found.append(SuiteFile(INTEROP, f"Interop {cell}", path, cell, path.parent / "evidence"))
+    for suite, title in ((INTEROP, "Interop"), (CATALOGUE, "Catalogue")):
+        for path in sorted((artifacts / suite).glob("*/junit.xml")):
+            cell = path.parent.name
+            found.append(SuiteFile(suite, f"{title} {cell}", path, cell, path.parent / "evidence"))
     return found
 
 

@@ -164,6 +164,17 @@ def _back_as_cut(guests: Guests, hosts: list[str], saved: dict[str, Path]) -> No
     guests.start_consoles(hosts, opened=True)
 
 
+def keep_images(snap: snapshot.Snapshot) -> None:
+    """Mark the images `snap` boots as in use, so no other checkout's build evicts one from the cache while
+    this lab lives on restores. Only `up` marked them before: a catalogue run restores for half an hour, and
+    its snapshot's kernel vanished mid-run ("could not open kernel file …/vmlinuz", twice in one day)."""
+    for host in snap.hosts:
+        booted = snap.booted(host)
+        first = next((booted[k] for k in ("kernel", "initrd", "disk") if booted.get(k)), None)
+        if first:
+            mark_in_use(Path(first))
+
+
 def restore(guests: Guests, snap: snapshot.Snapshot) -> None:
     """Every guest of `snap` back, paused, in parallel, its console opened as it returns; then all resumed
     together."""
@@ -171,6 +182,7 @@ def restore(guests: Guests, snap: snapshot.Snapshot) -> None:
     run_dir = guests.run_dir
     hosts = list(snap.hosts)
     budget.mark_used(snap.lab)
+    keep_images(snap)
     (run_dir / "serial").mkdir(parents=True, exist_ok=True)  # the saved XML logs serial there
     (run_dir / "impairments.json").unlink(missing_ok=True)  # the links are as they were saved
     for host in hosts:

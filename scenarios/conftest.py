@@ -2,8 +2,9 @@
 
 The lab, its options (--platform, --lab-name, --topology, --keep-lab, --artifacts) and each test's evidence
 folder come from ikedlab's pytest plugin (lab/pytest_plugin.py), as they would in any repository. Here: every
-scenario keeps its evidence, --reverse, and the interop matrix's known failures (--known-failures) as strict
-xfails, a whole cell's included when its lab does not come up for the known reason.
+scenario keeps its evidence, --reverse, the interop matrix's known failures (--known-failures) as strict
+xfails, a whole cell's included when its lab does not come up for the known reason, and the regression
+catalogue's --cases and --cell (scenarios/test_catalogue.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--reverse", action="store_true", help="run the scenarios in reverse order (isolation check)"
+    )
+    group.addoption(
+        "--cases", default="", help="catalogue: only these cases (names of scenarios/cases/ folders)"
+    )
+    group.addoption(
+        "--cell",
+        default="iked-7.2",
+        help="catalogue: the cell this lab is (lab/catalogue/cells.yaml); a case's known failures name cells",
     )
 
 

@@ -121,3 +121,23 @@ def test_the_guide_commands_come_from_path_alone() -> None:
     assert "function" not in done.stdout + done.stderr, done.stdout
     init = (RECIPE_DIR / "init").read_text()
     assert "PATH=/usr/local/sbin:" in init
+
+
+@pytest.mark.skipif(not BUSYBOX, reason="busybox is not installed on this host")
+def test_rcctl_keeps_ikeds_flags_as_openbsd_does(tmp_path: Path) -> None:
+    rc_conf = tmp_path / "rc.conf.local"
+    rc_conf.write_text("pf=NO\niked_flags=-6\n")
+    env = {"RC_CONF": str(rc_conf), "PATH": "/usr/bin:/bin"}
+
+    def rcctl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [BUSYBOX, "sh", str(TOOLS / "rcctl"), *args], capture_output=True, text=True, env=env
+        )
+
+    assert rcctl("set", "iked", "flags", "-p", "9999").returncode == 0
+    assert rc_conf.read_text() == "pf=NO\niked_flags=-p 9999\n"  # one line, replaced; others kept
+    assert rcctl("get", "iked", "flags").stdout == "-p 9999\n"
+    assert rcctl("set", "iked", "flags").returncode == 0 and rcctl("get", "iked", "flags").stdout == ""
+    assert "iked_flags" not in rc_conf.read_text()
+    assert rcctl("set", "iked", "colour", "blue").returncode == 1  # usage
+    assert linux.Linux().iked_flags_command("-p 9999") == f"{linux.RCCTL} set iked flags -p 9999"

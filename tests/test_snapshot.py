@@ -111,3 +111,26 @@ def test_snapshot_list_and_rm_from_the_command_line(state_dir):
     (snapshot.directory("y")).mkdir(parents=True)
     (snapshot.directory("y") / snapshot.META).write_text(meta)
     assert "format 99" in ikedlab("snapshot", "list").stdout
+
+
+def test_a_restore_keeps_its_images_in_the_cache(tmp_path):
+    """Every restore marks the snapshot's image as in use (lab.warm.keep_images): a long catalogue run lives
+    on restores, and another checkout's build evicted its kernel mid-run when only `up` marked it."""
+    import os
+
+    from lab.warm import keep_images
+
+    image = tmp_path / "cache" / "linux" / "2b7b2681920937dc-18edb627f715ca22"
+    image.mkdir(parents=True)
+    (image / "vmlinuz").write_text("")
+    os.utime(image, (1_000_000, 1_000_000))
+
+    class Snap:  # the two things keep_images reads of a snapshot
+        hosts = {"init": {}, "resp": {}}
+
+        @staticmethod
+        def booted(host: str) -> dict[str, str]:
+            return {"kernel": str(image / "vmlinuz"), "identity": "x"}
+
+    keep_images(Snap())  # type: ignore[arg-type]
+    assert image.stat().st_mtime > 1_000_000

@@ -13,35 +13,19 @@ from __future__ import annotations
 import importlib
 import re
 import shlex
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
-
-import yaml
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from lab.errors import IkedlabError
-from lab.readings import Capture, IpsecCounters, PingResult, SaState
-from lab.topology import SafeLoader
+from lab.platforms.facts import CAPABILITIES, LoginFacts, PlatformFacts, load_facts
+from lab.readings import Capture, IpsecCounters, KernelState, PingResult, SaState
 
 if TYPE_CHECKING:
     from lab.ikedconf import IkedJudge
     from lab.render import Lifetimes, Proposals
     from lab.topology import Host, Topology
-
-#: Every capability a platform states in its data file, either under `capabilities:` or, with the reason,
-#: under `lacks:`. Scenarios skip or xfail on these, never on a platform's name.
-CAPABILITIES = {
-    "liveness_probes": "iked notices a peer that lost its SAs (dead peer detection) and renegotiates",
-    "esp_aes_gcm": "AES-GCM for ESP child SAs",
-    "esp_hmac_sha2_256": "hmac-sha2-256 for ESP child SAs",
-    "enc0": "an enc(4) interface that shows traffic before encapsulation and after decapsulation",
-    "decapsulated_capture": "capturing the plaintext around the tunnel (enc0 or a stand-in)",
-    "pf": "pf(4) as the packet filter",
-    "masquerade": "source NAT on a router (a home router in front of a gateway)",
-    "syslog": "iked logs through syslog",
-    "link_impairment": "netem on a router: loss, delay, jitter, rate and MTU of a link (ikedlab impair)",
-}
 
 
 @dataclass(frozen=True)
@@ -55,16 +39,6 @@ class FileSpec:
 
 #: What provisioning applies in order: a shell command that must exit 0, or a file to write.
 Action = str | FileSpec
-
-
-@dataclass(frozen=True)
-class LoginFacts:
-    """How a freshly booted guest's console turns into a root shell."""
-
-    ready: str  # regex seen once the guest is ready on its console (login prompt or ready banner)
-    user: str | None = None  # None: the console is already a root shell
-    password: str | None = None
-    password_prompt: str = r"[Pp]assword:"
 
 
 @dataclass(frozen=True)
@@ -92,115 +66,6 @@ class DaemonChoice:
     source: Path | None = None
 
 
-@dataclass(frozen=True)
-class PlatformFacts:
-    """A platform's data file, read and checked."""
-
-    name: str
-    description: str
-    interface_prefix: str  # interface names: f"{prefix}{offset + index}"
-    interface_offset: int  # NICs before the lab's own (a Vagrant box's management NIC)
-    memory_mib: int
-    boot: Literal["kernel", "disk"]
-    login: LoginFacts
-    capabilities: frozenset[str]
-    lacks: dict[str, str] = field(default_factory=dict)  # capability -> why not
-    vagrant_box: str | None = None  # the public Vagrant box the Vagrantfile boots (None: no box)
-    iked_log: str = ""  # where iked's messages go (login banner, README)
-    iked_conf_note: str = (
-        ""  # comment lines for iked.conf: where this platform's tunnel differs from the guide
-    )
-    guide_spellings: bool = False  # the guide's OpenBSD commands also work here (the appliance's stand-ins)
-    #: The login banner's commands per kind of host (gateway, lan, router): (command in this platform's
-    #: spelling, what it shows); format fields: far, uplink, peer, gateway1 (lab/banner.py).
-    banner: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
-    # iked version -> the Linux image variant that carries it (None: the recipe as is); the first is the
-    # default. Empty: the platform's iked cannot be chosen.
-    iked_versions: dict[str, str | None] = field(default_factory=dict)
-    image_variant: str | None = None  # the Linux image variant a kernel-boot platform boots by default
-    # What the IKE daemon logs when a peer's signature does not verify; {id} is the peer's id (escaped).
-    auth_failure: str = r"authentication failed for FQDN/{id}"
-    # More of the daemon's own words for a tunnel that will not come up by waiting (a regex; iked's are
-    # always read: lab.platforms.parsers.IKED_FATAL).
-    fatal_log: str = ""
-    #: The guest's command decoding base64 from stdin to stdout (Host.write_file sends files encoded).
-    base64_decode: str = ""
-
-
-def load_facts(path: Path) -> PlatformFacts:
-    """Read a platform data file; one clear line naming the file and field when something is wrong."""
-    from lab.errors import PlatformError
-
-    try:
-        data = yaml.load(path.read_text(), Loader=SafeLoader)  # noqa: S506 - the safe loader
-    except (OSError, yaml.YAMLError) as e:
-        raise PlatformError(f"{path}: unreadable ({e})") from None
-
-    def need(mapping: Any, key: str, kind: type, where: str) -> Any:
-        if not isinstance(mapping, dict) or not isinstance(mapping.get(key), kind):
-            raise PlatformError(f"{path}: {where}{key}: expected a {kind.__name__}")
-        return mapping[key]
-
-    interfaces = need(data, "interfaces", dict, "")
-    login = need(data, "login", dict, "")
-    has = set(need(data, "capabilities", list, ""))
-    lacks = {str(k): str(v) for k, v in (data.get("lacks") or {}).items()}
-    for name in sorted(has | set(lacks)):
-        if name not in CAPABILITIES:
-            raise PlatformError(f"{path}: '{name}' is not a known capability ({', '.join(CAPABILITIES)})")
-    unstated = sorted(set(CAPABILITIES) - has - set(lacks))
-    if unstated or has & set(lacks):
-        both = sorted(has & set(lacks))
-        problem = f"not stated: {', '.join(unstated)}" if unstated else f"in both: {', '.join(both)}"
-        raise PlatformError(f"{path}: every capability goes under capabilities or lacks ({problem})")
-    boot = need(data, "boot", str, "")
-    if boot not in ("kernel", "disk"):
-        raise PlatformError(f"{path}: boot: expected kernel or disk, not '{boot}'")
-    return PlatformFacts(
-        name=need(data, "name", str, ""),
-        description=need(data, "description", str, ""),
-        interface_prefix=need(interfaces, "prefix", str, "interfaces."),
-        interface_offset=need(interfaces, "offset", int, "interfaces."),
-        memory_mib=need(data, "memory_mib", int, ""),
-        boot=boot,
-        login=LoginFacts(
-            ready=need(login, "ready", str, "login."),
-            user=login.get("user"),
-            password=login.get("password"),
-            password_prompt=login.get("password_prompt") or LoginFacts.password_prompt,
-        ),
-        capabilities=frozenset(has),
-        lacks=lacks,
-        vagrant_box=data.get("vagrant_box"),
-        iked_log=str(data.get("iked_log") or ""),
-        iked_conf_note=str(data.get("iked_conf_note") or "").strip(),
-        guide_spellings=bool(data.get("guide_spellings")),
-        banner=_banner(path, data.get("banner") or {}),
-        iked_versions={str(k): v for k, v in (data.get("iked_versions") or {}).items()},
-        image_variant=data.get("image_variant"),
-        auth_failure=data.get("auth_failure") or PlatformFacts.auth_failure,
-        fatal_log=str(data.get("fatal_log") or ""),
-        base64_decode=need(data, "base64_decode", str, ""),
-    )
-
-
-def _banner(path: Path, data: Any) -> dict[str, tuple[tuple[str, str], ...]]:
-    """The `banner:` section: for each kind of host, a list of [command, what it shows]."""
-    from lab.errors import PlatformError
-
-    kinds = ("gateway", "lan", "router")
-    if not isinstance(data, dict) or set(data) - set(kinds):
-        raise PlatformError(f"{path}: banner: expected a mapping of {', '.join(kinds)}")
-    banner = {}
-    for kind, rows in data.items():
-        if not isinstance(rows, list) or not all(
-            isinstance(r, list) and len(r) == 2 and all(isinstance(x, str) for x in r) for r in rows
-        ):
-            raise PlatformError(f"{path}: banner.{kind}: expected a list of [command, what it shows]")
-        banner[kind] = tuple((r[0], r[1]) for r in rows)
-    return banner
-
-
 def _data_file(name: str) -> Path:
     return Path(str(resources.files("lab.platforms") / f"{name}.yaml"))
 
@@ -215,9 +80,14 @@ class Platform:
 
     # Where iked's files live (the same layout on OpenBSD and on OpenIKED portable).
     ike_conf: ClassVar[str] = "/etc/iked.conf"
+    #: The configuration's format, by its usual file name: a catalogue case's template for this daemon is
+    #: named after it (iked.conf.j2, swanctl.conf.j2, ipsec.conf.j2).
+    ike_conf_format: ClassVar[str] = "iked.conf"
     private_key: ClassVar[str] = "/etc/iked/private/local.key"
     public_key: ClassVar[str] = "/etc/iked/local.pub"
     pubkeys_dir: ClassVar[str] = "/etc/iked/pubkeys/fqdn"
+    ca_dir: ClassVar[str] = "/etc/iked/ca"  # CA certificates iked trusts
+    certs_dir: ClassVar[str] = "/etc/iked/certs"  # its own certificates, and peers' it knows by id
 
     def __init_subclass__(cls, name: str | None = None, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -355,6 +225,23 @@ class Platform:
     def ike_stop_command(self) -> str:
         raise NotImplementedError
 
+    def iked_flags_command(self, flags: str) -> str:
+        """Give iked these command-line flags from its next start on (OpenBSD: `rcctl set iked flags`)."""
+        return f"rcctl set iked flags {flags}".rstrip()
+
+    def ike_running_command(self) -> str:
+        """Exit 0 while the IKE daemon runs."""
+        return "rcctl check iked"
+
+    def sysctl_command(self, name: str, value: str) -> str:
+        """Set a kernel setting named as on OpenBSD (the regress's `sysctl net.inet.ipcomp.enable=1`)."""
+        return f"sysctl {shlex.quote(name)}={shlex.quote(value)}"
+
+    def crash_evidence_command(self) -> str | None:
+        """Print what the system keeps of crashed processes (the kernel's lines about them): a line that was
+        not there before a case is a crash during it. None: the platform keeps nothing to read."""
+        return None
+
     def ike_debug_command(self) -> str:
         """iked in the foreground, verbose, logging to the terminal: the guide's first step (`iked -dv`)."""
         return f"iked -dv -f {self.ike_conf}"
@@ -382,6 +269,17 @@ class Platform:
 
     def masquerade_command(self, subnet: str, out_iface: str) -> str:
         """Hide `subnet` behind this router's address on `out_iface` (source NAT), as a home router does."""
+        raise NotImplementedError
+
+    def ipv6_actions(
+        self, addresses: list[tuple[int, str]], gateway: str | None, forwarding: bool
+    ) -> list[str]:
+        """IPv6 on a running host: (interface index, address/prefix) pairs, a default route, forwarding."""
+        raise NotImplementedError
+
+    def plain_ping_filter_command(self) -> str:
+        """Drop ICMP echo requests that did not come, and will not leave, through IPsec (both IP versions),
+        as openiked's live regress does with pf (pf.in): a ping then passes only through a tunnel."""
         raise NotImplementedError
 
     def unmasquerade_command(self) -> str:
@@ -419,6 +317,17 @@ class Platform:
 
     def kernel_ipsec_command(self) -> str:
         """Print the kernel's IPsec SAs and policies in the platform's own words (for evidence bundles)."""
+        raise NotImplementedError
+
+    def kernel_state_command(self) -> str:
+        """Print the kernel's SAs and flows for parse_kernel_state, without any key."""
+        raise NotImplementedError
+
+    def parse_kernel_state(self, output: str) -> KernelState:
+        raise NotImplementedError
+
+    def kernel_flush_command(self) -> str:
+        """Empty the kernel's SAD and SPD (OpenBSD's `ipsecctl -F`): a gateway with no IPsec state."""
         raise NotImplementedError
 
     def sa_command(self) -> str:

@@ -34,6 +34,7 @@ _SECTION = "# ikedlab:"  # sa_command's section markers
 
 class Libreswan(Linux, name="libreswan"):
     ike_conf: ClassVar[str] = "/etc/ipsec.conf"
+    ike_conf_format: ClassVar[str] = "ipsec.conf"
     private_key: ClassVar[str] = NSS_DIR  # the key lives in the NSS database and never leaves it
     public_key: ClassVar[str] = "/etc/ipsec.d/local.pem"
     pubkeys_dir: ClassVar[str] = "/etc/ipsec.d/pubkeys"
@@ -103,6 +104,9 @@ class Libreswan(Linux, name="libreswan"):
 
     def ike_log_command(self) -> str:
         return f"cat {LIBRESWAN_LOG} 2>/dev/null"
+
+    def ike_running_command(self) -> str:
+        return "pidof pluto >/dev/null"
 
     def daemon_version_command(self) -> str:
         return f"{IPSEC} --version"

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 from lab import render
 from lab.ikedconf import IkedJudge, tree_judge
 from lab.platforms import Action, BootMedia, DaemonChoice, FileSpec, Platform
+from lab.platforms.kernel_state import POLICY_MARK, parse_ip_xfrm
 from lab.platforms.parsers import parse_ikectl_show_sa, parse_ping_summary, parse_tcpdump_lines
-from lab.readings import Capture, IpsecCounters, PingResult, SaState
+from lab.readings import Capture, IpsecCounters, KernelState, PingResult, SaState
 
 if TYPE_CHECKING:
     from lab.topology import Host
@@ -183,6 +184,24 @@ class Linux(Platform, name="linux"):
         # `date -s @SECONDS` instead, the clock was 2-4 s behind at load 10-15 (the line's trip).
         return "hwclock -s -u"
 
+    def ike_running_command(self) -> str:
+        return f"{RCCTL} check iked"
+
+    def iked_flags_command(self, flags: str) -> str:
+        # The appliance's rcctl keeps them as OpenBSD's does (iked_flags= in /etc/rc.conf.local).
+        return f"{RCCTL} set iked flags {flags}".rstrip()
+
+    def sysctl_command(self, name: str, value: str) -> str:
+        why = _OPENBSD_ONLY_SYSCTLS.get(name)
+        if why:
+            return ": " + shlex.quote(f"{name}={value}: nothing to set on Linux, {why}")
+        return f"/usr/bin/busybox sysctl -w {shlex.quote(name)}={shlex.quote(value)}"
+
+    def crash_evidence_command(self) -> str:
+        # The kernel logs every user process killed by a fault (show_unhandled_signals): "iked[212]: segfault
+        # at 0 ip … error 4 in iked[…]". The appliance keeps no core files (RLIMIT_CORE 0).
+        return "dmesg | grep -E 'segfault at|general protection|traps:|trap invalid opcode' || true"
+
     def versions_command(self) -> str:
         # The appliance has no os-release: its packages' versions are in the image's manifest.
         return (
@@ -199,6 +218,20 @@ class Linux(Platform, name="linux"):
 
     def ike_log_command(self) -> str:
         return f"cat {IKED_LOG} 2>/dev/null"
+
+    def kernel_state_command(self) -> str:
+        # `ip xfrm state` prints the SA keys: they are blanked in the guest, so no transcript holds one; `-s`
+        # keeps each key's length ("(256 bits)"), which tells aes-128 from aes-256.
+        return (
+            f"{IP} -s xfrm state | sed -E 's/0x[0-9a-fA-F]{{16,}}/0x[key]/g'; "
+            f"echo '{POLICY_MARK}'; {IP} xfrm policy"
+        )
+
+    def parse_kernel_state(self, output: str) -> KernelState:
+        return parse_ip_xfrm(output)
+
+    def kernel_flush_command(self) -> str:
+        return f"{IP} xfrm state flush && {IP} xfrm policy flush"
 
     def before_snapshot_command(self) -> str:
         # A saved image skips all-zero pages, and Linux does not clear memory it frees: drop the page
@@ -218,6 +251,31 @@ class Linux(Platform, name="linux"):
 
     def unmasquerade_command(self) -> str:
         return f"{NFT} delete table ip ikedlab_nat 2>/dev/null; true"
+
+    def ipv6_actions(
+        self, addresses: list[tuple[int, str]], gateway: str | None, forwarding: bool
+    ) -> list[str]:
+        # nodad: the address is usable at once (duplicate address detection holds it back ~1 s otherwise).
+        actions = [
+            f"{IP} -6 addr replace {address} dev {self.interface_name(index)} nodad"
+            for index, address in addresses
+        ]
+        if gateway:
+            actions.append(f"{IP} -6 route replace default via {gateway}")
+        actions.append(f"echo {int(forwarding)} > /proc/sys/net/ipv6/conf/all/forwarding")
+        return actions
+
+    def plain_ping_filter_command(self) -> str:
+        # `meta ipsec`: the packet came through an SA (input); `rt ipsec`: its route goes into one (output).
+        return (
+            f"{NFT} 'add table inet ikedlab_plain_ping; "
+            "add chain inet ikedlab_plain_ping input { type filter hook input priority 10 ; }; "
+            "add chain inet ikedlab_plain_ping output { type filter hook output priority 10 ; }; "
+            "add rule inet ikedlab_plain_ping input meta ipsec missing icmp type echo-request drop; "
+            "add rule inet ikedlab_plain_ping input meta ipsec missing icmpv6 type echo-request drop; "
+            "add rule inet ikedlab_plain_ping output rt ipsec missing icmp type echo-request drop; "
+            "add rule inet ikedlab_plain_ping output rt ipsec missing icmpv6 type echo-request drop'"
+        )
 
     def checksum_command(self, path: str) -> str:
         return f"sha256sum {shlex.quote(path)}"
@@ -255,6 +313,12 @@ class Linux(Platform, name="linux"):
     def parse_capture(self, output: str, kind: str) -> Capture:
         return Capture(parse_tcpdump_lines(output), output)
 
+
+#: OpenBSD settings the regress makes that Linux has no switch for, and why nothing is needed.
+_OPENBSD_ONLY_SYSCTLS = {
+    "net.inet.ipcomp.enable": "IPComp works while the ipcomp modules are loaded (every gateway loads them)",
+    "net.inet.esp.udpencap_port": "the IKE daemon's NAT-T socket (iked -p) alone decides the port",
+}
 
 _SYSCTL_NOTE = """\
 The guide's settings, in OpenBSD's names. Linux spells them differently, and the appliance's `sysctl`

@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Any
 from lab import render
 from lab.errors import IkedlabError, ImageError
 from lab.platforms import Action, BootMedia, DaemonChoice, FileSpec, Platform
+from lab.platforms.kernel_state import parse_ipsecctl_kernel
 from lab.platforms.parsers import (
     parse_ikectl_show_sa,
     parse_netstat_esp_ah,
     parse_ping_summary,
     parse_tcpdump_lines,
 )
-from lab.readings import Capture, IpsecCounters, PingResult, SaState
+from lab.readings import Capture, IpsecCounters, KernelState, PingResult, SaState
 
 if TYPE_CHECKING:
     from lab.topology import Host
@@ -119,6 +120,15 @@ class OpenBSD(Platform, name="openbsd"):
     def kernel_ipsec_command(self) -> str:
         return "echo '# ipsecctl -sa'; ipsecctl -sa"  # without -k: no keys
 
+    def kernel_state_command(self) -> str:
+        return "ipsecctl -sa"
+
+    def parse_kernel_state(self, output: str) -> KernelState:
+        return parse_ipsecctl_kernel(output)
+
+    def kernel_flush_command(self) -> str:
+        return "ipsecctl -F"
+
     def ike_log_command(self) -> str:
         # iked logs through syslog's daemon facility: /var/log/daemon.
         return "grep -e 'iked\\[' -e 'iked:' /var/log/daemon || true"
@@ -128,6 +138,29 @@ class OpenBSD(Platform, name="openbsd"):
         # A whole ruleset: pass everything, translate the subnet's sources on the way out.
         rules = f"pass\\nmatch out on {out_iface} inet from {subnet} nat-to ({out_iface})\\n"
         return f"printf '{rules}' | pfctl -f -"
+
+    def ipv6_actions(
+        self, addresses: list[tuple[int, str]], gateway: str | None, forwarding: bool
+    ) -> list[str]:
+        actions = []
+        for index, address in addresses:
+            ip, prefix = address.split("/")
+            actions.append(f"ifconfig {self.interface_name(index)} inet6 {ip} prefixlen {prefix}")
+        if gateway:
+            actions.append(f"route -qn delete -inet6 default; route -qn add -inet6 default {gateway}")
+        actions.append(f"sysctl -q net.inet6.ip6.forwarding={int(forwarding)}")
+        return actions
+
+    def plain_ping_filter_command(self) -> str:
+        # The regress's pf.in: echo requests are blocked everywhere but on enc0, in both IP versions. It
+        # replaces the ruleset, as the regress does; the case's lab is restored from its snapshot afterwards.
+        rules = (
+            "block inet proto icmp all icmp-type echoreq\n"
+            "pass on enc0 inet proto icmp all icmp-type echoreq\n"
+            "block inet6 proto icmp6 all icmp6-type echoreq\n"
+            "pass on enc0 inet6 proto icmp6 all icmp6-type echoreq\n"
+        )
+        return f"printf '{rules}' | pfctl -f - && {{ pfctl -e 2>/dev/null; true; }}"
 
     def unmasquerade_command(self) -> str:
         return "pfctl -f /etc/pf.conf"

@@ -21,7 +21,15 @@ import re
 from collections.abc import Iterable
 
 from lab.errors import ParseError
-from lab.readings import ChildSa, Flow, IkeSa, IpsecCounters, Packet, PingResult, SaState
+from lab.readings import (
+    ChildSa,
+    Flow,
+    IkeSa,
+    IpsecCounters,
+    Packet,
+    PingResult,
+    SaState,
+)
 
 
 def _last_line(text: str) -> str:
@@ -402,7 +410,8 @@ def parse_netstat_esp_ah(text: str) -> IpsecCounters:
 _KEYWORDS = {"from", "to", "peer", "srcid", "dstid", "type", "proto", "port", "spi", "auth", "enc", "comp"}
 
 
-def _keywords(tokens: list[str]) -> dict[str, str]:
+def ipsecctl_keywords(tokens: list[str]) -> dict[str, str]:
+    """`keyword value` pairs of an ipsecctl line (the first of each keyword kept)."""
     values: dict[str, str] = {}
     i = 0
     while i < len(tokens):
@@ -431,7 +440,7 @@ def parse_ipsecctl_sa(text: str, local_addresses: Iterable[str] = ()) -> SaState
         if len(tokens) < 3:
             continue
         if tokens[0] == "flow" and tokens[2] in ("in", "out"):
-            kw = _keywords(tokens[3:])
+            kw = ipsecctl_keywords(tokens[3:])
             if kw.get("type") == "deny" or "from" not in kw or "to" not in kw:
                 continue
             try:
@@ -441,7 +450,7 @@ def parse_ipsecctl_sa(text: str, local_addresses: Iterable[str] = ()) -> SaState
                 continue
             flows.append(Flow(direction=tokens[2], src=src, dst=dst, peer=kw.get("peer")))
         elif tokens[0] in ("esp", "ah", "ipcomp") and "spi" in tokens:
-            kw = _keywords(tokens[1:])
+            kw = ipsecctl_keywords(tokens[1:])
             try:
                 spi = int(kw["spi"], 16)
             except (KeyError, ValueError):

@@ -57,6 +57,9 @@ charon-systemd {{
 
 class StrongSwan(Linux, name="strongswan"):
     ike_conf: ClassVar[str] = "/etc/swanctl/conf.d/ikedlab.conf"
+    ike_conf_format: ClassVar[str] = "swanctl.conf"
+    ca_dir: ClassVar[str] = "/etc/swanctl/x509ca"
+    certs_dir: ClassVar[str] = "/etc/swanctl/x509"
     private_key: ClassVar[str] = "/etc/swanctl/ecdsa/local.pem"
     public_key: ClassVar[str] = "/etc/swanctl/pubkey/local.pem"
     pubkeys_dir: ClassVar[str] = "/etc/swanctl/pubkey"
@@ -95,6 +98,9 @@ class StrongSwan(Linux, name="strongswan"):
 
     def ike_log_command(self) -> str:
         return f"cat {CHARON_LOG} 2>/dev/null"
+
+    def ike_running_command(self) -> str:
+        return "pidof charon-systemd >/dev/null"
 
     def daemon_label(self, manifest: dict) -> str:
         return f"strongSwan {manifest.get('packages', {}).get('charon-systemd', '?')}"
