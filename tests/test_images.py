@@ -179,8 +179,10 @@ def recipe_dir(tmp_path: Path) -> Path:
 
 def test_the_shipped_recipe_loads() -> None:
     recipe = Recipe.load(RECIPE_DIR)
-    assert "openiked" in recipe.packages and "busybox" in recipe.packages
-    assert "busybox-static" not in recipe.packages  # its shell runs applets before PATH (rootfs.py)
+    assert "openiked" in recipe.packages and {"busybox", "busybox-static"} <= set(recipe.packages)
+    # The shell is the dynamic busybox (busybox-static's runs applets before PATH), the applets the static.
+    assert recipe.rename["busybox"] == {"usr/bin/busybox": "usr/lib/busybox-sh/busybox"}
+    assert recipe.symlinks["bin/sh"] == "/usr/lib/busybox-sh/busybox"
     assert recipe.kernel == "linux-image-cloud-amd64"
     assert {"af_key", "xfrm_user", "esp4", "nf_tables", "nft_log", "virtio_net", "virtio_rng"} <= set(
         recipe.modules
@@ -740,5 +742,25 @@ def test_a_shell_that_prefers_its_applets_fails_the_build(tmp_path: Path) -> Non
 
     (tmp_path / "usr/bin").mkdir(parents=True)
     shutil.copy2("/bin/busybox", tmp_path / "usr/bin/busybox")
+    (tmp_path / "usr/bin/sh").symlink_to("/usr/bin/busybox")
     with pytest.raises(ImageError, match="runs busybox applets before PATH"):
         check_shell_runs_path_first(tmp_path)
+
+
+def test_two_packages_shipping_one_path_both_land(tmp_path: Path) -> None:
+    """busybox and busybox-static both ship /bin/busybox: the recipe's `rename:` moves one aside as it is
+    unpacked, so the shell (dynamic) and the applets (static) are both in the image."""
+    root = merged_root(tmp_path)
+    unpack_tar(
+        make_tar([("file", "./bin/busybox", "dynamic")]), root, (), {"usr/bin/busybox": "usr/lib/sh/busybox"}
+    )
+    unpack_tar(make_tar([("file", "./bin/busybox", "static")]), root, ())
+    assert (root / "usr/lib/sh/busybox").read_text() == "dynamic"
+    assert (root / "usr/bin/busybox").read_text() == "static"
+
+
+def test_a_rename_for_a_package_the_recipe_does_not_have(recipe_dir: Path) -> None:
+    path = recipe_dir / "recipe.yaml"
+    path.write_text(path.read_text().replace("rename:\n  busybox:", "rename:\n  busybox-typo:"))
+    with pytest.raises(ImageError, match="rename.busybox-typo: not one of packages"):
+        Recipe.load(recipe_dir)

@@ -46,6 +46,8 @@ class Recipe:
     directories: Mapping[str, int]
     symlinks: Mapping[str, str]
     modes: Mapping[str, int]
+    # package -> {path it ships: path in the image}, for a path two packages ship (busybox, busybox-static)
+    rename: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
     suite: str = HOST_SUITE  # the Debian suite of the packages (the kernel always comes from the host's)
     variant: str | None = None  # None: the recipe as it is
 
@@ -98,6 +100,20 @@ class Recipe:
                     problems.append(f"{field}.{where}: {mode!r} is not an octal mode")
             return result
 
+        def renames() -> dict[str, dict[str, str]]:
+            value = data.get("rename", {}) or {}
+            if not isinstance(value, dict) or not all(
+                isinstance(moves, dict)
+                and all(isinstance(k, str) and isinstance(v, str) for k, v in moves.items())
+                for moves in value.values()
+            ):
+                problems.append("rename: expected package: {path: new path}")
+                return {}
+            for package in value:
+                if package not in data.get("packages", []):
+                    problems.append(f"rename.{package}: not one of packages")
+            return {str(p): {k.strip("/"): v.strip("/") for k, v in m.items()} for p, m in value.items()}
+
         recipe = cls(
             directory=directory,
             packages=names("packages"),
@@ -111,6 +127,7 @@ class Recipe:
             directories=modes("directories"),
             symlinks=mapping("symlinks"),
             modes=modes("modes"),
+            rename=renames(),
         )
         if excluded_roots := sorted(set(recipe.packages) & recipe.exclude):
             problems.append(f"exclude: {', '.join(excluded_roots)} also listed in packages")

@@ -34,8 +34,11 @@ def is_stripped(path: str, patterns: Iterable[str]) -> bool:
     return any(fnmatchcase(path, p) or fnmatchcase(path, p + "/*") for p in patterns)
 
 
-def unpack_tar(data: bytes, root: Path, strip: tuple[str, ...]) -> None:
-    """Extract one package's file system tar into root, merging /bin, /sbin and /lib into /usr."""
+def unpack_tar(
+    data: bytes, root: Path, strip: tuple[str, ...], rename: Mapping[str, str] | None = None
+) -> None:
+    """Extract one package's file system tar into root, merging /bin, /sbin and /lib into /usr; `rename`
+    moves a path (as merged) elsewhere."""
     top = root.resolve()
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         for member in tar:
@@ -43,6 +46,7 @@ def unpack_tar(data: bytes, root: Path, strip: tuple[str, ...]) -> None:
             rel = guest_path(member.name)
             if rel is None or is_stripped(rel, strip):
                 continue
+            rel = (rename or {}).get(rel, rel)
             dest = root / rel
             # Never write outside the tree: not by `..`, not through an absolute symlink such as
             # usr/lib/ssl/certs -> /etc/ssl/certs, which on the host points at the host's files.
@@ -112,14 +116,13 @@ def stage(recipe: Recipe, resolved: Resolved, debs: Mapping[str, Path], work: Pa
         # The kernel package is the biggest to unpack (90 MB of modules): do it meanwhile.
         kernel = pool.submit(run, [dpkg_deb, "-x", debs[resolved.kernel_package], kernel_root], timeout=300)
         # Sorted order, so a file shipped by two packages always comes from the same one.
-        for data in pool.map(fsys, (debs[n] for n in sorted(resolved.packages))):
-            unpack_tar(data, root, recipe.strip)
+        names = sorted(resolved.packages)
+        for name, data in zip(names, pool.map(fsys, (debs[n] for n in names)), strict=True):
+            unpack_tar(data, root, recipe.strip, recipe.rename.get(name))
         kernel.result()
 
     if in_root(root, "usr/bin/busybox") is None:
-        raise ImageError(
-            "busybox is not in the image", "keep busybox in images/linux/recipe.yaml"
-        )
+        raise ImageError("busybox is not in the image", "keep busybox-static in images/linux/recipe.yaml")
     applets = run([*host_argv(root, "usr/bin/busybox"), "--list-full"], timeout=30).stdout.decode().split()
     log.debug("busybox applet links: %d", len(busybox_links(root, applets)))
 
@@ -170,7 +173,8 @@ SHADOWED = ("ip", "netstat", "sysctl")
 
 
 def check_shell_runs_path_first(root: Path) -> None:
-    """ImageError unless the image's shell runs the program PATH names before a busybox applet of that name.
+    """ImageError unless the image's /bin/sh (a busybox) runs the program PATH names before a busybox applet
+    of that name.
 
     A busybox built with FEATURE_SH_STANDALONE/PREFER_APPLETS (Debian's busybox-static) runs its own `ip`,
     `netstat`, `sysctl` in every script, whatever PATH says, so `sh -c 'netstat -s -p esp'` failed with
@@ -181,7 +185,7 @@ def check_shell_runs_path_first(root: Path) -> None:
             (Path(tmp) / name).chmod(0o755)
         script = "; ".join(SHADOWED)
         done = run(
-            [*host_argv(root, "usr/bin/busybox"), "sh", "-c", script],
+            [*host_argv(root, "bin/sh"), "sh", "-c", script],
             check=False,
             timeout=30,
             env={"PATH": tmp},
@@ -191,5 +195,5 @@ def check_shell_runs_path_first(root: Path) -> None:
         raise ImageError(
             f"the image's shell runs busybox applets before PATH ({', '.join(SHADOWED)}): the guide's "
             "commands would not reach scripts",
-            "use Debian's busybox (built without FEATURE_SH_STANDALONE), not busybox-static, in recipe.yaml",
+            "make /bin/sh Debian's busybox (built without FEATURE_SH_STANDALONE), not busybox-static's",
         )
