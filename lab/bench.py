@@ -20,7 +20,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from lab import PROJECT_ROOT, progress, settings, snapshot
+from lab import PROJECT_ROOT, private, progress, settings, snapshot
 from lab.blueprint import UpRequest
 from lab.images import linux_image
 from lab.lab import Lab
@@ -419,6 +419,7 @@ def _load() -> str:
 
 
 def main() -> int:
+    private.restrict_umask()
     progress.set_quiet(True)
     sections = [
         ("image", "Linux appliance image", bench_image),

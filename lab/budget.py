@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lab import blueprint, ownership, progress, settings, snapshot
+from lab import blueprint, ownership, private, progress, settings, snapshot
 from lab.errors import LabError
 
 USED = "last-used"  # a file in the snapshot's folder whose modification time is the snapshot's last use
@@ -36,7 +36,7 @@ class Held:
 
     @property
     def lab_is_up(self) -> bool:
-        return (settings.labs_dir() / self.lab / blueprint.FILE).exists()
+        return (private.labs_dir() / self.lab / blueprint.FILE).exists()
 
 
 def mark_used(lab: str) -> None:
@@ -101,7 +101,7 @@ def enforce(keep: str, budget: int | None = None, say: Callable[[str], None] = p
 
 def _evict(lab: str) -> bool:
     """Delete the lab's snapshot while holding the lab; False when a live process owns it."""
-    run_dir = settings.labs_dir() / lab
+    run_dir = private.labs_dir() / lab
     created = not run_dir.exists()
     try:
         claim = ownership.claim(lab, run_dir, "ikedlab (warm-state budget)")

@@ -7,9 +7,12 @@ serial logs, recent pcaps and the status table, with a README saying how to repl
 BUNDLE` (lab/replay.py) reads manifest.json back and boots the same lab, after saying what differs here.
 
 Secrets: private keys never leave their guests (the bundle reads no key file), and every text that goes in
-is scrubbed anyway: a PEM private key block becomes a marker, and long hex strings (the SA keys that
-`ip xfrm state` prints) become `0x[redacted]`. A user's iked.conf goes in as written, pre-shared key
-included: it is needed to replay the lab, and it is the lab's own test secret.
+passes the redactor (lab/redact.py: SA keys, key dumps, PSKs). A bundle is made to be published, so a user's
+iked.conf goes in with each PSK replaced by a placeholder (`"ikedlab-redacted-psk-1"`: the same one wherever
+the same secret was, so equal and different keys stay so), and the manifest and README say it; replayed,
+such a bundle runs the placeholders. `--show-secrets` makes a bundle for a maintainer one trusts: the user's
+files byte for byte (a replay runs exactly them) and the SA keys in clear, marked so in its name, its README
+and its manifest.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lab import private, redact
 from lab.errors import IkedlabError
 from lab.redact import scrub
 from lab.versions import guest_versions, ikedlab_version, recorded_media
@@ -65,7 +69,7 @@ class _Archive:
         info = tarfile.TarInfo(f"{self.top}/{name}")
         info.size = len(content)
         info.mtime = int(time.time())
-        info.mode = 0o644
+        info.mode = 0o600
         self.tar.addfile(info, io.BytesIO(content))
         self.names.append(name)
 
@@ -76,21 +80,27 @@ class _Archive:
             self.text(name, path.read_text(errors="replace"))
 
 
-def make_bundle(lab: Lab, out: Path | None, status_text: str = "") -> Path:
-    """Pack a running lab's evidence into `out` (default: the lab's run directory); return the path."""
+def make_bundle(lab: Lab, out: Path | None, status_text: str = "", show_secrets: bool | None = None) -> Path:
+    """Pack a running lab's evidence into `out` (default: the lab's run directory); return the path.
+
+    `show_secrets` (default: `--show-secrets`): the user's iked.conf files byte for byte and nothing
+    redacted but private keys; otherwise PSKs become placeholders (see the module's doc)."""
+    show = redact.showing() if show_secrets is None else show_secrets
     blueprint = lab.read()
     own = lab.options.ike_conf  # the users' files the lab runs now (`reconfigure` included)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     top = f"ikedlab-{lab.name}-{stamp}"
-    out = out or lab.run_dir / "bundles" / f"{top}.tar.gz"
+    out = out or lab.run_dir / "bundles" / f"{top}{'-SECRETS' if show else ''}.tar.gz"
     out.parent.mkdir(parents=True, exist_ok=True)
     problems: list[str] = []
     media = recorded_media(lab.run_dir)
-    with tarfile.open(out, "w:gz") as tar:
+    user = dict(sorted(own.items()))
+    published, replaced = (user, 0) if show else redact.placeholders(user)
+    with private.open_file(out, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
         archive = _Archive(top, tar)
         archive.text("topology.yaml", blueprint.topology.source)
-        for host, text in sorted(own.items()):
-            archive.text(f"user/{host}.iked.conf", text)
+        for host, text in published.items():
+            archive.data(f"user/{host}.iked.conf", text.encode())  # as given, or with placeholders: no scrub
         for path in sorted((lab.run_dir / "configs").glob("*")):
             archive.file(f"configs/{path.name}", path)
         for path in sorted(lab.run_dir.glob("*.json")):
@@ -114,6 +124,8 @@ def make_bundle(lab: Lab, out: Path | None, status_text: str = "") -> Path:
             "topology_name": blueprint.topology.path.name,
             "platforms": {host: p.name for host, p in blueprint.platforms.items()},
             "iked_conf": {host: f"user/{host}.iked.conf" for host in sorted(own)},
+            # "as given": the user's files byte for byte; else how many PSKs became placeholders.
+            "secrets": "as given" if show else f"{replaced} pre-shared key{'s' * (replaced != 1)} replaced",
             "expect_failure": blueprint.expect_failure,
             "release": media.get("release"),
             "images": media.get("images", {}),
@@ -163,6 +175,11 @@ def _readme(manifest: dict[str, Any], names: list[str], archive: str) -> str:
     lines = [
         f"# ikedlab evidence bundle: lab '{manifest['lab']}', {manifest['created']}",
         "",
+        *(
+            ["**This bundle holds secrets (PSKs, SA keys; made with --show-secrets): never publish it.**", ""]
+            if manifest["secrets"] == "as given"
+            else []
+        ),
         f"Made by ikedlab {manifest['ikedlab']['version']} (commit {manifest['ikedlab']['commit']}).",
         f"Platforms: {', '.join(f'{h}={p}' for h, p in sorted(manifest['platforms'].items()))}.",
         "",
@@ -195,9 +212,22 @@ def _readme(manifest: dict[str, Any], names: list[str], archive: str) -> str:
         "  `evidence/` (what a failed `up` saved before its guests went)",
         "- `status.txt`: the status table when the bundle was made",
         "",
-        "No private key is ever included; SA keys are redacted. A pre-shared key in a user's iked.conf stays",
-        "(it is needed to replay the lab).",
+        *_secrets_note(manifest["secrets"]),
         "",
         "Files: " + ", ".join(sorted(names)),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _secrets_note(secrets: str) -> list[str]:
+    if secrets == "as given":
+        return [
+            "No private key is ever included. Made with --show-secrets: the users' iked.conf files are here",
+            "byte for byte (a replay runs exactly them) and SA keys are in clear, to decrypt the captures.",
+        ]
+    return [
+        "No private key is ever included; SA keys and pre-shared keys are redacted. In `user/`, each PSK",
+        f"is a placeholder ({secrets}; the same placeholder wherever the same key was), so a replay runs",
+        "the same configuration with stand-in keys. Ask the reporter for a bundle made with",
+        "`ikedlab bundle --show-secrets` when the exact keys matter.",
+    ]

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from lab import private
 from lab.errors import ConsoleBusy
 
 
@@ -35,7 +36,7 @@ class ChannelLock:
         if self._file:
             return  # ours already (a console opened again on a new pty)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        f = self.path.open("a+", encoding="utf-8")
+        f = private.open_file(self.path, "a+", encoding="utf-8")  # never through a planted link
         deadline = None if timeout is None else time.monotonic() + timeout
         told = False
         while True:

@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from lab import cli_report, cli_repro, cli_store, gate, progress, settings
+from lab import cli_report, cli_repro, cli_store, gate, private, progress, redact, settings
 from lab.errors import IkedlabError
 from lab.exercises import cli as cli_exercise
 from lab.libvirt_hosts import check_uri
@@ -23,6 +23,12 @@ EXIT_USAGE = 2
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ikedlab", description="A virtual lab for IPsec with iked.")
     p.add_argument("--debug", action="store_true", help="log every step and show tracebacks")
+    p.add_argument(
+        "--show-secrets",
+        action="store_true",
+        help="keep SA keys and PSKs in clear in transcripts, evidence and bundles (never publish them then); "
+        "private keys are never kept (also IKEDLAB_SHOW_SECRETS=1)",
+    )
     p.add_argument(
         "--name", default=settings.lab_name(), help="the lab's name (default: $IKEDLAB_NAME or default)"
     )
@@ -133,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    private.restrict_umask()  # everything ikedlab writes is its user's alone
+    if args.show_secrets:
+        os.environ["IKEDLAB_SHOW_SECRETS"] = "1"  # for this process and the ikedlab processes it starts
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING, format="%(name)s: %(message)s"
     )
@@ -144,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     except IkedlabError as e:
         if args.debug:
             raise
-        print("\n".join(e.lines()), file=sys.stderr)
+        print(redact.scrub("\n".join(e.lines())), file=sys.stderr)  # errors quote guests' output
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("ikedlab: interrupted", file=sys.stderr)
@@ -351,7 +360,7 @@ def _held_console(lab: str, host: str):  # noqa: ANN202 - lazy imports: this pat
 
     if gate.LAB.problem(lab):
         return None
-    run_dir = settings.labs_dir() / lab
+    run_dir = private.labs_dir() / lab
     from lab.channel_lock import ChannelLock
     from lab.console import Console, Transcript
 

@@ -43,6 +43,12 @@ def add_up_options(up: argparse.ArgumentParser) -> None:
 def add_commands(sub: Any) -> None:
     bundle = sub.add_parser("bundle", help="one archive of the lab's evidence, for a bug report")
     bundle.add_argument("-o", "--output", type=Path, metavar="FILE", help="default: in the lab's run dir")
+    bundle.add_argument(
+        "--show-secrets",
+        action="store_true",
+        default=argparse.SUPPRESS,  # the global flag's value stands unless given here
+        help="the users' iked.conf files byte for byte and SA keys in clear: not for publishing",
+    )
     bundle.set_defaults(handler=on_lab(cmd_bundle))
 
     capture = sub.add_parser("capture", help="a live pcap of a link (stream it: -w - | wireshark -k -i -)")
@@ -156,6 +162,12 @@ def up_request(
             )
         elif expect:
             progress.say(f"the bundle's lab reproduces an iked failure: expecting /{expect}/")
+        secrets = replay.manifest.secrets
+        if secrets != "as given" and not secrets.startswith("0 "):
+            progress.say(
+                f"the bundle's iked.conf files had their pre-shared keys redacted ({secrets}): "
+                "the replay runs stand-in keys (a bundle made with --show-secrets carries the real ones)"
+            )
     if expect == "":
         expect = ANY_FAILURE
     elif expect:
@@ -201,7 +213,7 @@ def cmd_bundle(lab: Lab, args: argparse.Namespace) -> int:
     from lab.status import status_text
 
     lab.attach()
-    path = make_bundle(lab, args.output, status_text(lab))
+    path = make_bundle(lab, args.output, status_text(lab))  # --show-secrets, either place, is in the env
     print(path)
     return 0
 

@@ -24,6 +24,7 @@ from typing import IO
 import pexpect
 from pexpect import fdpexpect
 
+from lab import private, redact
 from lab.channel_lock import ChannelLock, short
 from lab.errors import CommandError, ConsoleError, ConsoleTimeout
 from lab.settings import COMMAND, LOGIN, RESUMED_SYNC
@@ -44,7 +45,9 @@ class Result:
 
 
 class Transcript:
-    """Commands and their output, one file per host plus one merged file for the lab: `[host +1.2s] # cmd`."""
+    """Commands and their output, one file per host plus one merged file for the lab: `[host +1.2s] # cmd`.
+
+    Evidence that may be published: every entry passes the redactor (`ip xfrm state` prints SA keys)."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -59,14 +62,14 @@ class Transcript:
     def record(self, host: str, command: str, output: str, status: int | None) -> None:
         stamp = f"[{host} +{time.monotonic() - self.start:.1f}s]"
         tail = "" if status in (0, None) else f"(exit {status})\n"
-        entry = (
+        entry = redact.scrub(
             f"{host}# {command}\n{output}{'' if output.endswith(chr(10)) or not output else chr(10)}{tail}"
         )
         with self._lock:
             if host not in self._files:
-                self._files[host] = self.path(host).open("a", encoding="utf-8")
-                self._files["*"] = self._files.get("*") or (self.directory / "all.log").open(
-                    "a", encoding="utf-8"
+                self._files[host] = private.open_file(self.path(host), "a", encoding="utf-8")
+                self._files["*"] = self._files.get("*") or private.open_file(
+                    self.directory / "all.log", "a", encoding="utf-8"
                 )
             self._files[host].write(entry)
             self._files[host].flush()
@@ -114,7 +117,8 @@ class Console:
         if lock:
             lock.acquire(lock_timeout, on_wait)  # before the line is taken: never from under another
         self.on_wait = on_wait
-        self._raw = raw_log.open("ab") if raw_log else None
+        # Raw console bytes, redacted line by line as they come (the control channel carries SA keys).
+        self._raw = redact.RedactingLog(private.open_file(raw_log, "ab")) if raw_log else None
         self._child: pexpect.spawn | fdpexpect.fdspawn
         if pty is not None:
             # What the guest wrote while nobody read sat in the pty (the keeper holds it open): not ours.

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from lab import PROJECT_ROOT, settings
+from lab import PROJECT_ROOT, private
 from lab.errors import IkedlabError
 from lab.ownership import checkout_tag
 from lab.platforms import get_platform
@@ -168,7 +168,7 @@ def _keep_failing_evidence(evidence: Path, results: dict[str, str]) -> None:
 
 def _keep_lab_transcripts(dest: Path) -> None:
     """The scenario lab's consoles and serial logs (the next cell's lab reuses its run directory)."""
-    run_dir = settings.labs_dir() / f"scn-{checkout_tag()}"
+    run_dir = private.labs_dir() / f"scn-{checkout_tag()}"
     for sub in ("console", "serial"):
         if (run_dir / sub).is_dir():
             shutil.copytree(run_dir / sub, dest / sub, dirs_exist_ok=True)
@@ -196,6 +196,7 @@ def table(outcomes: list[Outcome]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    private.restrict_umask()
     parser = argparse.ArgumentParser(prog="python -m lab.interop", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("artifacts/interop"), help="where cells' reports go")
     parser.add_argument("--cells", default="", help="only these cells (comma-separated INIT--RESP names)")

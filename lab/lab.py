@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lab import blueprint as recorded
-from lab import evidence, gate, interrupts, keeper, ownership, progress, settings, snapshot, warm
+from lab import evidence, gate, interrupts, keeper, ownership, private, progress, settings, snapshot, warm
 from lab import topology as topo
 from lab.blueprint import Blueprint, UpRequest
 from lab.domains import host_media
@@ -62,7 +62,7 @@ class Lab:
         if problem := gate.LAB.problem(name):
             raise LabError(problem)
         self.name = name
-        self.run_dir = run_dir or settings.labs_dir() / name
+        self.run_dir = run_dir or private.labs_dir() / name
         self.guests = Guests(name, self.run_dir)
         self.blueprint: Blueprint | None = None  # what `up` built, once up or read back (`read`)
         self.options = Options()  # what the lab runs with now (`reconfigured` changes it for a block)
@@ -490,7 +490,7 @@ class Lab:
 
 def lab_names() -> list[str]:
     """Labs with a state file or with domains in libvirt."""
-    names = {p.parent.name for p in settings.labs_dir().glob(f"*/{recorded.FILE}")}
+    names = {p.parent.name for p in private.labs_dir().glob(f"*/{recorded.FILE}")}
     try:
         hv = Hypervisor()
         names |= {d.lab for d in hv.domains()}

@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from lab import private
 from lab.errors import LabError
 
 LOCK_FILE = "owner.lock"
@@ -62,8 +63,9 @@ class Claim:
 def previous_owner(run_dir: Path) -> Owner | None:
     """Who claimed the lab last (alive or not), as its lock file says; None when nobody ever did."""
     try:
-        return Owner(**json.loads((run_dir / LOCK_FILE).read_text()))
-    except (OSError, ValueError, TypeError):
+        with private.open_file(run_dir / LOCK_FILE, "r") as f:
+            return Owner(**json.loads(f.read()))
+    except (OSError, ValueError, TypeError, private.UnsafePathError):
         return None
 
 
@@ -76,7 +78,7 @@ def claim(lab: str, run_dir: Path, command: str | None = None) -> Claim:
     created = not run_dir.exists()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = private.open_fd(path, os.O_RDWR | os.O_CREAT)  # never through a link planted in its place
     except OSError as e:
         _forget(run_dir, created)
         raise state_error(lab, e) from None

@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from lab import redact
+
 log = logging.getLogger("ikedlab")
 
 
@@ -41,7 +43,7 @@ def set_quiet(quiet: bool) -> None:
 
 def say(message: str) -> None:
     if not _quiet:
-        print(message, file=sys.stderr, flush=True)
+        print(redact.scrub(message), file=sys.stderr, flush=True)  # messages quote guests' output
 
 
 @contextmanager

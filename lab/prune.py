@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import ownership, progress, settings, snapshot
+from lab import ownership, private, progress, snapshot
 from lab.errors import IkedlabError, LabError, SnapshotError
 from lab.lab import Lab
 
@@ -41,7 +41,7 @@ def checkout_of(lab: str) -> str | None:
         snap = None
     if snap and snap.checkout:
         return snap.checkout
-    owner = ownership.previous_owner(settings.labs_dir() / lab)
+    owner = ownership.previous_owner(private.labs_dir() / lab)
     return owner.checkout if owner else None
 
 
@@ -53,14 +53,14 @@ def is_gone(checkout: str | None) -> bool:
 def leftovers() -> list[Leftover]:
     """Every lab with a run directory or a snapshot whose checkout is gone."""
     names: set[str] = set()
-    for root in (settings.labs_dir(), snapshot.snapshots_root()):
+    for root in (private.labs_dir(), snapshot.snapshots_root()):
         if root.is_dir():  # dot-folders are work in progress (a snapshot being written, an old bundle)
             names |= {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
     found = []
     for name in sorted(names):
         checkout = checkout_of(name)
         if checkout is not None and is_gone(checkout):
-            dirs = [settings.labs_dir() / name, snapshot.directory(name)]
+            dirs = [private.labs_dir() / name, snapshot.directory(name)]
             found.append(Leftover(name, checkout, sum(_size(d) for d in dirs)))
     return found
 

@@ -9,6 +9,10 @@ has an example; ikedlab's own scenarios/ use it.
 
 Nothing here boots a lab unless a test asks for `lab`: the fast tests of a repository that has ikedlab
 installed pay only for the options.
+
+Every run's files are its user's alone (umask 077), and its reports pass the redactor before the terminal and
+JUnit see them: an assertion may quote a guest's output (`ip xfrm state` holds SA keys), and JUnit files are
+published (lab/redact.py).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from lab import settings
+from lab import private, redact, settings
 
 if TYPE_CHECKING:
     from lab.lab import Lab
@@ -58,6 +62,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--keep-lab", action="store_true", help="keep the lab running when a test failed")
     group.addoption("--artifacts", default="artifacts/scenarios", help="where evidence folders go")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    private.restrict_umask()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.longrepr is not None:
+        text = str(report.longrepr)
+        if (clean := redact.scrub(text)) != text:
+            report.longrepr = clean
+    report.sections = [(title, redact.scrub(content)) for title, content in report.sections]
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -119,6 +119,7 @@ class Manifest:
     release: str | None
     images: dict[str, dict[str, str]]  # platform -> {part: digest}
     ikedlab: dict[str, str]  # version, commit
+    secrets: str = "as given"  # the users' files as written, or how many PSKs the bundle replaced
 
 
 def parse_manifest(data: bytes) -> Manifest:
@@ -200,12 +201,13 @@ def parse_manifest(data: bytes) -> Manifest:
     for key, value in mapping("ikedlab", required=False).items():
         if key in ("version", "commit") and (kept := text(f"ikedlab.{key}", value)) is not None:
             version[key] = kept
+    secrets = text("secrets", raw.get("secrets", "as given")) or "as given"
     if problems:
         first, *others = problems
         more = f" (and {len(others)} more)" if others else ""
         raise LabError(f"{MANIFEST}: {first}{more}", details=others)
     assert isinstance(topology, str) and isinstance(topology_name, str)
-    return Manifest(topology, topology_name, platforms, confs, expect, release, images, version)
+    return Manifest(topology, topology_name, platforms, confs, expect, release, images, version, secrets)
 
 
 @dataclass(frozen=True)

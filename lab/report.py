@@ -19,7 +19,7 @@ from typing import Any
 
 import jinja2
 
-from lab import graph, results
+from lab import graph, private, results
 from lab.errors import IkedlabError
 from lab.redact import scrub
 from lab.results import JunitCase
@@ -270,6 +270,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    private.restrict_umask()
     args = argv if argv is not None else sys.argv[1:]
     artifacts = Path(args[0] if args else "artifacts")
     print(write_report(artifacts))

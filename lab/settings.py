@@ -75,6 +75,11 @@ def hosts_file() -> Path | None:
     return Path(value) if value else None
 
 
+def show_secrets() -> bool:
+    """IKEDLAB_SHOW_SECRETS=1 (`ikedlab --show-secrets`): evidence keeps SA keys and PSKs in clear."""
+    return os.environ.get("IKEDLAB_SHOW_SECRETS", "") not in ("", "0")
+
+
 def state_dir() -> Path:
     """IKEDLAB_STATE_DIR, else $XDG_STATE_HOME/ikedlab: labs' state files and run directories."""
     if explicit := os.environ.get("IKEDLAB_STATE_DIR"):
@@ -86,6 +91,20 @@ def state_dir() -> Path:
 def labs_dir() -> Path:
     """Every lab's run directory lives here, under its name: state file, transcripts, locks, captures."""
     return state_dir() / "labs"
+
+
+def state_dir_origin() -> str:
+    """Where state_dir() came from, for a message about it."""
+    if os.environ.get("IKEDLAB_STATE_DIR"):
+        return "IKEDLAB_STATE_DIR"
+    return "XDG_STATE_HOME" if os.environ.get("XDG_STATE_HOME") else "HOME"
+
+
+def cache_dir_origin() -> str:
+    """Where cache_dir() came from, for a message about it."""
+    if os.environ.get("IKEDLAB_CACHE_DIR"):
+        return "IKEDLAB_CACHE_DIR"
+    return "XDG_CACHE_HOME" if os.environ.get("XDG_CACHE_HOME") else "HOME"
 
 
 def snapshot_budget() -> int:

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab import settings
+from lab import private
 from lab.errors import SnapshotError
 from lab.ownership import CHECKOUT
 
@@ -48,7 +48,7 @@ _NOT_GUEST_STATE_DIRS = {"images", "exercises"}
 
 
 def snapshots_root() -> Path:
-    return settings.state_dir() / "snapshots"
+    return private.state_dir() / "snapshots"
 
 
 def digest(text: str | bytes) -> str:

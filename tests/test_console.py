@@ -76,6 +76,18 @@ def test_transcript_records_command_and_output(console, tmp_path):
     assert "[local +" in (tmp_path / "console" / "all.log").read_text()
 
 
+def test_transcripts_and_the_raw_log_keep_no_sa_key_but_the_caller_gets_it(console, tmp_path):
+    key = "0x" + "5a17c0de" * 8
+    r = console.run(f"printf '\\tenc cbc(aes) %s\\n' {key}")  # as `ip xfrm state` prints a key
+    assert r.output == f"\tenc cbc(aes) {key}\n"  # the parsers need what the guest said
+    console.close()  # the raw log writes its last held line
+    for name in ("console/local.log", "console/all.log", "raw"):
+        text = (tmp_path / name).read_text()
+        assert "5a17c0de" not in text, name
+        assert "enc cbc(aes) 0x[redacted]" in text, name
+        assert (tmp_path / name).stat().st_mode & 0o077 == 0, f"{name} readable by others"
+
+
 def test_stream_hands_output_over_as_it_comes_and_ends_on_ctrl_c(console):
     seen: list[str] = []
     pressed: list[bool] = []

@@ -132,13 +132,17 @@ class _FakeHost:
         return SimpleNamespace(output=outputs.get(command, f"{command} of {self.name}\n"))
 
 
+HEX_PSK = "0x" + "c0ffee00" * 8
+USER_CONF = f"# the user's own file\nikev2 'resp' passive esp \\\n\tsrcid resp psk {HEX_PSK}\n"
+
+
 class _FakeLab:
     def __init__(self, run_dir: Path):
         self.name = "t"
         self.run_dir = run_dir
         self.hosts = {n: _FakeHost(n, n in ("init", "resp")) for n in ("initlan", "init", "resp")}
         run_dir.mkdir(parents=True)
-        self.options = Options(ike_conf={"resp": "ikev2 'resp' passive esp psk 'lab'\n"})
+        self.options = Options(ike_conf={"resp": USER_CONF, "init": USER_CONF.replace("passive", "active")})
         for sub in ("console", "configs", "captures"):
             (run_dir / sub).mkdir(parents=True)
         (run_dir / "console" / "init.log").write_text(f"init# cat key\n{PEM}")
@@ -177,7 +181,10 @@ def test_a_bundle_holds_the_evidence_and_never_a_private_key(tmp_path):
 
     replay = open_bundle(archive, tmp_path / "replay")
     assert replay.platforms["init"] == "linux" and replay.expect_failure == "authentication failed"
-    assert replay.ike_conf_files["resp"].read_text() == "ikev2 'resp' passive esp psk 'lab'\n"
+    assert HEX_PSK[2:] not in str(members).lower(), "a bundle to publish holds no PSK"
+    assert members["user/resp.iked.conf"] == USER_CONF.replace(HEX_PSK, '"ikedlab-redacted-psk-1"').encode()
+    assert manifest["secrets"] == "1 pre-shared key replaced" and b"placeholder" in members["README.md"]
+    assert replay.ike_conf_files["resp"].read_bytes() == members["user/resp.iked.conf"]
     assert load(replay.topology).hosts.keys() == load().hosts.keys()
     assert differences(replay, {"linux": BootMedia(kernel=kernel)}) == [] or all(
         line.startswith("ikedlab") for line in differences(replay, {"linux": BootMedia(kernel=kernel)})
@@ -185,6 +192,19 @@ def test_a_bundle_holds_the_evidence_and_never_a_private_key(tmp_path):
     kernel.write_bytes(b"another kernel")
     changed = differences(replay, {"linux": BootMedia(kernel=kernel)})
     assert any(line.startswith("linux image kernel: bundle sha256:") for line in changed)
+
+
+def test_a_bundle_made_with_show_secrets_replays_the_users_files_byte_for_byte(tmp_path):
+    lab = _FakeLab(tmp_path / "run")
+    versions.record_media(lab.run_dir, {}, None)
+    archive = bundle.make_bundle(lab, tmp_path / "b.tar.gz", show_secrets=True)  # type: ignore[arg-type]
+    replay = open_bundle(archive, tmp_path / "replay")
+    assert replay.ike_conf_files["resp"].read_bytes() == USER_CONF.encode()
+    assert replay.ike_conf_files["init"].read_bytes() == USER_CONF.replace("passive", "active").encode()
+    assert replay.manifest.secrets == "as given"
+    with tarfile.open(archive) as tar:
+        readme = next(tar.extractfile(m).read() for m in tar.getmembers() if m.name.endswith("README.md"))
+    assert b"never publish it" in readme
 
 
 def test_something_that_is_no_bundle_is_one_line(tmp_path):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lab import settings
+from lab import private
 
 
 def default_cache_dir() -> Path:
-    return settings.cache_dir()
+    return private.cache_dir()
 
 
 def mark_in_use(image_file: Path) -> None:
