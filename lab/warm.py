@@ -190,14 +190,15 @@ def restore(guests: Guests, snap: snapshot.Snapshot) -> None:
         if disk:  # a saved image holds RAM only: the disk must be as it was at the cut
             target = run_dir / "disks" / f"{host}.qcow2"
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(disk, target)
+            shutil.copyfile(snap.checked(disk), target)
     took: dict[str, float] = {}
 
     guests.transcript = guests.transcript or Transcript(run_dir / "console")  # before the threads
 
     def back(host: str) -> None:
+        image = snap.checked(snap.memory_image(host))  # its domain XML is what libvirt will run, as root
         started = time.monotonic()
-        hv.restore(snap.memory_image(host))
+        hv.restore(image)
         took[host] = time.monotonic() - started
         guests.open_control_console(host)  # connecting while the other guests are still restored
 

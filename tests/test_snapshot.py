@@ -63,6 +63,22 @@ def test_a_truncated_or_missing_memory_image_is_corrupt():
     assert "resp.save is missing" in (snapshot.usable("a", inputs())[1] or "")
 
 
+def test_a_save_file_changed_after_the_save_is_never_restored():
+    snap = saved()
+    image = snap.memory_image("init")
+    assert snap.checked(image) == image
+    data = bytearray(image.read_bytes())
+    data[10:30] = b"<qemu:commandline/> "  # same size: only the digest can tell
+    image.write_bytes(bytes(data))
+    with pytest.raises(snapshot.SnapshotError, match="init.save is not the file that was saved"):
+        snap.checked(image)
+    image.unlink()
+    (image.parent / "elsewhere").write_bytes(b"\0" * 1000)
+    image.symlink_to(image.parent / "elsewhere")
+    with pytest.raises(snapshot.SnapshotError, match="init.save: Too many levels of symbolic links"):
+        snap.checked(image)
+
+
 def test_unreadable_metadata_is_reported_not_raised():
     snap = saved()
     (snap.directory / snapshot.META).write_text("{not json")
