@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import shutil
 import stat
 import struct
 import tarfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -424,13 +426,40 @@ def test_a_failed_build_leaves_the_previous_image(
     assert not [p for p in (cache / "linux").iterdir() if p.name.startswith(".build-")]
 
 
-def test_debs_already_downloaded_are_reused_without_apt(
+def _apt_show(name: str, version: str, content: bytes) -> str:
+    """An `apt-cache show --no-all-versions NAME=VERSION` record as apt 2.6 prints it on Debian 12 (read
+    here for netbase 6.4), with the SHA-256 of `content`."""
+    sha = hashlib.sha256(content).hexdigest()
+    return (
+        f"Package: {name}\nVersion: {version}\nInstalled-Size: 36\nArchitecture: all\n"
+        f"Filename: pool/main/n/{name}/{name}_{version}_all.deb\nSize: {len(content)}\n"
+        f"MD5sum: 814246d2f01d3238bbd3ef8c15c57076\nSHA256: {sha}\n\n"
+    )
+
+
+def _apt_cache_only(records: str, downloads: list[list[str]]):  # noqa: ANN202
+    def run(argv: list[object], **kwargs: object) -> SimpleNamespace:
+        args = [str(a) for a in argv]
+        if "download" in args:
+            downloads.append(args)
+            for pin in args[args.index("download") + 1 :]:
+                name, version = pin.split("=")
+                (Path(str(kwargs["cwd"])) / f"{name}_{version}_all.deb").write_bytes(b"deb")
+            return SimpleNamespace(stdout=b"")
+        assert "show" in args, f"only apt-cache show may run: {args}"
+        return SimpleNamespace(stdout=records.encode())
+
+    return run
+
+
+def test_debs_already_downloaded_are_reused_without_a_download(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    def no_apt(*args: object, **kwargs: object) -> None:
-        raise AssertionError("apt-get should not run")
-
-    monkeypatch.setattr(apt_module, "run", no_apt)
+    downloads: list[list[str]] = []
+    records = _apt_show("busybox-static", "1:1.35.0-4+deb12u1+b1", b"deb") + _apt_show(
+        "netbase", "6.4", b"deb"
+    )
+    monkeypatch.setattr(apt_module, "run", _apt_cache_only(records, downloads))
     monkeypatch.setattr(apt_module, "APT_ARCHIVES", tmp_path / "none")
     debs = tmp_path / "debs"
     debs.mkdir()
@@ -442,6 +471,21 @@ def test_debs_already_downloaded_are_reused_without_apt(
         "busybox-static": debs / "busybox-static_1%3a1.35.0-4+deb12u1+b1_amd64.deb",
         "netbase": debs / "netbase_6.4_all.deb",
     }
+    assert downloads == []
+
+
+def test_a_cached_deb_that_is_not_what_apt_verified_is_removed_and_downloaded_again(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    downloads: list[list[str]] = []
+    monkeypatch.setattr(apt_module, "run", _apt_cache_only(_apt_show("netbase", "6.4", b"deb"), downloads))
+    monkeypatch.setattr(apt_module, "APT_ARCHIVES", tmp_path / "none")
+    debs = tmp_path / "debs"
+    debs.mkdir()
+    (debs / "netbase_6.4_all.deb").write_bytes(b"planted: a hard link to /etc/shadow")
+    found = apt_module.fetch_debs({"netbase": "6.4"}, debs)
+    assert len(downloads) == 1 and downloads[0][-1] == "netbase=6.4"
+    assert found["netbase"].read_bytes() == b"deb"
 
 
 def test_a_copied_cache_is_used_where_there_is_no_apt(
@@ -541,6 +585,16 @@ def test_unpack_never_writes_through_a_link_to_the_host(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="outside the image tree"):
         unpack_tar(make_tar([("file", "./../escape", "x")]), root, ())
     assert list(outside.iterdir()) == [] and not (tmp_path / "escape").exists()
+
+
+def test_unpack_never_copies_a_host_file_through_a_hard_link(tmp_path: Path) -> None:
+    root = merged_root(tmp_path)
+    secret = tmp_path / "shadow"
+    secret.write_text("root:secret")
+    planted = make_tar([("sym", "./usr/share/x", str(secret)), ("hard", "./usr/share/y", "./usr/share/x")])
+    with pytest.raises(ImageError, match="a hard link to ./usr/share/x, which leads outside the image tree"):
+        unpack_tar(planted, root, ())
+    assert not (root / "usr/share/y").exists()
 
 
 def test_in_root_keeps_absolute_links_inside_and_detects_loops(tmp_path: Path) -> None:

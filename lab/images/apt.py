@@ -323,13 +323,19 @@ def deb_pattern(name: str, version: str) -> str:
 
 
 def fetch_debs(wanted: Mapping[str, str], debs: Path, suite: str = HOST_SUITE) -> dict[str, Path]:
-    """name -> .deb of that exact version (from `suite`), reusing earlier downloads and apt's cache."""
+    """name -> .deb of that exact version (from `suite`), reusing earlier downloads and apt's cache.
+
+    A reused file must have the SHA-256 apt's signed package lists give for that version: a .deb planted in
+    the cache (or cut short) is removed and downloaded again, never unpacked into an image."""
     debs.mkdir(parents=True, exist_ok=True)
     found: dict[str, Path] = {}
+    hashes = apt_hashes(wanted, suite) if have_apt() else {}
     for name, version in wanted.items():
-        hits = sorted(debs.glob(deb_pattern(name, version)))
+        hits = [p for p in sorted(debs.glob(deb_pattern(name, version))) if _verified(p, hashes.get(name))]
         if not hits and APT_ARCHIVES.is_dir():
             for cached in sorted(APT_ARCHIVES.glob(deb_pattern(name, version)))[:1]:
+                if not _verified(cached, hashes.get(name), remove=False):
+                    continue
                 partial = debs / f".{cached.name}.partial"  # a copy cut short must not look complete
                 shutil.copyfile(cached, partial)
                 os.replace(partial, debs / cached.name)
@@ -362,3 +368,47 @@ def fetch_debs(wanted: Mapping[str, str], debs: Path, suite: str = HOST_SUITE) -
                 raise ImageError(f"apt-get download did not produce {name} {version}")
             found[name] = hits[0]
     return found
+
+
+def apt_hashes(wanted: Mapping[str, str], suite: str = HOST_SUITE) -> dict[str, set[str]]:
+    """name -> the SHA-256 digests apt's package lists give for `name=version` (signed by the archive's
+    Release file, which apt verified when it fetched the lists). One apt-cache call for all."""
+    if not wanted:
+        return {}
+    pinned = [f"{n}={v}" for n, v in sorted(wanted.items())]
+    done = run(
+        [tool("apt-cache", "apt"), *suite_options(suite), "show", "--no-all-versions", *pinned],
+        timeout=120,
+        check=False,
+    )
+    return parse_hashes(done.stdout.decode(errors="replace"), wanted)
+
+
+def parse_hashes(text: str, wanted: Mapping[str, str]) -> dict[str, set[str]]:
+    """`apt-cache show` records -> name -> SHA256 values of the wanted version."""
+    found: dict[str, set[str]] = {}
+    for record in text.split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) for line in record.splitlines() if ": " in line and not line.startswith(" ")
+        )
+        name, version, sha = fields.get("Package", ""), fields.get("Version"), fields.get("SHA256")
+        if name in wanted and version == wanted[name] and sha:
+            found.setdefault(name, set()).add(sha.strip())
+    return found
+
+
+def _verified(deb: Path, digests: set[str] | None, remove: bool = True) -> bool:
+    """The .deb has one of apt's digests for its version (no digest known: apt is not here, a copied
+    cache is trusted as the cache folder is: ours alone). A mismatch is said, and the file removed."""
+    if digests is None:
+        return True
+    h = hashlib.sha256()
+    with deb.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    if h.hexdigest() in digests:
+        return True
+    say(f"{deb} does not match the SHA-256 apt has for it: not used" + (", removed" if remove else ""))
+    if remove:
+        deb.unlink(missing_ok=True)
+    return False

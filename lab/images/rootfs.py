@@ -73,6 +73,11 @@ def unpack_tar(
             elif member.islnk():
                 source = guest_path(member.linkname)
                 if source and (root / source).exists():
+                    # A file of the tree, never a link out of it: a planted package's `x -> /etc/shadow`
+                    # then a hard link to `x` copied the host's file into the image.
+                    if ".." in source.split("/") or not (root / source).resolve().is_relative_to(top):
+                        where = f"a hard link to {member.linkname}, which leads outside the image tree"
+                        raise ImageError(f"{member.name}: {where}")
                     shutil.copyfile(root / source, dest)
                     dest.chmod(member.mode & 0o7777)
             elif member.isfile():
