@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from lab import qemu_files
 from lab.errors import LabError
 from lab.hypervisor import DomainSpec, Nic, lab_ports, mac_address
 from lab.platforms import BootMedia, DaemonChoice, Platform
@@ -68,7 +69,7 @@ def domain_spec(
             spec, kernel=media.kernel, initrd=media.initrd, cmdline=platform.kernel_cmdline(media, host)
         )
     assert media.disk, f"{platform.name} boots from a disk but its boot media has none"
-    overlay = run_dir / "disks" / f"{host}.qcow2"  # made by Guests.boot, kept with a snapshot
+    overlay = qemu_files.overlay(lab, run_dir, host)  # made by Hypervisor.create, kept with a snapshot
     return dataclasses.replace(spec, disk=overlay, backing=media.disk)
 
 

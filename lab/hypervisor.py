@@ -24,8 +24,8 @@ from pathlib import Path
 import jinja2
 import pexpect
 
-from lab import settings
-from lab.command import require, run
+from lab import qemu_files, settings
+from lab.command import require
 from lab.errors import HypervisorError
 from lab.libvirt_hosts import is_remote
 from lab.ownership import ikedlab_for
@@ -74,11 +74,6 @@ class DomainSpec:
     @property
     def name(self) -> str:
         return domain_name(self.lab, self.host)
-
-    @property
-    def control_log(self) -> Path:
-        """The control channel's log (the second serial port), beside the learner console's."""
-        return self.serial_log.with_name(f"{self.serial_log.stem}.control{self.serial_log.suffix}")
 
 
 @dataclass(frozen=True)
@@ -144,6 +139,7 @@ class Hypervisor:
                 "libvirt-python is not installed", "run `make setup` (it creates .venv with the dependencies)"
             ) from None
         self._libvirt = libvirt
+        self._qemu_user: qemu_files.QemuUser | None = None
         libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors come back as exceptions
         self.uri = uri
         # A daemon over a transport may be another machine: nothing of ours is a file it can open.
@@ -171,9 +167,22 @@ class Hypervisor:
         return self._volumes
 
     # --- creating ------------------------------------------------------------------------------------------
+    def qemu_user(self, accel: str = "qemu") -> qemu_files.QemuUser:
+        """Who QEMU runs as: libvirt's unprivileged QEMU user (its DAC base label for domains of type
+        `accel`) when ikedlab is root."""
+        if self._qemu_user is None:
+            try:
+                caps = self.conn.getCapabilities() if qemu_files.separate(self.uri) else ""
+            except self._libvirt.libvirtError as e:
+                message = e.get_error_message()
+                raise HypervisorError(f"cannot ask libvirt for its capabilities: {message}") from None
+            self._qemu_user = qemu_files.from_capabilities(caps, accel, self.uri)
+        return self._qemu_user
+
     def create(self, spec: DomainSpec, *, paused: bool = True) -> float:
         """Start a transient domain; paused, so its console can be attached before the first byte of boot.
-        Its disk overlay is made first (the golden image is never written). Returns how many seconds libvirt
+        Its disk overlay is made first (the golden image is never written). Here QEMU runs as libvirt's QEMU
+        user and opens its files where that user can (lab/qemu_files.py). Returns how many seconds libvirt
         took."""
         if self.remote:
             spec = on_libvirt_host(spec, self.volumes)
@@ -182,11 +191,7 @@ class Hypervisor:
                 raise HypervisorError(
                     f"QEMU not found at {spec.emulator}", "install it: apt-get install qemu-system-x86"
                 )
-            if spec.disk and spec.backing:
-                # Each guest writes to its own throw-away overlay; the golden image is never changed.
-                spec.disk.parent.mkdir(parents=True, exist_ok=True)
-                overlay = ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2"]
-                run([*overlay, "-b", spec.backing, spec.disk])
+            spec = qemu_files.for_qemu(spec, self.qemu_user(spec.accel))
             spec.serial_log.parent.mkdir(parents=True, exist_ok=True)
         flags = self._libvirt.VIR_DOMAIN_START_PAUSED if paused else 0
         started = time.monotonic()
@@ -373,6 +378,8 @@ class Hypervisor:
                 future.result()
         if self.remote:  # the lab's disk overlays on the libvirt host; the shared boot files stay
             self.volumes.remove(overlay_volume(lab, ""))
+        elif qemu_files.separate(self.uri):
+            qemu_files.remove_lab(lab)  # its overlays in QEMU's own folder
         return [d.name for d in domains]
 
 

@@ -93,6 +93,11 @@ def labs_dir() -> Path:
     return state_dir() / "labs"
 
 
+def qemu_dir() -> Path:
+    """IKEDLAB_QEMU_DIR, else /var/lib/ikedlab: what QEMU opens by name when it runs as libvirt's user."""
+    return Path(os.environ.get("IKEDLAB_QEMU_DIR") or "/var/lib/ikedlab")
+
+
 def state_dir_origin() -> str:
     """Where state_dir() came from, for a message about it."""
     if os.environ.get("IKEDLAB_STATE_DIR"):

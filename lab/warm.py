@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from lab import budget, ownership, progress, snapshot
+from lab import budget, ownership, progress, qemu_files, snapshot
 from lab.blueprint import Blueprint
 from lab.console import Transcript
 from lab.errors import IkedlabError, SnapshotError, SnapshotNotSaved
@@ -137,7 +137,7 @@ def save(guests: Guests, inputs: snapshot.Inputs, media: dict[str, BootMedia]) -
         try:
             in_parallel(domains, save_one)
             for d in domains:
-                disk = guests.run_dir / "disks" / f"{d.host}.qcow2"
+                disk = qemu_files.overlay(guests.name, guests.run_dir, d.host)
                 writer.add(d.host, d.name, disk if disk.exists() else None, boot_record(media.get(d.host)))
             saved = writer.commit()
         except (IkedlabError, OSError) as e:
@@ -188,9 +188,11 @@ def restore(guests: Guests, snap: snapshot.Snapshot) -> None:
     for host in hosts:
         disk = snap.disk(host)
         if disk:  # a saved image holds RAM only: the disk must be as it was at the cut
-            target = run_dir / "disks" / f"{host}.qcow2"
-            target.parent.mkdir(parents=True, exist_ok=True)
+            target = qemu_files.overlay(guests.name, run_dir, host)
+            user = hv.qemu_user()
+            qemu_files.ready_overlay_folder(target, user)
             shutil.copyfile(snap.checked(disk), target)
+            qemu_files.reachable(target, user, writable=True)
     took: dict[str, float] = {}
 
     guests.transcript = guests.transcript or Transcript(run_dir / "console")  # before the threads

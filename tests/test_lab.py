@@ -2,6 +2,7 @@
 runs the plan and saves its state; a failing `up` leaves nothing behind; `attach` resolves platforms again."""
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -9,13 +10,14 @@ from pathlib import Path
 import pytest
 from fakes import FakeConsole, recorded
 
-from lab import cli, guests, snapshot, status
+from lab import cli, guests, qemu_files, snapshot, status
 from lab.blueprint import UpRequest
 from lab.errors import ConsoleTimeout, HypervisorError, IkedConfError, LabError, ProvisionError
 from lab.hypervisor import Accel, LabDomain, domain_name
 from lab.lab import Lab
 from lab.placement import load_topology
 from lab.platforms import BootMedia, Platform, platform_names
+from lab.qemu_files import QemuUser
 
 
 class FakeHypervisor:
@@ -61,6 +63,9 @@ class FakeHypervisor:
         self.specs[spec.name] = spec
         return 0.1
 
+    def qemu_user(self, accel="qemu"):
+        return QemuUser(os.getuid(), os.getgid())
+
     def resume(self, name):
         self.running.add(name)
 
@@ -98,6 +103,7 @@ def fake(monkeypatch, tmp_path):
         )
         return c
 
+    monkeypatch.setenv("IKEDLAB_QEMU_DIR", str(tmp_path / "qemu"))
     monkeypatch.setattr(guests.Guests, "console", console)
     monkeypatch.setenv("IKEDLAB_STATE_DIR", str(tmp_path / "state"))
     for name in ("vmlinuz", "initrd", "golden.qcow2"):
@@ -128,7 +134,7 @@ def test_up_boots_each_host_on_its_platform_and_runs_the_plan(fake, platform):
         if p.facts.boot == "kernel":
             assert spec.kernel and spec.disk is None and spec.cmdline.startswith("console=ttyS0")
         else:
-            assert spec.disk == lab.run_dir / "disks" / f"{host}.qcow2" and spec.kernel is None
+            assert spec.disk == qemu_files.overlay("t", lab.run_dir, host) and spec.kernel is None
     assert all(c.attached for c in consoles.values())
     state = json.loads(lab.blueprint_file.read_text())
     assert state["platforms"] == {h: platform for h in specs}
