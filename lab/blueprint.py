@@ -20,7 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lab import ownership, settings
+from lab import ownership, private, redact, settings
 from lab.domains import Wires, domain_specs, wires
 from lab.errors import IkedlabError, LabError
 from lab.hypervisor import DomainSpec
@@ -125,10 +125,19 @@ class Blueprint:
         }
 
     def write(self) -> None:
-        """Into the run folder, replacing any older record at once."""
+        """Into the run folder, replacing any older record at once. The users' own iked.conf files are kept
+        as given beside it, in the secret folder (private.SECRET_DIR): blueprint.json is evidence."""
+        record = self.record()
+        texts = record["options"].pop("ike_conf")
+        record["options"]["ike_conf_kept"] = sorted(texts)
+        secret = self.run_dir / private.SECRET_DIR
+        if texts:
+            secret.mkdir(mode=0o700, exist_ok=True)
+        for host, text in texts.items():
+            private.write_text(secret / f"{host}.ike.conf", text)
         path = self.run_dir / FILE
         partial = path.with_name(f".{FILE}.partial")
-        partial.write_text(json.dumps(self.record(), indent=2))
+        private.write_text(partial, json.dumps(record, indent=2))
         partial.replace(path)
 
 
@@ -147,6 +156,12 @@ def read(lab: str, run_dir: Path) -> Blueprint:
         if data.get("format") != FORMAT:
             raise ValueError(f"format {data.get('format')}, this ikedlab reads {FORMAT}")
         topology = parse_topology(data["topology"]["text"], Path(data["topology"]["file"]))
+        kept = data["options"].pop("ike_conf_kept", [])
+        data["options"]["ike_conf"] = {
+            host: (run_dir / private.SECRET_DIR / f"{host}.ike.conf").read_text() for host in kept
+        }
+        for text in data["options"]["ike_conf"].values():
+            redact.register_config(text)  # this process writes nothing that holds their PSKs
         return Blueprint(
             lab=lab,
             run_dir=run_dir,
@@ -164,7 +179,7 @@ def read(lab: str, run_dir: Path) -> Blueprint:
         raise LabError(
             f"{path}: the lab's recorded topology or platforms: {e.message}", f"`{again} down` cleans it up"
         ) from None
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, OSError) as e:
         raise LabError(
             f"{path}: unreadable ({type(e).__name__}: {e})", f"`{again} down` cleans it up"
         ) from None
@@ -182,6 +197,7 @@ def _media(data: dict[str, Any]) -> BootMedia:
     return BootMedia(
         kernel=path("kernel"), initrd=path("initrd"), disk=path("disk"), cmdline=str(data.get("cmdline", "")),
         daemon=str(data.get("daemon", "")), identity=str(data.get("identity", "")),
+        unverified=str(data.get("unverified", "")),
     )  # fmt: skip
 
 

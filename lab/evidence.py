@@ -9,7 +9,7 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-from lab import progress
+from lab import progress, redact
 from lab.errors import IkedlabError
 from lab.host import Host
 from lab.redact import scrub
@@ -28,7 +28,7 @@ def save(run_dir: Path, hosts: Iterable[Host], folder: Path) -> dict[str, str]:
     problems: list[str] = []
     for sub in ("console", "serial", "configs"):
         if (run_dir / sub).is_dir() and folder != run_dir / sub:
-            shutil.copytree(run_dir / sub, folder / sub, dirs_exist_ok=True)
+            redact.copy_tree(run_dir / sub, folder / sub)  # a serial log is virtlogd's: never redacted yet
     for host in (h for h in hosts if h.spec.ipsec):
         for suffix, command in host.evidence_commands().items():
             try:

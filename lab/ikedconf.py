@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import progress
+from lab import progress, redact
 from lab.command import clean_env, run
 from lab.errors import CommandFailed, IkedConfError
 from lab.gate import FQDN, HOST, IKED_CONF_BYTES, GateError, read_text, shown
@@ -181,6 +181,8 @@ def read_user_confs(files: dict[str, Path], gateways: list[str], topology_name: 
             texts[host] = read_text(path, IKED_CONF_BYTES)
         except GateError as e:
             problems.append(f"{given}: {e.message}")
+            continue
+        redact.register_config(texts[host])  # its PSKs are the lab's secrets from here on
     if problems:
         raise IkedConfError(problems)
     return texts

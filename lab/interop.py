@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from lab import PROJECT_ROOT, private
+from lab import PROJECT_ROOT, private, redact
 from lab.errors import IkedlabError
 from lab.ownership import checkout_tag
 from lab.platforms import get_platform
@@ -148,6 +148,8 @@ def run_cell(cell: Cell, known: tuple[dict[str, str], ...], out: Path, pytest_ar
         except subprocess.TimeoutExpired:
             return Outcome(cell.name, {}, time.monotonic() - start, note=f"timed out after {CELL_TIMEOUT}s")
     wall = time.monotonic() - start
+    log_file = folder / "pytest.log"  # published with the cell: a guest's output quoted there loses its keys
+    log_file.write_bytes(redact.scrub_bytes(log_file.read_bytes()))
     results = junit_results(junit) if junit.exists() else {}
     _keep_failing_evidence(folder / "evidence", results)
     if not results or "error" in results.values():  # the lab itself failed: its consoles say why
@@ -171,7 +173,7 @@ def _keep_lab_transcripts(dest: Path) -> None:
     run_dir = private.labs_dir() / f"scn-{checkout_tag()}"
     for sub in ("console", "serial"):
         if (run_dir / sub).is_dir():
-            shutil.copytree(run_dir / sub, dest / sub, dirs_exist_ok=True)
+            redact.copy_tree(run_dir / sub, dest / sub)
 
 
 def table(outcomes: list[Outcome]) -> str:

@@ -20,7 +20,19 @@ from pathlib import Path
 from typing import Any
 
 from lab import blueprint as recorded
-from lab import evidence, gate, interrupts, keeper, ownership, private, progress, settings, snapshot, warm
+from lab import (
+    evidence,
+    gate,
+    interrupts,
+    keeper,
+    ownership,
+    private,
+    progress,
+    redact,
+    settings,
+    snapshot,
+    warm,
+)
 from lab import topology as topo
 from lab.blueprint import Blueprint, UpRequest
 from lab.domains import host_media
@@ -42,7 +54,8 @@ DEFAULT_NAME = settings.LAB_NAME
 
 
 #: A running lab's changes since `up` (a gateway's iked.conf swapped by `reconfigure`): gone with `reset`.
-CHANGES = "reconfigured.json"
+#: The users' own text, so kept with their other files as given, in the secret folder.
+CHANGES = f"{private.SECRET_DIR}/reconfigured.json"
 #: The exercise a learner practises on in the running lab (lab/exercises/session.py): gone with `reset`.
 EXERCISE = "exercise.json"
 
@@ -140,6 +153,8 @@ class Lab:
             swapped = json.loads((self.run_dir / CHANGES).read_text())
         except (OSError, ValueError):
             return options
+        for text in swapped.values():
+            redact.register_config(text)  # this process writes nothing that holds their PSKs
         return dataclasses.replace(options, ike_conf={**options.ike_conf, **swapped})
 
     def record_ike_conf(self, host: str, text: str) -> None:
@@ -150,7 +165,8 @@ class Lab:
             swapped = json.loads(path.read_text())
         except (OSError, ValueError):
             swapped = {}
-        path.write_text(json.dumps({**swapped, host: text}, indent=2))
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        private.write_text(path, json.dumps({**swapped, host: text}, indent=2))
 
     def _forget_changes(self) -> None:
         for record in (CHANGES, EXERCISE):
@@ -217,6 +233,8 @@ class Lab:
         progress.say(
             f"  accelerator: {'KVM' if accel.kind == 'kvm' else 'software emulation (TCG)'} — {accel.reason}"
         )
+        for note in sorted({m.unverified for m in media.values() if m.unverified}):
+            progress.say(f"  WARNING: {note}")
         blueprint = dataclasses.replace(
             draft, accel=accel.kind, release=request.release, expect_failure=request.expect_failure
         )
@@ -280,7 +298,8 @@ class Lab:
         configs.mkdir(parents=True, exist_ok=True)
         for gateway in plan.gateways:
             assert gateway.ike_conf
-            (configs / f"{gateway.name}.iked.conf").write_text(gateway.ike_conf.content)
+            # For people (evidence, bundles): a PSK in it is the lab's secret, kept only in secret/.
+            (configs / f"{gateway.name}.iked.conf").write_text(redact.scrub(gateway.ike_conf.content))
 
     def save_evidence(self, folder: Path) -> dict[str, str]:
         """The lab's evidence in `folder` (lab/evidence.py); each gateway's last lines of iked's log."""
@@ -478,6 +497,7 @@ class Lab:
         shutil.rmtree(self.run_dir / "disks", ignore_errors=True)
         self.blueprint_file.unlink(missing_ok=True)
         self._forget_changes()
+        shutil.rmtree(self.run_dir / private.SECRET_DIR, ignore_errors=True)  # the users' own files too
         self.blueprint = None
         if snapshots and snapshot.remove(self.name) and not quiet:
             progress.say(f"lab '{self.name}': warm snapshot removed")

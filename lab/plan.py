@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab import render
+from lab import redact, render
 from lab.banner import motd_file
 from lab.ikedconf import IkedJudge, judge_user_confs, read_user_confs
 from lab.placement import load_topology, resolve_platforms
@@ -140,6 +140,12 @@ def build_plan(topology: Topology, platforms: Mapping[str, Platform], options: O
             conf = rendered_ike_conf(topology, platforms, host.name, options)
             steps[IKE_CONF] = (FileSpec(platform.ike_conf, conf, 0o600),)
         hosts[host.name] = HostPlan(host, platform, steps)
+    # Every pre-shared key a planned file names (a user's iked.conf, a case's template) is the running lab's
+    # secret from here on: nothing ikedlab writes will hold it (lab/redact.py).
+    for planned in hosts.values():
+        for action in planned.actions():
+            if isinstance(action, FileSpec):
+                redact.register_config(action.content)
     return Plan(topology, options, hosts)
 
 

@@ -22,6 +22,9 @@ from lab import settings
 from lab.errors import IkedlabError
 
 UMASK = 0o077
+#: In a lab's run folder: the users' own files as given (an iked.conf with its PSK), needed to rebuild the
+#: lab; never copied into evidence or bundles, gone with `down`.
+SECRET_DIR = "secret"
 
 
 class UnsafePathError(IkedlabError):

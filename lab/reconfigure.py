@@ -8,6 +8,7 @@ tunnel, or reports the line of iked's log that says why it will not come up.
 
 from __future__ import annotations
 
+from lab import redact
 from lab.errors import LabError, ProvisionError
 from lab.lab import Lab
 from lab.provision import IKED_OK, restart_tunnel, write_ike_conf
@@ -15,6 +16,7 @@ from lab.settings import SA_TIMEOUT
 
 
 def reconfigure(lab: Lab, host_name: str, ike_conf: str, timeout: float = SA_TIMEOUT) -> None:
+    redact.register_config(ike_conf)  # its PSKs are the lab's secrets before anything runs
     if not lab.hosts:
         lab.attach()
     gateways = lab.gateways()
@@ -33,5 +35,5 @@ def reconfigure(lab: Lab, host_name: str, ike_conf: str, timeout: float = SA_TIM
     write_ike_conf(host, ike_conf)
     lab.record_ike_conf(host_name, ike_conf)
     (lab.run_dir / "configs").mkdir(parents=True, exist_ok=True)
-    (lab.run_dir / "configs" / f"{host_name}.iked.conf").write_text(ike_conf)
+    (lab.run_dir / "configs" / f"{host_name}.iked.conf").write_text(redact.scrub(ike_conf))
     restart_tunnel(gateways, timeout)  # a tunnel iked gives up on fails at once, with iked's own line

@@ -22,9 +22,10 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO
 
-from lab import settings
+from lab import private, settings
 
 MARK = "[redacted]"
 PRIVATE_KEY_MARK = "[a private key was here; ikedlab never keeps one]"
@@ -179,6 +180,24 @@ def placeholders(configs: dict[str, str]) -> tuple[dict[str, str], int]:
             last = end + 1 if quoted else end
         replaced[name] = "".join(out) + text[last:]
     return replaced, len(numbers)
+
+
+BINARY_SUFFIXES = (".pcap", ".qcow2", ".save", ".img", ".gz")
+
+
+def copy_tree(source: Path, target: Path) -> None:
+    """Copy a folder of evidence (transcripts, serial logs, configs) through the redactor: text files are
+    scrubbed on the way (a serial log is virtlogd's, never redacted as written), binary ones copied as
+    they are. Files are the user's alone (0600); links are not followed."""
+    for path in sorted(source.rglob("*")):
+        if path.is_symlink() or not path.is_file():
+            continue
+        dest = target / path.relative_to(source)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        data = path.read_bytes()
+        if path.suffix not in BINARY_SUFFIXES and b"\0" not in data[:8192]:
+            data = scrub_bytes(data)
+        private.write_bytes(dest, data)
 
 
 class _Lines:

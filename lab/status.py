@@ -93,7 +93,8 @@ def status_table(lab: Lab, shown: list[HostStatus] | None = None) -> Table:
     # a line, never folded (80 columns cut "198.51.100.254/24" to "198.51.100.254…" before); the tunnel
     # wraps at its words.
     table = Table(title=f"lab {lab.name}", box=box.SIMPLE_HEAD, pad_edge=False)
-    daemons = lab.read().daemons  # "iked 7.4-1", "iked (local build …)"
+    blueprint = lab.read()
+    daemons = blueprint.daemons  # "iked 7.4-1", "iked (local build …)"
     table.add_column("host", no_wrap=True)
     table.add_column("platform", overflow="fold")
     table.add_column("state", overflow="fold")
@@ -104,8 +105,13 @@ def status_table(lab: Lab, shown: list[HostStatus] | None = None) -> Table:
         platform = f"{row.platform}\n{daemon}" if daemon else row.platform
         table.add_row(row.host, platform, row.state, row.addresses, row.tunnel)
     impaired = impairments(lab.run_dir)
+    # An image built with `image build --insecure`.
+    unverified = sorted({m.unverified for m in blueprint.media.values() if m.unverified})
+    notes = [f"WARNING: {note}" for note in unverified]
     if impaired:
-        table.caption = "impaired: " + "; ".join(f"{link} {how}" for link, how in impaired.items())
+        notes.append("impaired: " + "; ".join(f"{link} {how}" for link, how in impaired.items()))
+    if notes:
+        table.caption = "\n".join(notes)
     return table
 
 

@@ -279,6 +279,26 @@ def test_a_second_up_restores_and_a_changed_input_boots_cold(fake, tmp_path):
     assert not lab.up(UpRequest(platform="linux", ike_conf_files={"resp": own})).restored
 
 
+def test_a_users_psk_is_kept_as_given_only_in_the_secret_folder(fake, tmp_path):
+    lab, hv, consoles = fake
+    psk = "0x" + "5ec2e7" * 8
+    own = tmp_path / "resp.conf"
+    lab.up(UpRequest(platform="linux", save_snapshot=False))
+    text = lab.plan().hosts["resp"].ike_conf.content.rstrip("\n") + f" \\\n\tpsk {psk}\n"
+    own.write_text(text)
+    lab.down(quiet=True)
+    lab.up(UpRequest(platform="linux", ike_conf_files={"resp": own}, save_snapshot=False))
+    assert consoles["resp"].files[lab.plan().hosts["resp"].platform.ike_conf] == text  # the guest: as given
+    assert (lab.run_dir / "secret" / "resp.ike.conf").read_bytes() == text.encode()
+    assert Lab("t", run_dir=lab.run_dir).read().options.ike_conf == {"resp": text}  # read back later
+    for path in lab.run_dir.rglob("*"):
+        if path.is_file() and "secret" not in path.parts:
+            assert psk[2:] not in path.read_text(errors="replace").lower(), path
+        assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
+    lab.down(quiet=True)
+    assert not (lab.run_dir / "secret").exists()
+
+
 def test_up_cold_ignores_a_matching_snapshot_and_down_keeps_it_unless_asked(fake):
     lab, hv, _ = fake
     lab.up(UpRequest(platform="linux"))
@@ -498,3 +518,33 @@ def test_a_users_iked_conf_is_judged_by_the_iked_its_gateway_boots(fake, tmp_pat
     with pytest.raises(IkedConfError, match=r"resp.conf: iked -n \(t\) exited 1"):
         lab.up(UpRequest(platform="linux", ike_conf_files={"resp": own}))
     assert hv.specs == {}
+
+
+def test_an_openbsd_image_built_from_unverified_media_is_boot_media_that_says_so(monkeypatch, tmp_path):
+    from lab.images import openbsd as openbsd_images
+    from lab.platforms.openbsd import OpenBSD
+
+    manifest = {"verified": False, "how": "NOT VERIFIED (--insecure, no key)"}
+    image = openbsd_images.OpenBSDImage(tmp_path / "golden.qcow2", "7.9", "k", manifest)
+    monkeypatch.setattr("lab.images.cached_openbsd_image", lambda release=None: image)
+    media = OpenBSD.boot_media(OpenBSD.__new__(OpenBSD))
+    assert media.unverified == (
+        "OpenBSD 7.9 image built from media nobody verified (image build --insecure: "
+        "NOT VERIFIED (--insecure, no key))"
+    )
+    image.manifest["verified"] = True
+    assert OpenBSD.boot_media(OpenBSD.__new__(OpenBSD)).unverified == ""
+
+
+def test_a_lab_on_an_image_built_from_unverified_media_says_so_in_up_and_status(
+    fake, monkeypatch, tmp_path, capsys
+):
+    lab, hv, consoles = fake
+    note = "OpenBSD 7.9 image built from media nobody verified"
+    media = BootMedia(tmp_path / "vmlinuz", tmp_path / "initrd", "console=ttyS0", tmp_path / "golden.qcow2")
+    media = BootMedia(**{**media.__dict__, "unverified": note})
+    for cls in Platform._registry.values():
+        monkeypatch.setattr(cls, "boot_media", lambda self, release=None, iked=None: media)
+    lab.up(UpRequest(platform="openbsd", save_snapshot=False))
+    assert f"WARNING: {media.unverified}" in capsys.readouterr().err
+    assert status.status_table(lab).caption == f"WARNING: {media.unverified}"

@@ -22,7 +22,7 @@ ROWS = [
 def test_at_80_columns_no_address_is_cut():
     lab = SimpleNamespace(
         name="default",
-        read=lambda: SimpleNamespace(daemons={"init": "iked 7.2-1", "resp": "strongSwan 6.0.1"}),
+        read=lambda: SimpleNamespace(daemons={"init": "iked 7.2-1", "resp": "strongSwan 6.0.1"}, media={}),
         run_dir=Path("/nonexistent"),
     )
     console = Console(file=io.StringIO(), width=80, color_system=None)

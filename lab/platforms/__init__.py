@@ -55,6 +55,7 @@ class BootMedia:
     identity: str = ""
     # The iked this image runs, as the host can run it to judge a user's iked.conf (None: only the guest can).
     judge: IkedJudge | None = None
+    unverified: str = ""  # why the image is not to be trusted (unverified media), said by `up` and `status`
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,15 @@ class OpenBSD(Platform, name="openbsd"):
                 " (needs the internet or --iso PATH), "
                 "or use --platform linux (make lab-up PLATFORM=linux)",
             )
-        return BootMedia(disk=image.path)
+        unverified = (
+            ""
+            if image.verified
+            else (
+                f"OpenBSD {image.release} image built from media nobody verified (image build --insecure: "
+                f"{image.manifest.get('how', 'no signature checked')})"
+            )
+        )
+        return BootMedia(disk=image.path, unverified=unverified)
 
     def media_available(self, release: str | None = None) -> bool:
         from lab.images import cached_openbsd_image
