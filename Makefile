@@ -18,7 +18,7 @@ SCENARIO_ARGS ?=
 # `make test` leaves out the scenarios of minutes (marker nightly); `make nightly` runs every one.
 SCENARIO_MARKS ?= not nightly
 
-.PHONY: setup host-setup lab-up lab-down status test test-fast test-scenarios test-faults test-installed test-fresh test-nightly report nightly nightly-openbsd-current interop catalogue bench lint clean
+.PHONY: setup host-setup lab-up lab-down status test test-fast test-scenarios test-faults test-installed test-fresh check-secrets test-nightly report nightly nightly-openbsd-current interop catalogue bench lint clean
 
 setup: host-setup $(VENV)/.installed
 
@@ -46,7 +46,8 @@ test: setup
 	@rc=0; $(MAKE) --no-print-directory test-fast || rc=$$?; \
 	$(MAKE) --no-print-directory test-scenarios || { s=$$?; [ $$rc -ne 0 ] || rc=$$s; }; \
 	$(MAKE) --no-print-directory test-faults || { s=$$?; [ $$rc -ne 0 ] || rc=$$s; }; \
-	$(MAKE) --no-print-directory report; exit $$rc
+	$(MAKE) --no-print-directory report; \
+	$(MAKE) --no-print-directory check-secrets || { s=$$?; [ $$rc -ne 0 ] || rc=$$s; }; exit $$rc
 
 test-fast: setup
 	$(PY) -m pytest tests -q --junitxml=$(ARTIFACTS)/junit-fast.xml $(SHARD_ARGS) $(PYTEST_ARGS)
@@ -67,6 +68,11 @@ test-installed: setup
 # PLATFORM=linux` run in it as far as a root file system allows (no daemons), and how far it got. Minutes.
 test-fresh:
 	@bash scripts/test-fresh.sh
+
+# No SA key the guests' kernels held and no PSK of the scenario run in artifacts/, the run's labs and
+# snapshots or a bundle; nothing there readable by others (lab/leakcheck.py). After the scenarios.
+check-secrets: setup
+	$(PY) -m lab.leakcheck $(ARTIFACTS)
 
 # artifacts/report.html: verdicts, durations, the lab's picture, versions, links to each scenario's evidence.
 report: setup
@@ -91,7 +97,8 @@ nightly: setup
 	$(MAKE) --no-print-directory test-installed || { s=$$?; [ $$rc -ne 0 ] || rc=$$s; }; \
 	$(MAKE) --no-print-directory test-fresh || { s=$$?; [ $$rc -ne 0 ] || rc=$$s; }; \
 	$(MAKE) --no-print-directory catalogue || { s=$$?; [ $$rc -ne 0 ] || rc=$$s; }; \
-	$(MAKE) --no-print-directory report; exit $$rc
+	$(MAKE) --no-print-directory report; \
+	$(MAKE) --no-print-directory check-secrets || { s=$$?; [ $$rc -ne 0 ] || rc=$$s; }; exit $$rc
 
 # The nightly machinery against real labs (nightly/): two shards of test-scenarios merged = one whole run.
 test-nightly: setup

@@ -19,10 +19,11 @@ TAIL = 8  # lines of iked's log shown beside a failure
 TIMEOUT = 15.0  # seconds per reading: a guest that does not answer must not hold up cleanup
 
 
-def save(run_dir: Path, hosts: Iterable[Host], folder: Path) -> dict[str, str]:
+def save(run_dir: Path, hosts: Iterable[Host], folder: Path, keys: set[str] | None = None) -> dict[str, str]:
     """Copy transcripts, serial logs and rendered configs to `folder`; fetch from each gateway iked's log,
     `ikectl show sa` and the kernel's SA state. Returns each gateway's last lines of iked's log (and,
-    under PROBLEM, what could not be had). Best effort: a dead guest does not stop the rest."""
+    under PROBLEM, what could not be had). Best effort: a dead guest does not stop the rest. `keys`: add
+    the SA keys the kernels printed (before they are redacted) for a leak check (lab/leakcheck.py)."""
     folder.mkdir(parents=True, exist_ok=True)
     tails: dict[str, str] = {}
     problems: list[str] = []
@@ -32,7 +33,10 @@ def save(run_dir: Path, hosts: Iterable[Host], folder: Path) -> dict[str, str]:
     for host in (h for h in hosts if h.spec.ipsec):
         for suffix, command in host.evidence_commands().items():
             try:
-                text = scrub(host.run(command, timeout=TIMEOUT).output)  # no SA keys kept
+                said = host.run(command, timeout=TIMEOUT).output
+                text = scrub(said)  # no SA keys kept
+                if keys is not None:
+                    keys.update(redact.found(said))
             except IkedlabError as e:
                 problems.append(f"{host.name}: {suffix} not fetched ({e.message})")
                 continue

@@ -301,9 +301,10 @@ class Lab:
             # For people (evidence, bundles): a PSK in it is the lab's secret, kept only in secret/.
             (configs / f"{gateway.name}.iked.conf").write_text(redact.scrub(gateway.ike_conf.content))
 
-    def save_evidence(self, folder: Path) -> dict[str, str]:
-        """The lab's evidence in `folder` (lab/evidence.py); each gateway's last lines of iked's log."""
-        return evidence.save(self.run_dir, self.hosts.values(), folder)
+    def save_evidence(self, folder: Path, keys: set[str] | None = None) -> dict[str, str]:
+        """The lab's evidence in `folder` (lab/evidence.py); each gateway's last lines of iked's log.
+        `keys`: the SA keys the kernels printed are added there, for a leak check."""
+        return evidence.save(self.run_dir, self.hosts.values(), folder, keys)
 
     # --- warm snapshots ------------------------------------------------------------------------------------
     def verify(self, timeout: float = VERIFY_SECONDS, resumed: bool = False) -> None:

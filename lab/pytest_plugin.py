@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from lab import private, redact, settings
+from lab import leakcheck, private, redact, settings
 
 if TYPE_CHECKING:
     from lab.lab import Lab
@@ -189,7 +189,10 @@ def _session_lab(
             did_not_come_up(why)
         pytest.fail(why, pytrace=False)
     _describe_for_the_report(lab, Path(config.getoption("--artifacts")))
+    seen = config.stash[_SEEN] = leakcheck.Seen(keys=redact.witness(), labs={lab.name})
     yield lab
+    if not guard.interrupted:
+        _record_keys(lab, seen)
     if config.getoption("--keep-lab") and request.session.testsfailed and not guard.interrupted:
         lab.close()
         print(
@@ -212,6 +215,19 @@ def _iked_source(config: pytest.Config, topology: Path | None) -> dict[str, Any]
     if not source:
         return {}
     return {g.name: DaemonChoice(source=Path(source)) for g in load_topology(topology).gateways}
+
+
+def _record_keys(lab: Lab, seen: leakcheck.Seen) -> None:
+    """The keys the gateways' kernels hold at the end, with those seen after each test, for `make test`'s
+    leak check (lab/leakcheck.py)."""
+    from lab.errors import IkedlabError
+
+    try:
+        for gateway in lab.gateways():
+            seen.keys.update(redact.found(gateway.run(gateway.platform.kernel_ipsec_command()).output))
+    except (IkedlabError, AssertionError) as e:
+        print(f"ikedlab: the kernels' last keys could not be read for the leak check: {e}")
+    leakcheck.record(seen)
 
 
 def _describe_for_the_report(lab: Lab, artifacts: Path) -> None:
@@ -240,6 +256,7 @@ def evidence(request: pytest.FixtureRequest, lab: Lab) -> Path:
 
 
 _EVIDENCE = pytest.StashKey[tuple[Any, Path]]()
+_SEEN = pytest.StashKey[leakcheck.Seen]()  # what the session saw, for the leak check
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -251,7 +268,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     lab, folder = item.stash[_EVIDENCE]
     # A test marked own_evidence (a catalogue case) saved its evidence itself, before its lab was restored.
     own = item.get_closest_marker("own_evidence")
-    tails = _saved_tails(folder) if own else _collect_evidence(lab, folder)
+    tails = (
+        _saved_tails(folder)
+        if own
+        else _collect_evidence(lab, folder, item.config.stash.get(_SEEN, leakcheck.Seen()).keys)
+    )
     if report.failed:
         text = f"evidence: {folder}\n" + "".join(
             f"--- last lines of iked's log on {host} ---\n{tail}\n" for host, tail in tails.items()
@@ -271,13 +292,13 @@ def _saved_tails(folder: Path) -> dict[str, str]:
     }
 
 
-def _collect_evidence(lab: Lab, folder: Path) -> dict[str, str]:
+def _collect_evidence(lab: Lab, folder: Path, keys: set[str]) -> dict[str, str]:
     """The lab's evidence (transcripts, configs, each gateway's iked log and SAs) in the test's folder;
-    each gateway's last lines of iked's log."""
+    each gateway's last lines of iked's log. The SA keys the kernels hold now go into `keys`."""
     from lab.errors import IkedlabError
     from lab.evidence import PROBLEM
 
     try:
-        return lab.save_evidence(folder)
+        return lab.save_evidence(folder, keys)
     except (IkedlabError, OSError) as e:
         return {PROBLEM: f"could not collect everything: {e}"}
