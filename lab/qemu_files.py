@@ -28,7 +28,7 @@ from lab.command import run
 from lab.errors import HypervisorError
 from lab.libvirt_hosts import is_remote
 
-SOURCE = ".source"  # beside boot files: "DEV INODE PATH" of the file they were linked (or copied) from
+SOURCE = ".source"  # beside a boot file: "DEV INODE SIZE MTIME PATH" of the file it was linked or copied from
 
 
 @dataclass(frozen=True)
@@ -132,12 +132,16 @@ def reachable(path: Path, user: QemuUser, writable: bool = False) -> Path:
         _share(path, user, 0o660 if writable else 0o640)
         return path
     st = path.stat()
-    # One folder per source file (device and inode): a rebuilt image is a new inode, hence a new link.
+    # One folder per source file (device and inode): a rebuilt image is a new inode, hence a new link. A
+    # copy (another file system) is checked against the source's size and time: its inode may be reused.
     folder = base / "boot" / f"{st.st_dev:x}-{st.st_ino:x}"
     target = folder / path.name
+    stamp = f"{st.st_dev} {st.st_ino} {st.st_size} {st.st_mtime_ns} {path}\n"
+    if target.exists() and _read(folder / SOURCE) != stamp:
+        shutil.rmtree(folder)
     if not target.exists():
         _made(folder, user)
-        (folder / SOURCE).write_text(f"{st.st_dev} {st.st_ino} {path}\n")
+        (folder / SOURCE).write_text(stamp)
         partial = folder / f".{path.name}.{os.getpid()}.partial"
         try:
             os.link(path, partial)
@@ -147,6 +151,13 @@ def reachable(path: Path, user: QemuUser, writable: bool = False) -> Path:
     _share(target, user, 0o640)
     _prune(base / "boot", keep=folder)
     return target
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
 
 
 def ready_overlay_folder(path: Path, user: QemuUser) -> None:
@@ -191,10 +202,15 @@ def _prune(boot: Path, keep: Path) -> None:
     for folder in boot.iterdir():
         if folder == keep or not (folder / SOURCE).is_file():
             continue
-        dev, ino, source = (folder / SOURCE).read_text().rstrip("\n").split(" ", 2)
+        dev, ino, size, mtime, source = _read(folder / SOURCE).rstrip("\n").split(" ", 4)
         try:
             st = os.stat(source)
-            if (st.st_dev, st.st_ino) == (int(dev), int(ino)):
+            if [str(v) for v in (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)] == [
+                dev,
+                ino,
+                size,
+                mtime,
+            ]:
                 continue
         except OSError:
             pass
