@@ -131,6 +131,8 @@ class Blueprint:
         texts = record["options"].pop("ike_conf")
         record["options"]["ike_conf_kept"] = sorted(texts)
         secret = self.run_dir / private.SECRET_DIR
+        for old in secret.glob("*.ike.conf"):
+            old.unlink()  # a file of an earlier `up` of this lab is no longer the lab's
         if texts:
             secret.mkdir(mode=0o700, exist_ok=True)
         for host, text in texts.items():
