@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from lab import gate
+from lab import gate, qemu_files
 from lab.command import require, run
 from lab.errors import LabError
 from lab.hypervisor import Hypervisor, domain_name
@@ -54,19 +54,28 @@ def link_end(topology: Topology, link: str, at: str | None = None) -> LinkEnd:
 
 
 @contextmanager
-def dumping(hv: Hypervisor, lab: str, end: LinkEnd, pcap: Path) -> Iterator[Path]:
-    """QEMU writes every frame of `end`'s NIC to `pcap` while the block runs.
+def dumping(hv: Hypervisor, lab: str, end: LinkEnd, pcap: Path) -> Iterator[Path | None]:
+    """QEMU writes every frame of `end`'s NIC while the block runs; `pcap` holds them when it ends. The block
+    gets the file being written, to follow it as it grows, or None on a remote libvirt host: there QEMU
+    writes a volume of ikedlab's pool (named after the lab, so it goes with the lab), read back into `pcap`
+    when the dump ends.
 
-    On a remote libvirt host QEMU writes a volume of ikedlab's pool there (named after the lab, so it goes
-    with the lab), which is read back into `pcap` when the dump ends: the block cannot follow it as it grows.
-    """
+    Here QEMU opens its file by name (net/dump.c opens it with open(2): a descriptor passed over QMP is no
+    use), so when QEMU is libvirt's own user it writes a file of QEMU_DIR made for it, moved to `pcap`
+    (ikedlab's, 0600) when the dump ends (lab/qemu_files.py)."""
     pcap = pcap.resolve()  # QEMU opens the file from its own working directory, not ours
     pcap.parent.mkdir(parents=True, exist_ok=True)
     pcap.unlink(missing_ok=True)
     domain = domain_name(lab, end.host)
     filter_id = f"ikedlab-dump-{secrets.token_hex(3)}"
     volume = f"{overlay_volume(lab, '')}{filter_id}.pcap"
-    target = hv.volumes.writable(volume, *hv.qemu_ids(domain)) if hv.remote else str(pcap)
+    live: Path | None = None
+    if hv.remote:
+        target = hv.volumes.writable(volume, *hv.qemu_ids(domain))
+    else:
+        user = hv.qemu_user()
+        live = qemu_files.capture_file(lab, pcap.name, user) if user.apart else pcap
+        target = str(live)
     hv.qmp(
         domain,
         "object-add",
@@ -75,7 +84,7 @@ def dumping(hv: Hypervisor, lab: str, end: LinkEnd, pcap: Path) -> Iterator[Path
     try:
         if hv.remote:
             _wait_remote_header(hv, volume)
-        yield pcap
+        yield live
     finally:
         try:
             hv.qmp(domain, "object-del", {"id": filter_id})
@@ -83,6 +92,8 @@ def dumping(hv: Hypervisor, lab: str, end: LinkEnd, pcap: Path) -> Iterator[Path
             if hv.remote:
                 hv.volumes.download(volume, pcap)
                 hv.volumes.remove(volume)
+            elif live is not None and live != pcap:
+                qemu_files.take_capture(live, pcap)
 
 
 def _wait_remote_header(hv: Hypervisor, volume: str, timeout: float = 5.0) -> None:
@@ -138,15 +149,15 @@ def stream_link(
     def done() -> bool:
         return stopped[0] or (deadline is not None and time.monotonic() >= deadline)
 
-    with dumping(hv, lab, end, pcap):
-        if not hv.remote:
-            _wait_for_header(pcap)
+    with dumping(hv, lab, end, pcap) as live:
+        if live is not None:
+            _wait_for_header(live)
         try:
-            if out is None or hv.remote:  # a remote host's dump arrives whole, when it ends
+            if out is None or live is None:  # a remote host's dump arrives whole, when it ends
                 while not done():
                     time.sleep(POLL)
             else:
-                follow(pcap, out, done)
+                follow(live, out, done)
         except (KeyboardInterrupt, BrokenPipeError):
             stopped[0] = True
     if out is not None and hv.remote:
@@ -170,10 +181,10 @@ def captured(lab: Lab, link: str, into: Path | None = None, at: str | None = Non
     assert lab.topology, "the lab is neither up nor attached"
     end = link_end(lab.topology, link, at)
     pcap = into / f"{link}.pcap" if into else capture_path(lab.run_dir, link)
-    with dumping(lab.hypervisor, lab.name, end, pcap):
-        if not lab.hypervisor.remote:
-            _wait_for_header(pcap)
-        yield pcap
+    with dumping(lab.hypervisor, lab.name, end, pcap) as live:
+        if live is not None:
+            _wait_for_header(live)
+        yield pcap  # complete once the block is over
 
 
 def read_pcap(pcap: Path) -> str:

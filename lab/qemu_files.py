@@ -5,9 +5,11 @@ DAC base label libvirt reports), never as root: a guest that breaks out of QEMU 
 cannot enter ikedlab's state and cache folders (0700, under /root), so what QEMU opens by name is reached
 through one folder of its own, QEMU_DIR (/var/lib/ikedlab unless IKEDLAB_QEMU_DIR says otherwise; root and
 QEMU's group, 0750): the kernel, the initrd and a golden disk as hard links there (QEMU's group may read
-them, never write them), each guest's disk overlay (QEMU's group may write it) under `disks/LAB/`.
-Everything else QEMU gets already open: saved memory from libvirt, serial logs through virtlogd, capture
-files from ikedlab over QMP (lab/capture.py). Nothing is relabelled: libvirt changes no file's owner.
+them, never write them), each guest's disk overlay (QEMU's group may write it) under `disks/LAB/`, and
+a capture while QEMU dumps a link into it, under `captures/LAB/` (then moved into ikedlab's own folder,
+0600: QEMU's net/dump.c opens its file with open(2), so a descriptor passed over QMP is no use). Everything
+else QEMU gets already open: saved memory from libvirt, serial logs through virtlogd. Nothing is relabelled:
+libvirt changes no file's owner.
 
 Run as another user, QEMU runs as that user and opens their files where they are; nothing here applies.
 """
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab import settings
+from lab import private, settings
 from lab.command import run
 from lab.errors import HypervisorError
 from lab.libvirt_hosts import is_remote
@@ -117,8 +119,9 @@ def overlay(lab: str, run_dir: Path, host: str) -> Path:
 
 
 def remove_lab(lab: str) -> None:
-    """A lab's overlays in QEMU_DIR: gone with the lab."""
-    shutil.rmtree(settings.qemu_dir() / "disks" / lab, ignore_errors=True)
+    """A lab's overlays (and any capture QEMU left) in QEMU_DIR: gone with the lab."""
+    for kind in ("disks", "captures"):
+        shutil.rmtree(settings.qemu_dir() / kind / lab, ignore_errors=True)
 
 
 def reachable(path: Path, user: QemuUser, writable: bool = False) -> Path:
@@ -158,6 +161,30 @@ def _read(path: Path) -> str:
         return path.read_text()
     except OSError:
         return ""
+
+
+def capture_file(lab: str, name: str, user: QemuUser) -> Path:
+    """An empty file QEMU `user` may write a capture into (QEMU opens a dump's file itself, by name)."""
+    folder = _qemu_dir(user) / "captures" / lab
+    _made(folder, user)
+    path = folder / name
+    path.unlink(missing_ok=True)
+    private.write_bytes(path, b"")
+    _share(path, user, 0o660)
+    return path
+
+
+def take_capture(live: Path, pcap: Path) -> None:
+    """A finished capture from QEMU_DIR into ikedlab's own folder, ikedlab's alone (0600)."""
+    if not live.exists():
+        return
+    os.chown(live, os.geteuid(), os.getegid())
+    live.chmod(0o600)
+    try:
+        os.replace(live, pcap)
+    except OSError:  # another file system
+        shutil.copyfile(live, pcap)
+        live.unlink()
 
 
 def ready_overlay_folder(path: Path, user: QemuUser) -> None:

@@ -82,3 +82,16 @@ def test_a_qemu_dir_others_can_write_is_refused(qemu_dir: Path, tmp_path: Path):
     (tmp_path / "f").write_bytes(b"x")
     with pytest.raises(HypervisorError, match="is not root's alone"):
         qemu_files.reachable(tmp_path / "f", qemu_files.QemuUser(NOBODY, NOGROUP))
+
+
+def test_a_capture_is_written_by_qemu_in_its_folder_then_becomes_ikedlabs_alone(
+    qemu_dir: Path, tmp_path: Path
+):
+    user = qemu_files.QemuUser(NOBODY, NOGROUP)
+    live = qemu_files.capture_file("t1", "wan1.pcap", user)
+    assert as_qemu("sh", "-c", f"printf pcap > {live}").returncode == 0  # QEMU opens it O_TRUNC|O_WRONLY
+    pcap = tmp_path / "captures" / "wan1.pcap"
+    pcap.parent.mkdir()
+    qemu_files.take_capture(live, pcap)
+    assert pcap.read_bytes() == b"pcap" and not live.exists()
+    assert pcap.stat().st_uid == os.geteuid() and pcap.stat().st_mode & 0o777 == 0o600
