@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from lab.host import Host
 
 FILE = "blueprint.json"
+#: A running lab's changes since `up` (a gateway's iked.conf swapped by `reconfigure`): gone with `reset`.
+#: The users' own text, so kept with their other files as given, in the secret folder.
+SWAPPED = f"{private.SECRET_DIR}/reconfigured.json"
 FORMAT = 1
 
 
@@ -212,3 +215,20 @@ def _options(data: dict[str, Any]) -> Options:
         dpd_interval=data.get("dpd_interval"),
         lifetimes=Lifetimes(**data["lifetimes"]) if data.get("lifetimes") else None,
     )
+
+
+def swapped(run_dir: Path) -> dict[str, str]:
+    """The iked.conf files `reconfigure` put in since `up` (gateway -> text)."""
+    try:
+        texts = dict(json.loads((run_dir / SWAPPED).read_text()))
+    except (OSError, ValueError):
+        return {}
+    for text in texts.values():
+        redact.register_config(text)  # this process writes nothing that holds their PSKs
+    return texts
+
+
+def keep_swapped(run_dir: Path, host: str, text: str) -> None:
+    path = run_dir / SWAPPED
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    private.write_text(path, json.dumps({**swapped(run_dir), host: text}, indent=2))

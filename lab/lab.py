@@ -10,7 +10,6 @@ evidence of a failure (evidence), status rows (status).
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -20,19 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lab import blueprint as recorded
-from lab import (
-    evidence,
-    gate,
-    interrupts,
-    keeper,
-    ownership,
-    private,
-    progress,
-    redact,
-    settings,
-    snapshot,
-    warm,
-)
+from lab import evidence, gate, interrupts, keeper, ownership, progress, settings, snapshot, warm
 from lab import topology as topo
 from lab.blueprint import Blueprint, UpRequest
 from lab.domains import host_media
@@ -45,17 +32,16 @@ from lab.parallel import in_parallel
 from lab.placement import load_topology, resolve_platforms
 from lab.plan import Options, Plan, build_plan, judged, with_user_confs
 from lab.platforms import Platform
+from lab.private import SECRET_DIR, labs_dir
 from lab.progress import Timing
 from lab.provision import exchange_keys, install_ike_conf, provision, restart_tunnel
+from lab.redact import scrub
 from lab.verify import VERIFY_SECONDS, verify
 from lab.versions import record_media
 
 DEFAULT_NAME = settings.LAB_NAME
 
 
-#: A running lab's changes since `up` (a gateway's iked.conf swapped by `reconfigure`): gone with `reset`.
-#: The users' own text, so kept with their other files as given, in the secret folder.
-CHANGES = f"{private.SECRET_DIR}/reconfigured.json"
 #: The exercise a learner practises on in the running lab (lab/exercises/session.py): gone with `reset`.
 EXERCISE = "exercise.json"
 
@@ -75,7 +61,7 @@ class Lab:
         if problem := gate.LAB.problem(name):
             raise LabError(problem)
         self.name = name
-        self.run_dir = run_dir or private.labs_dir() / name
+        self.run_dir = run_dir or labs_dir() / name
         self.guests = Guests(name, self.run_dir)
         self.blueprint: Blueprint | None = None  # what `up` built, once up or read back (`read`)
         self.options = Options()  # what the lab runs with now (`reconfigured` changes it for a block)
@@ -149,27 +135,15 @@ class Lab:
         """The options the lab was provisioned with, and the iked.conf files `reconfigure` put in since."""
         assert self.blueprint
         options = self.blueprint.options
-        try:
-            swapped = json.loads((self.run_dir / CHANGES).read_text())
-        except (OSError, ValueError):
-            return options
-        for text in swapped.values():
-            redact.register_config(text)  # this process writes nothing that holds their PSKs
-        return dataclasses.replace(options, ike_conf={**options.ike_conf, **swapped})
+        return dataclasses.replace(options, ike_conf={**options.ike_conf, **recorded.swapped(self.run_dir)})
 
     def record_ike_conf(self, host: str, text: str) -> None:
         """A gateway of the running lab runs `text` now (`reconfigure`): kept until `reset` or `down`."""
         self.options = dataclasses.replace(self.options, ike_conf={**self.options.ike_conf, host: text})
-        path = self.run_dir / CHANGES
-        try:
-            swapped = json.loads(path.read_text())
-        except (OSError, ValueError):
-            swapped = {}
-        path.parent.mkdir(mode=0o700, exist_ok=True)
-        private.write_text(path, json.dumps({**swapped, host: text}, indent=2))
+        recorded.keep_swapped(self.run_dir, host, text)
 
     def _forget_changes(self) -> None:
-        for record in (CHANGES, EXERCISE):
+        for record in (recorded.SWAPPED, EXERCISE):
             (self.run_dir / record).unlink(missing_ok=True)
 
     def host(self, name: str) -> Host:
@@ -299,7 +273,7 @@ class Lab:
         for gateway in plan.gateways:
             assert gateway.ike_conf
             # For people (evidence, bundles): a PSK in it is the lab's secret, kept only in secret/.
-            (configs / f"{gateway.name}.iked.conf").write_text(redact.scrub(gateway.ike_conf.content))
+            (configs / f"{gateway.name}.iked.conf").write_text(scrub(gateway.ike_conf.content))
 
     def save_evidence(self, folder: Path, keys: set[str] | None = None) -> dict[str, str]:
         """The lab's evidence in `folder` (lab/evidence.py); each gateway's last lines of iked's log.
@@ -498,7 +472,7 @@ class Lab:
         shutil.rmtree(self.run_dir / "disks", ignore_errors=True)
         self.blueprint_file.unlink(missing_ok=True)
         self._forget_changes()
-        shutil.rmtree(self.run_dir / private.SECRET_DIR, ignore_errors=True)  # the users' own files too
+        shutil.rmtree(self.run_dir / SECRET_DIR, ignore_errors=True)  # the users' own files too
         self.blueprint = None
         if snapshots and snapshot.remove(self.name) and not quiet:
             progress.say(f"lab '{self.name}': warm snapshot removed")
@@ -511,7 +485,7 @@ class Lab:
 
 def lab_names() -> list[str]:
     """Labs with a state file or with domains in libvirt."""
-    names = {p.parent.name for p in private.labs_dir().glob(f"*/{recorded.FILE}")}
+    names = {p.parent.name for p in labs_dir().glob(f"*/{recorded.FILE}")}
     try:
         hv = Hypervisor()
         names |= {d.lab for d in hv.domains()}
