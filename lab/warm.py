@@ -197,8 +197,12 @@ def restore(guests: Guests, snap: snapshot.Snapshot) -> None:
 
     guests.transcript = guests.transcript or Transcript(run_dir / "console")  # before the threads
 
+    checked: dict[str, float] = {}
+
     def back(host: str) -> None:
+        started = time.monotonic()
         image = snap.checked(snap.memory_image(host))  # its domain XML is what libvirt will run, as root
+        checked[host] = time.monotonic() - started
         started = time.monotonic()
         hv.restore(image)
         took[host] = time.monotonic() - started
@@ -206,6 +210,10 @@ def restore(guests: Guests, snap: snapshot.Snapshot) -> None:
 
     with step(f"restore: {len(hosts)} guests from warm snapshot {snap.key[:12]}, in parallel, paused"):
         in_parallel(hosts, back)
+    slowest = max(checked, key=lambda h: checked[h])
+    progress.record(
+        f"restore: save files checked against their SHA-256 (slowest: {slowest})", checked[slowest]
+    )
     for host in hosts:
         progress.record(f"restore: libvirt restore of {host}", took[host])
     with step("restore: guests resumed together"):
