@@ -11,10 +11,10 @@ from test_cli import ikedlab, one_line
 from test_lab import fake  # noqa: F401 - the fixture: a Lab on a fake hypervisor and consoles
 
 from lab.blueprint import UpRequest
+from lab.catalogue.steps import Tunnel
 from lab.exercises import EXERCISES_DIR, exercise_dirs, session
 from lab.exercises.cli import verdict_lines
 from lab.exercises.exercise import Check, ExerciseError, find, load, load_all
-from lab.exercises.steps import Tunnel
 from lab.walkthrough import WALKTHROUGH, sections
 
 GOOD = EXERCISES_DIR / "wrong-srcid"
@@ -59,7 +59,7 @@ def _copy(tmp_path: Path, text: str, name: str = "broken") -> Path:
         (("restart: init\n", "reboot: init\n"), "fault[1]: 'reboot': here a step is one of run, restart"),
         (
             ("  - ping:", "  - traffic:"),
-            "checks[1]: 'traffic': here a step is one of tunnel, ike_sa, ping, run",
+            "checks[1]: 'traffic': here a step is one of tunnel, ike_sa, child_sa",
         ),
         (
             ("practises: 1.", "practises: 9."),
@@ -183,11 +183,12 @@ def test_the_cli_without_a_running_exercise_is_one_line(tmp_path):
 
 
 def test_checks_on_different_hosts_run_at_once_and_checks_on_one_host_in_order():
-    from lab.exercises.steps import Stage
+    from lab.catalogue.context import lab_context
+    from lab.catalogue.judge import Stage
     from lab.placement import load_topology
 
     topology = load_topology(None)
     hosts = {name: type("H", (), {"name": name})() for name in topology.hosts}
-    on = Stage(hosts, topology, ["init", "resp"])  # type: ignore[arg-type]
+    on = Stage(hosts, lab_context(topology, {}), ["init", "resp"])  # type: ignore[arg-type]
     assert session.lanes(find("wrong-srcid"), on) == [[0], [1]]  # gateways; initlan
     assert session.lanes(find("nat-without-peer-any"), on) == [[0, 1], [2]]  # gateways, then init; initlan

@@ -66,6 +66,19 @@ _CaseLoader.yaml_implicit_resolvers = {
 _CaseLoader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
+def read_yaml(text: str) -> Any:
+    """A hand-written file of steps (case.yaml, an exercise's exercise.yaml): YAML 1.2's booleans, a key given
+    twice, an alias or bad YAML refused as ValueError saying where."""
+    try:
+        return load_yaml(text, _CaseLoader)
+    except Refused as e:  # a key given twice, an alias
+        raise ValueError(str(e)) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f"line {mark.line + 1}: " if mark else ""
+        raise ValueError(f"{at}not valid YAML: {getattr(e, 'problem', e)}") from None
+
+
 class CaseError(InputError):
     """Problems in a case folder, each naming the file and the field."""
 
@@ -188,14 +201,9 @@ def _read_case_file(
     name = folder.name
     where = f"{name}/{CASE_FILE}"
     try:
-        data = load_yaml(texts[CASE_FILE], _CaseLoader)
-    except Refused as e:  # a key given twice, an alias
+        data = read_yaml(texts[CASE_FILE])
+    except ValueError as e:
         problems.add(where, str(e))
-        return None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f"line {mark.line + 1}: " if mark else ""
-        problems.add(where, f"{at}not valid YAML: {getattr(e, 'problem', e)}")
         return None
     if not isinstance(data, dict):
         problems.add(where, "expected a mapping (description, reference, steps, …)")

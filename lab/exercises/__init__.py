@@ -10,6 +10,8 @@ lab must hold, whether a case or a learner's repair is judged. docs/exercises.md
     exercise.py   the folder: exercise.yaml read and checked, nothing else in the folder
     session.py    one exercise in a running lab: start (restore + fault), check, hint, solution, stop; which
                   exercise runs is recorded in the lab's run folder (exercise.json)
+    cli.py        `ikedlab exercise list|start|check|hint|solution|stop`
+    library/      the exercises, one folder each (package data)
 """
 
 from __future__ import annotations

@@ -4,8 +4,7 @@ else.
 Exercise folders are written by people and travel like the catalogue's case folders, so they pass the same
 kind of gate: the folder's name is a plain word, the files are few and small, the YAML is read strictly (a
 key given twice, an alias, an unknown field: each one line naming the file and field), and every step is
-read by the catalogue's vocabulary (lab/exercises/steps.py: its subset, until the catalogue lands) against
-the guide's lab, so a misspelt host or
+read by the catalogue's vocabulary (lab.catalogue.steps) against the guide's lab, so a misspelt host or
 field is found when the exercise is listed, not in the middle of a learner's session.
 """
 
@@ -16,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lab.catalogue.case import read_yaml
+from lab.catalogue.steps import HOST, HOSTS, Problems, Run, Step, fields_of, read_step
 from lab.errors import InputError
 from lab.exercises import EXERCISES_DIR
-from lab.exercises.steps import Problems, Run, Step, hosts_of, read_step, read_yaml
 from lab.platforms import platform_names
 from lab.topology import Topology
 from lab.walkthrough import WALKTHROUGH, sections
@@ -31,10 +31,20 @@ MAX_HINTS = 3
 #: What may break the lab or repair it: actions of the catalogue's vocabulary. A check may be any other step
 #: type that judges the lab as it is now (a `run` whose exit status and output say something, too).
 ACTIONS = ("run", "restart")
-CHECKS = ("tunnel", "ike_sa", "ping", "run")
+CHECKS = ("tunnel", "ike_sa", "child_sa", "flow", "ping", "log", "counters", "capture", "run")
 TOP_FIELDS = ("title", "practises", "platforms", "told", "fault", "checks", "hints", "solution")
 SOLUTION_FIELDS = ("fix", "found_with", "steps")
 FOUND_WITH_FIELDS = ("on", "command", "shows")
+
+
+def hosts_of(step: Step) -> list[str]:
+    """The hosts a step acts on or reads (`gateways` as written): its fields of host kinds."""
+    names: list[str] = []
+    for f in fields_of(type(step)):
+        if f.metadata["kind"] in (HOST, HOSTS):
+            value = getattr(step, f.name)
+            names += [v for v in (value if isinstance(value, tuple) else (value,)) if v and v not in names]
+    return names
 
 
 class ExerciseError(InputError):

@@ -14,9 +14,10 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
+from lab.catalogue.context import lab_context
+from lab.catalogue.judge import CheckFailed, Stage, run_step
 from lab.errors import IkedlabError, LabError, ProvisionError
-from lab.exercises.exercise import Check, Exercise, find
-from lab.exercises.steps import CheckFailed, Stage, hosts_of, run_step
+from lab.exercises.exercise import Check, Exercise, find, hosts_of
 from lab.host import Host
 from lab.lab import EXERCISE, Lab
 from lab.ownership import ikedlab_for
@@ -105,8 +106,10 @@ def why_not(lab: Lab, exercise: Exercise) -> str | None:
 
 def stage(lab: Lab, hosts: dict[str, Host]) -> Stage:
     """What the catalogue's judge needs to run steps on `lab` (its hosts attached)."""
-    topology = lab.read().topology
-    return Stage(hosts, topology, [g.name for g in topology.gateways])
+    blueprint = lab.read()
+    platforms = {name: p.name for name, p in blueprint.platforms.items()}
+    context = lab_context(blueprint.topology, platforms)
+    return Stage(hosts, context, [g.name for g in blueprint.topology.gateways])
 
 
 def needed_hosts(lab: Lab, exercise: Exercise) -> list[str]:
