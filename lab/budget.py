@@ -104,7 +104,7 @@ def _evict(lab: str) -> bool:
     run_dir = private.labs_dir() / lab
     created = not run_dir.exists()
     try:
-        claim = ownership.claim(lab, run_dir, "ikedlab (warm-state budget)")
+        claim = ownership.claim(lab, run_dir, "ikedlab (warm-state budget)", passing=True)
     except LabError:
         return False  # in use: its owner may restore it at any moment
     try:

@@ -51,11 +51,18 @@ def this_process(command: str | None = None) -> Owner:
 class Claim:
     """This process's hold on one lab; release() (or the process's death) frees it."""
 
-    def __init__(self, path: Path, fd: int, owner: Owner) -> None:
+    def __init__(self, path: Path, fd: int, owner: Owner, before: bytes | None = None) -> None:
         self.path, self._fd, self.owner = path, fd, owner
+        self._before = before  # a passing claim's predecessor, written back at release
 
     def release(self) -> None:
         if self._fd >= 0:
+            if self._before is not None:
+                try:
+                    os.ftruncate(self._fd, 0)
+                    os.pwrite(self._fd, self._before, 0)
+                except OSError:
+                    pass  # the file only names owners; the lock itself goes with the descriptor
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = -1
 
@@ -69,10 +76,13 @@ def previous_owner(run_dir: Path) -> Owner | None:
         return None
 
 
-def claim(lab: str, run_dir: Path, command: str | None = None) -> Claim:
+def claim(lab: str, run_dir: Path, command: str | None = None, passing: bool = False) -> Claim:
     """Take the lab for this process, or refuse in one line naming the live owner.
 
-    A lab whose last owner died is free: its lock went with it.
+    A lab whose last owner died is free: its lock went with it. A `passing` claim (housekeeping: the
+    warm-state budget removing a snapshot) names itself while it holds the lab and then leaves the file as it
+    found it, so the lab still belongs to the checkout that last used it (a scenario run refuses another
+    checkout's lab: the budget's claim once made a lab refuse its own checkout).
     """
     path = run_dir / LOCK_FILE
     created = not run_dir.exists()
@@ -94,13 +104,14 @@ def claim(lab: str, run_dir: Path, command: str | None = None) -> Claim:
         ) from None
     me = this_process(command)
     try:
+        before = os.pread(fd, 4096, 0) if passing else None
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps(asdict(me)).encode())
     except OSError as e:
         os.close(fd)
         _forget(run_dir, created)
         raise state_error(lab, e, path) from None
-    return Claim(path, fd, me)
+    return Claim(path, fd, me, before)
 
 
 def _forget(run_dir: Path, created: bool) -> None:

@@ -76,6 +76,17 @@ def test_a_lab_a_live_process_owns_keeps_its_snapshot(state_dir: Path) -> None:
     assert not (settings.labs_dir() / "idle").exists(), "the eviction's own claim left a run directory"
 
 
+def test_an_eviction_leaves_the_lab_to_the_checkout_that_last_used_it(state_dir: Path) -> None:
+    saved("other")
+    saved("new")
+    run_dir = settings.labs_dir() / "other"
+    ownership.claim("other", run_dir, "another checkout's scenario run").release()
+    before = (run_dir / ownership.LOCK_FILE).read_bytes()
+    assert budget.enforce(keep="new", budget=0, say=lambda line: None) == ["other"]
+    # Its scenario run refuses a lab last owned by another checkout: the budget must not become that owner.
+    assert (run_dir / ownership.LOCK_FILE).read_bytes() == before
+
+
 def test_labs_that_are_down_go_before_labs_that_are_up() -> None:
     saved("learner")  # the least recently used, but up: its snapshot is what `reset` restores
     (settings.labs_dir() / "learner").mkdir(parents=True)
