@@ -195,3 +195,40 @@ def test_openbsds_sysctls_become_shell_commands_on_linux(name):
         assert "nothing to set on Linux" in command
     elif not name.startswith("net.inet."):
         assert command == f"/usr/bin/busybox sysctl -w {name}=1"
+
+
+class CapturingConsole(FakeConsole):
+    """A fake console whose tcpdump reads and pings print what the lab printed (recordings named below)."""
+
+    def _answer(self, command: str) -> str:
+        if command.startswith("tcpdump -n -r "):
+            return recorded("tcpdump-wire-natt-inet.txt")
+        if command.startswith("ping "):
+            return (DATA / "linux" / "ping-busybox.txt").read_text()
+        return super()._answer(command)
+
+
+def test_a_capture_judges_the_pings_family_only(tmp_path):
+    """NAT-T on wan2 (iked 7.4's guide-nat): ESP in UDP 4500 and no ICMP, although a guest's IPv6 router
+    solicitation crossed the link meanwhile (it failed the case before)."""
+    hosts = {
+        name: Host(GUIDE.host(name), LINUX, CapturingConsole(name, LINUX), tmp_path)  # type: ignore[arg-type]
+        for name in ("inet", "initlan", "init", "resp")
+    }
+    good = s.Capture(
+        link="wan2",
+        at="inet",
+        ping_from="initlan",
+        ping_to="resplan",
+        has=("ESP",),
+        lacks=("ICMP",),
+        udp_port=4500,
+    )
+    run_step(stage(hosts), "steps[4]", good)
+    bad = s.Capture(
+        link="wan2", at="inet", ping_from="initlan", ping_to="resplan", has=("ESP",), udp_port=500
+    )
+    with pytest.raises(
+        CheckFailed, match=r"^steps\[4\]: inet: `tcpdump -n -i eth1`: expected ESP in UDP port 500"
+    ):
+        run_step(stage(hosts), "steps[4]", bad)

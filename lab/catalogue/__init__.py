@@ -16,6 +16,7 @@ snapshot, then checks what the case left behind. docs/catalogue.md is the vocabu
     leftovers.py  after a case: daemons alive, nothing of the case left in the kernel
     runner.py     one case on a lab, start to finish
     cells.py      `make catalogue`: cases x cells, JUnit per cell, the matrix
+    from_bundle.py  `ikedlab case NAME --from BUNDLE`: a bug report's bundle as a case folder
 """
 
 from __future__ import annotations

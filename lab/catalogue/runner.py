@@ -102,7 +102,7 @@ def run_case(lab: Lab, case: Case, pki: Pki | None = None, evidence: Path | None
         try:
             stop_ike(gateways)
             baseline = empty_kernels(gateways)
-            _change_lab(lab, case, context)
+            _change_lab(lab, case)
             if pki is not None and case.pki:
                 _install_certificates(gateways, context, pki)
             configs = _configure(gateways, case, context, lab)
@@ -143,7 +143,7 @@ def _start_order(lab: Lab, case: Case) -> list[list[str]] | None:
     return [list(case.setup.start_first), [n for n in names if n not in case.setup.start_first]]
 
 
-def _change_lab(lab: Lab, case: Case, context: CaseContext) -> None:
+def _change_lab(lab: Lab, case: Case) -> None:
     """The topology changes a case asks for, on the running lab."""
     assert lab.topology
     if case.setup.sysctl:

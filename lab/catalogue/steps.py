@@ -305,7 +305,10 @@ class Counters(Step):
 @dataclass(frozen=True)
 class Capture(Step):
     TYPE = "capture"
-    DOC = "what crosses a link while pings run: protocols seen, protocols never seen, UDP ports"
+    DOC = (
+        "what crosses a link while pings run (packets of the pinged address's IP version): protocols seen, "
+        "protocols never seen, UDP ports"
+    )
     link: str = spec(TEXT, doc="the link (wan1, wan2, …)")
     at: str = spec(HOST, doc="the host whose interface on the link is captured")
     ping_from: str = spec(HOST, doc="the pings during the capture: from")
