@@ -104,3 +104,24 @@ def test_a_wrong_expectation_fails_naming_host_command_and_expectation(lab, pki:
     assert (e.where, e.host) == ("steps[3]", "init"), str(e)
     assert e.command == lab.host("init").platform.kernel_state_command()
     assert str(e).startswith(f"steps[3]: init: `{e.command}`: expected an SA esp transport ")
+
+
+def test_an_sa_left_behind_on_purpose_fails_the_case(lab, pki: Pki, tmp_path: Path) -> None:
+    """The psk case with one more step: an ESP SA iked never made, added to init's kernel by hand. Stopping
+    the daemons does not remove it, so the leftover check fails the case and names the host and the SA."""
+    if not lab.host("init").run("test -x /bin/ip").ok:
+        pytest.skip("the stray SA is added with Linux's ip xfrm")
+    folder = tmp_path / "psk-leaks"
+    shutil.copytree(CASES_DIR / "psk", folder)
+    spi = "0x0badcafe"
+    stray = (
+        f"/bin/ip xfrm state add src 192.0.2.1 dst 198.51.100.1 proto esp spi {spi} mode tunnel"
+        f" enc 'cbc(aes)' 0x{'11' * 16} auth-trunc 'hmac(sha256)' 0x{'22' * 32} 128"
+    )
+    with (folder / "case.yaml").open("a") as f:
+        f.write(f'  - run: {{on: init, command: "{stray}"}}\n')
+    case = load_case(folder, lab.topology)
+    with pytest.raises(LeftoverFound) as leaked:
+        run_case(lab, case, pki)
+    said = str(leaked.value)
+    assert "init" in said and spi.removeprefix("0x") in said, said
