@@ -6,7 +6,7 @@ set -Eeuo pipefail  # -E: the ERR trap below also fires inside functions (as_roo
 PACKAGES=(
   qemu-system-x86 qemu-utils
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config
-  python3-venv python3-dev gcc
+  python3-venv python3-dev gcc libc6-dev      # libc6-dev: libc.a, for the image's static helpers (lab/images/programs.py)
   busybox-static kmod cpio openiked tcpdump nftables signify-openbsd
   debian-archive-keyring                       # image variants from other Debian suites (trixie)
   cmake make bison libevent-dev libssl-dev      # `up --iked-source`: OpenIKED portable built on the host

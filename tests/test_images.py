@@ -8,6 +8,7 @@ import io
 import shutil
 import stat
 import struct
+import subprocess
 import tarfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -31,6 +32,7 @@ from lab.images.manifest import (
     manifest_key,
     summarize_changes,
 )
+from lab.images.programs import build_programs
 from lab.images.recipe import RECIPE_DIR, Recipe, with_variant
 from lab.images.rootfs import busybox_links, is_stripped, unpack_tar
 from lab.images.tree import guest_path, in_root
@@ -192,6 +194,39 @@ def test_the_shipped_recipe_loads() -> None:
     assert recipe.directories["etc/iked/private"] == 0o700
     assert recipe.cmdline.startswith("console=ttyS0")
     assert "ikedlab-linux ready" in recipe.init.read_text()
+
+
+def test_the_recipe_builds_its_programs_statically_from_its_own_sources(
+    recipe_dir: Path, tmp_path: Path
+) -> None:
+    """The reseed helper (images/linux/programs/rng-reseed.c): compiled by the host's gcc into the staged
+    tree, static (it needs none of the image's libraries), its source part of the image's cache key; bad
+    arguments are one line and exit 1 (a good seed is not tried: it would reseed this machine's RNG)."""
+    recipe = Recipe.load(recipe_dir)
+    assert recipe.programs == {"usr/local/sbin/rng-reseed": "programs/rng-reseed.c"}
+    before = local_inputs(recipe)
+    source = recipe_dir / "programs" / "rng-reseed.c"
+    source.write_text(source.read_text() + "/* a comment is a change */\n")
+    assert local_inputs(Recipe.load(recipe_dir)) != before
+    if shutil.which("gcc") is None:
+        pytest.skip("no gcc on this machine (scripts/setup-host.sh installs it)")
+    root = tmp_path / "root"
+    assert build_programs(recipe, root) == ["usr/local/sbin/rng-reseed"]
+    helper = root / "usr/local/sbin/rng-reseed"
+    info = elf_info(helper.read_bytes())
+    assert info is not None and info.interpreter is None and info.needed == ()
+    for args in ([], ["zz" * 16], ["00" * 15], ["AB" * 16], ["00" * 65]):
+        done = subprocess.run([helper, *args], capture_output=True, timeout=10)
+        assert done.returncode == 1 and done.stderr.count(b"\n") == 1 and not done.stdout, (args, done)
+
+
+def test_a_program_whose_source_is_not_the_recipes_is_refused(recipe_dir: Path) -> None:
+    recipe = recipe_dir / "recipe.yaml"
+    recipe.write_text(recipe.read_text().replace("programs/rng-reseed.c", "../../etc/passwd.c"))
+    with pytest.raises(
+        ImageError, match=r"programs\.usr/local/sbin/rng-reseed: '\.\./\.\./etc/passwd\.c' is not"
+    ):
+        Recipe.load(recipe_dir)
 
 
 def test_recipe_errors_name_every_problem(recipe_dir: Path) -> None:

@@ -48,6 +48,8 @@ class Recipe:
     modes: Mapping[str, int]
     # package -> {path it ships: path in the image}, for a path two packages ship (busybox, busybox-static)
     rename: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
+    # path in the image -> a C source of the recipe (programs/NAME.c), built on the host (images/programs.py)
+    programs: Mapping[str, str] = dataclasses.field(default_factory=dict)
     suite: str = HOST_SUITE  # the Debian suite of the packages (the kernel always comes from the host's)
     variant: str | None = None  # None: the recipe as it is
 
@@ -114,6 +116,17 @@ class Recipe:
                     problems.append(f"rename.{package}: not one of packages")
             return {str(p): {k.strip("/"): v.strip("/") for k, v in m.items()} for p, m in value.items()}
 
+        def programs() -> dict[str, str]:
+            built = mapping("programs")
+            for where, source in built.items():
+                if (
+                    not source.endswith(".c")
+                    or ".." in source.split("/")
+                    or not (directory / source).is_file()
+                ):
+                    problems.append(f"programs.{where}: {source!r} is not a C source file of the recipe")
+            return built
+
         recipe = cls(
             directory=directory,
             packages=names("packages"),
@@ -128,6 +141,7 @@ class Recipe:
             symlinks=mapping("symlinks"),
             modes=modes("modes"),
             rename=renames(),
+            programs=programs(),
         )
         if excluded_roots := sorted(set(recipe.packages) & recipe.exclude):
             problems.append(f"exclude: {', '.join(excluded_roots)} also listed in packages")

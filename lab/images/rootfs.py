@@ -20,6 +20,7 @@ from lab.errors import ImageError, first_and_more
 from lab.images.apt import Resolved, tool
 from lab.images.kernel_modules import install_modules
 from lab.images.libraries import check_links, host_argv, prune_libraries
+from lab.images.programs import build_programs
 from lab.images.recipe import Recipe
 from lab.images.tree import MERGED, guest_path, in_root, walk
 
@@ -155,6 +156,7 @@ def stage(recipe: Recipe, resolved: Resolved, debs: Mapping[str, Path], work: Pa
                 dest.chmod(recipe.modes.get(rel, 0o755 if os.access(src, os.X_OK) else 0o644))
     shutil.copyfile(recipe.init, root / "init")
     (root / "init").chmod(0o755)
+    log.debug("programs built from the recipe's sources: %s", build_programs(recipe, root))
 
     modules = install_modules(kernel_root, root, resolved.kernel_release, recipe.modules)
     log.debug("kernel modules: %d files", len(modules))
