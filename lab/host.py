@@ -54,6 +54,12 @@ class Host:
         return self.platform.interface_name(self.spec.interface_on(link).index)
 
     # --- commands ------------------------------------------------------------------------------------------
+    def prove_restored(self) -> None:
+        """A guest just restored from a snapshot: its shell proven by one sync line, which also sets its
+        clock and reseeds its kernel's RNG from the host (`Platform.restored_command`): a restored guest
+        resumes the clock of its save, and the RNG state every other copy of that save resumes too."""
+        self.console.attach(resumed=True, with_sync=self.platform.restored_command)
+
     def run(self, command: str, *, timeout: float = COMMAND) -> Result:
         return self.console.run(command, timeout=timeout)
 

@@ -21,9 +21,9 @@ def verify(
     """The lab is healthy: IKE SA ESTABLISHED on every gateway, and one ping crosses the tunnel.
 
     `resumed`: the guests were just restored, their consoles new: each host first proves its shell (one
-    sync line, which also sets the guest's clock from the host's: a restored guest resumes the clock of its
-    save), then does its part of the proof, every host at once; one command each while all is well. The
-    slowest shell and the slowest check are printed."""
+    sync line, which also sets the guest's clock from the host's and reseeds its RNG: a restored guest
+    resumes the clock and the random state of its save), then does its part of the proof, every host at
+    once; one command each while all is well. The slowest shell and the slowest check are printed."""
     probe = tunnel_probe(topology)
     gateways = {g.name for g in topology.gateways}
     shell: dict[str, float] = {}
@@ -32,7 +32,7 @@ def verify(
     def prove(host: Host) -> None:
         started = time.monotonic()
         if resumed:
-            host.console.attach(resumed=True, with_sync=host.platform.clock_command)
+            host.prove_restored()
         shell[host.name] = time.monotonic() - started
         if host.name in gateways:
             host.wait_established(timeout)

@@ -3,6 +3,7 @@ runs the plan and saves its state; a failing `up` leaves nothing behind; `attach
 
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -482,8 +483,9 @@ def test_a_restored_guest_gets_the_hosts_clock_on_the_sync_line(fake, platform):
     lab.up(UpRequest(platform=platform))  # cold, saved, restored and proven
     after = time.time()
     for host, console in consoles.items():
-        clocks = [c for c in console.log if isinstance(c, str) and ("hwclock" in c or c.startswith("date "))]
-        assert len(clocks) == 1, (host, console.log)
+        synced = [c for c in console.log if isinstance(c, str) and ("hwclock" in c or c.startswith("date "))]
+        assert len(synced) == 1, (host, console.log)
+        clocks = [synced[0].split("; ")[0]]  # the clock first, then the reseed (the test below)
         if platform == "linux":
             assert clocks[0] == "hwclock -s -u"  # QEMU's RTC keeps the host's time across the restore
         else:
@@ -491,6 +493,40 @@ def test_a_restored_guest_gets_the_hosts_clock_on_the_sync_line(fake, platform):
                 time.strftime("%Y%m%d%H%M.%S", time.gmtime(s)) for s in range(int(before), int(after) + 2)
             }
             assert clocks[0].split()[:2] == ["date", "-u"] and clocks[0].split()[2] in stamps
+
+
+@pytest.mark.parametrize("platform", ["linux", "openbsd"])
+def test_every_restored_guest_gets_its_own_fresh_randomness_on_the_sync_line(fake, platform):
+    """Guests restored from one snapshot resume one kernel RNG state (seen: 16 bytes of /dev/urandom equal
+    after two resets): the sync line that proves each restored shell also mixes 32 fresh bytes of the host's
+    randomness into its kernel's RNG and rekeys it, in the platform's dialect; no two guests and no two
+    restores get the same bytes."""
+    lab, hv, consoles = fake
+    form = {
+        "linux": r"/usr/local/sbin/rng-reseed ([0-9a-f]{64})",  # images/linux/programs/rng-reseed.c
+        "openbsd": r"echo ([0-9a-f]{64}) >/dev/random",  # sys/dev/rnd.c 1.230, randomwrite()
+    }[platform]
+    seeds = []
+    for restore in (lambda: lab.up(UpRequest(platform=platform)), lab.reset):  # up: cold, saved, restored
+        restore()
+        for host, console in consoles.items():  # a restored guest's console is a new one
+            lines = [c for c in console.log if isinstance(c, str) and "; " in c]
+            assert len(lines) == 1, (host, console.log)
+            assert (found := re.fullmatch(form, lines[0].split("; ")[1])), lines[0]
+            seeds.append(found[1])
+    assert len(seeds) == 2 * len(consoles) == len(set(seeds)), seeds
+
+
+def test_the_reseed_bytes_never_reach_a_log():
+    """The seed is hex, which the redactor takes out of every transcript and console log: a shell not yet
+    quiet echoes the sync line, seed and all."""
+    from lab.platforms import get_platform
+    from lab.redact import scrub
+
+    for name in ("linux", "openbsd"):
+        line = get_platform(name).restored_command()
+        seed = re.search(r"[0-9a-f]{64}", line)
+        assert seed and seed[0] not in scrub(f"ikedlab# {line}; printf '%s%s\\n' '@@IKL' 'SYNC0@@'"), line
 
 
 def test_openbsd_sets_its_clock_with_dates_own_syntax(monkeypatch):

@@ -11,6 +11,7 @@ It knows nothing of libvirt or of the topology's shape beyond one host.
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import shlex
 from dataclasses import dataclass, replace
@@ -69,6 +70,10 @@ class DaemonChoice:
 
 def _data_file(name: str) -> Path:
     return Path(str(resources.files("lab.platforms") / f"{name}.yaml"))
+
+
+#: Bytes of the host's randomness a restored guest's RNG gets: a whole ChaCha20 key's worth (256 bits).
+RESEED_BYTES = 32
 
 
 class Platform:
@@ -255,6 +260,19 @@ class Platform:
         """Set the guest's wall clock to the host's, printing nothing; made at the moment it is sent. A
         restored guest resumes the clock of its save (measured: 113 s behind after a 90 s gap)."""
         raise NotImplementedError
+
+    def reseed_command(self, seed: bytes) -> str:
+        """Mix `seed` (the host's random bytes) into the guest kernel's RNG and rekey it at once, printing
+        nothing. Guests restored from one snapshot share one RNG state, and would draw the same bytes (SPIs,
+        IKE nonces, DH keys) until their kernels reseed by themselves. The bytes travel as hex: the redactor
+        takes 32 hex digits or more out of every log, so a sync line echoed by a shell not yet quiet leaves
+        none there."""
+        raise NotImplementedError
+
+    def restored_command(self) -> str:
+        """What rides on a restored guest's sync line (lab/host.py, `prove_restored`), made as it is sent:
+        the host's time and RESEED_BYTES fresh bytes of the host's randomness."""
+        return f"{self.clock_command()}; {self.reseed_command(os.urandom(RESEED_BYTES))}"
 
     def before_snapshot_command(self) -> str | None:
         """Run in the guest just before its memory is saved, to make the snapshot smaller (None: nothing)."""

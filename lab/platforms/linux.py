@@ -184,6 +184,13 @@ class Linux(Platform, name="linux"):
         # `date -s @SECONDS` instead, the clock was 2-4 s behind at load 10-15 (the line's trip).
         return "hwclock -s -u"
 
+    def reseed_command(self, seed: bytes) -> str:
+        # Linux 6.1 rekeys its crng from the input pool only when the key is 60 s old, by the guest's
+        # jiffies, which resume where they were saved (drivers/char/random.c, crng_has_old_seed): a write to
+        # /dev/urandom mixes the bytes in but rekeys nothing. The image's helper (images/linux/programs/
+        # rng-reseed.c) mixes them in with RNDADDENTROPY and rekeys at once with RNDRESEEDCRNG.
+        return f"/usr/local/sbin/rng-reseed {seed.hex()}"
+
     def ike_running_command(self) -> str:
         return f"{RCCTL} check iked"
 

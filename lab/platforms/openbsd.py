@@ -118,6 +118,13 @@ class OpenBSD(Platform, name="openbsd"):
         # TZ=UTC); the clock is then behind by the line's trip.
         return f"date -u {time.strftime('%Y%m%d%H%M.%S', time.gmtime(round(time.time())))} >/dev/null"
 
+    def reseed_command(self, seed: bytes) -> str:
+        # A write to /dev/random mixes the bytes into the entropy pool, then rekeys the kernel's ChaCha20
+        # from it at once (sys/dev/rnd.c rev 1.230: randomwrite() -> add_entropy_words(), rnd_init() ->
+        # _rs_stir()); else it rekeys only when its byte count runs out or every 10 minutes (rnd_reinit).
+        # The hex text itself is the input: the pool takes any bytes, and these carry the seed's 256 bits.
+        return f"echo {seed.hex()} >/dev/random"
+
     def versions_command(self) -> str:
         # iked is part of the base system: its version is the release's.
         return (
