@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 IKEDLAB := $(VENV)/bin/ikedlab
-# SHARD=i/n: the i-th of n disjoint parts of a suite (whole modules and cells; lab/shard.py, docs/nightly.md),
+# SHARD=i/n: the i-th of n disjoint parts of a suite (whole modules, cells, a catalogue case on a cell; lab/shard.py),
 # its artifacts apart from the other shards'; SHARD_DURATIONS: earlier runs' results weigh the parts.
 SHARD ?=
 SHARD_DURATIONS ?=
@@ -130,10 +130,12 @@ interop: setup
 # CASES="psk transport" runs those cases on the default cell; CELLS="iked-7.2 iked-7.4" picks cells
 # (lab/catalogue/cells.yaml). JUnit and evidence per cell in $(ARTIFACTS)/catalogue/<cell>/, the matrix in
 # $(ARTIFACTS)/catalogue/matrix.txt and in the HTML report. Long: not part of `make test` (it runs four cases).
+# SHARD=i/n runs the i-th of n parts of cases x cells (one case on one cell is the unit dealt).
 CASES ?=
 CELLS ?=
 catalogue: setup
-	@rc=0; $(PY) -m lab.catalogue.cells --out $(ARTIFACTS)/catalogue --cases "$(CASES)" --cells "$(CELLS)" || rc=$$?; \
+	@rc=0; $(PY) -m lab.catalogue.cells --out $(ARTIFACTS)/catalogue --cases "$(CASES)" --cells "$(CELLS)" \
+		$(SHARD_ARGS) || rc=$$?; \
 	$(MAKE) --no-print-directory report; exit $$rc
 
 lint: setup

@@ -1,6 +1,7 @@
 """The nightly run as a whole: which groups it has (every test module of the fast, scenario, fault and
-nightly suites, and every interop cell), and one plan dealing them onto n shards (lab/shard.py) that each
-suite of `make nightly SHARD=i/n` follows, so the load is balanced over the whole night, not suite by suite.
+nightly suites, every interop cell, every catalogue case on every catalogue cell), and one plan dealing them
+onto n shards (lab/shard.py) that each suite of `make nightly SHARD=i/n` follows, so the load is balanced
+over the whole night, not suite by suite.
 `python -m lab.nightly plan --shards N [--durations HISTORY] -o FILE` writes it.
 """
 
@@ -12,16 +13,19 @@ import sys
 from pathlib import Path
 
 from lab import PROJECT_ROOT
+from lab.catalogue.cells import load_cells, units
 from lab.errors import IkedlabError
 from lab.interop import cell_group, load_matrix
-from lab.results import suite_of_group
+from lab.results import catalogue_group, suite_of_group
 from lab.shard import Shard, ShardError, durations, plan
 
 #: What a group of each suite takes when no earlier run timed it, from the measured runs in
 #: docs/performance.md: fast tests 55 s over 37 modules, scenarios 174 s over 11 modules (the nightly ones
-#: take minutes), the fault suite 158 s over 3 modules, interop 807 s over 4 cells; nightly/ runs the
-#: scenarios three times.
-PRIOR_SECONDS = {"fast": 1.5, "scenarios": 20.0, "faults": 50.0, "interop": 200.0, "nightly": 600.0}
+#: take minutes), the fault suite 158 s over 3 modules, interop 807 s over 4 cells, a catalogue case's
+#: median 29 s (its first full cell, load 9); nightly/ runs the scenarios three times.
+PRIOR_SECONDS = {
+    "fast": 1.5, "scenarios": 20.0, "faults": 50.0, "interop": 200.0, "catalogue": 30.0, "nightly": 600.0
+}  # fmt: skip
 
 
 def prior(group: str) -> float:
@@ -30,13 +34,16 @@ def prior(group: str) -> float:
 
 def nightly_groups() -> dict[str, list[str]]:
     """Every group of a nightly run, from the checkout alone (so every machine finds the same): each test
-    module of the fast, scenario and fault suites, and each interop cell."""
+    module of the fast, scenario and fault suites, each interop cell, each catalogue case on each cell."""
     groups: dict[str, list[str]] = {}
     for folder in ("tests", "scenarios", "faults", "nightly"):
         for module in sorted((PROJECT_ROOT / folder).glob("test_*.py")):
             groups[f"{folder}/{module.name}"] = []
     for cell in load_matrix().cells:
         groups[cell_group(cell)] = []
+    for catalogue_cell in load_cells():
+        for unit in units([]):
+            groups[catalogue_group(catalogue_cell.name, unit)] = []
     return groups
 
 

@@ -57,7 +57,8 @@ SUITES = (
 FOLDER_SUITES = {"tests": "fast"}  # the fast tests' folder is tests/, their suite "fast" (junit-fast.xml)
 INTEROP = "interop"
 CATALOGUE = "catalogue"  # `make catalogue`: catalogue/<cell>/junit.xml, each case's evidence in evidence/
-#: Suites whose unit is a lab per cell: a shard takes a whole cell, and a case's group is its cell.
+#: Suites whose unit is a lab per cell: an interop shard takes a whole cell, and a case's group is its cell;
+#: the catalogue's group is one case on one cell (catalogue_group), so one cell's cases can be split too.
 CELL_SUITES = (INTEROP, CATALOGUE)
 
 
@@ -165,15 +166,28 @@ class Row:
 def rows_of(suite: SuiteFile, shard: str = "") -> list[Row]:
     """A suite's cases as rows, each with its own time: pytest charges a session's lab bring-up (recorded
     by the scenario session as a property) to the first case, and it is taken off that case here."""
-    group = (lambda case: f"{suite.suite}/{suite.cell}") if suite.suite in CELL_SUITES else group_of
     cases = read_junit(suite.junit)
     lab_up = _float(_properties(suite.junit).get(LAB_UP_PROPERTY))
     if cases and lab_up:
         cases[0] = replace(cases[0], seconds=max(cases[0].seconds - lab_up, 0.0))
     return [
-        Row(suite.suite, suite.cell, group(c.case), c.case, c.verdict, round(c.seconds, 2), shard)
+        Row(suite.suite, suite.cell, _group(suite, c), c.case, c.verdict, round(c.seconds, 2), shard)
         for c in cases
     ]
+
+
+def _group(suite: SuiteFile, case: JunitCase) -> str:
+    if suite.suite == CATALOGUE:
+        return catalogue_group(suite.cell, case.name)
+    return f"{suite.suite}/{suite.cell}" if suite.suite in CELL_SUITES else group_of(case.case)
+
+
+def catalogue_group(cell: str, test: str) -> str:
+    """A catalogue row's group, what a shard takes: one case (test_case[NAME]) or one of the runner's own
+    tests, on one cell. A cell's lab is brought up by every shard dealt any of its cases."""
+    if test.startswith("test_case[") and test.endswith("]"):
+        test = test.removeprefix("test_case[").removesuffix("]")
+    return f"{CATALOGUE}/{cell}/{test}"
 
 
 def _float(text: str | None) -> float:

@@ -8,11 +8,17 @@ artifacts/catalogue/<cell>/ its JUnit report, the pytest output and each case's 
 case x cell (verdict and seconds) is printed, written to matrix.txt and summary.json, and drawn by the HTML
 report (lab/report.py). A cell whose platform has no image here, or `iked-source` without IKED_SOURCE, is
 shown as not run.
+
+`--shard I/N` (make catalogue SHARD=i/n) runs the I-th of N disjoint parts of the cases x cells: the unit
+dealt (lab/shard.py) is one case on one cell, the runner's own tests count as cases, and a shard brings up
+the lab of each cell it was dealt a case of, running the rest of that cell's cases deselected.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import functools
 import hashlib
 import json
 import os
@@ -26,13 +32,18 @@ from typing import Any
 import yaml
 
 from lab import PROJECT_ROOT, results
+from lab.catalogue import CASES_DIR, case_dirs
 from lab.errors import IkedlabError
 from lab.interop import Cell, cell_topology, load_matrix, unavailable
 from lab.ownership import checkout_tag
+from lab.results import catalogue_group
+from lab.shard import RECORD_SUFFIX, Record, Shard, choose
 
 CELLS_FILE = Path(__file__).with_name("cells.yaml")
 CELL_TIMEOUT = 3600  # seconds: one cell's whole catalogue before it is reported stuck
 SOURCE_VARIABLE = "IKED_SOURCE"
+TEST_MODULE = "scenarios/test_catalogue.py"
+RECORD_NAME = f"catalogue{RECORD_SUFFIX}"  # beside the cells' folders: what this shard was dealt
 
 
 @dataclass(frozen=True)
@@ -123,17 +134,49 @@ def read_results(junit: Path, cell: str) -> dict[str, CaseResult]:
     return found
 
 
-def run_cell(cell: CatalogueCell, cases: list[str], out: Path, pytest_args: list[str]) -> CellOutcome:
-    folder = out / cell.name
-    folder.mkdir(parents=True, exist_ok=True)
-    why = why_not_run(cell)
-    if why:
-        (folder / "NOT-RUN").write_text(why + "\n")
-        return CellOutcome(cell.name, {}, 0.0, note=f"not run: {why}")
+@functools.cache
+def runner_tests(module: Path = PROJECT_ROOT / TEST_MODULE) -> list[str]:
+    """The runner's own tests beside test_case (a wrong expectation fails, a leftover fails): every cell
+    runs them, so a shard is dealt them like cases."""
+    tree = ast.parse(module.read_text(), str(module))
+    return [
+        node.name
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef) and node.name.startswith("test_") and node.name != "test_case"
+    ]
+
+
+def units(cases: list[str]) -> list[str]:
+    """What one cell runs, one name per test: the cases (all of scenarios/cases/ when none are named) and
+    the runner's own tests."""
+    return (cases or [d.name for d in case_dirs(CASES_DIR)]) + runner_tests()
+
+
+def node_id(unit: str) -> str:
+    test = unit if unit in runner_tests() else f"test_case[{unit}]"
+    return f"{TEST_MODULE}::{test}"
+
+
+def deal(
+    cells: list[CatalogueCell], cases: list[str], shard: Shard, plan_file: str | None, history: str | None
+) -> tuple[dict[str, list[str]], Record]:
+    """This shard's part: cell -> the units it runs there (cells it was dealt nothing of are left out),
+    and its record. The plan is the whole run's (--shard-plan) or made here from earlier runs' durations."""
+    groups: dict[str, list[str]] = {catalogue_group(c.name, u): [] for c in cells for u in units(cases)}
+    chosen = choose(groups, shard, plan_file, history)
+    mine = {g for g in groups if chosen.assignment[g] == shard.index}
+    part = {c.name: [u for u in units(cases) if catalogue_group(c.name, u) in mine] for c in cells}
+    return {name: us for name, us in part.items() if us}, Record(
+        results.CATALOGUE, shard, chosen, {g: [] for g in sorted(mine)}
+    )
+
+
+def pytest_argv(cell: CatalogueCell, cases: list[str], folder: Path, only: list[str] | None) -> list[str]:
+    """The cell's pytest command (its topology written into `folder`); `only` (a shard's part): the units
+    it runs, the cell's others deselected."""
     junit = folder / "junit.xml"
-    junit.unlink(missing_ok=True)
     argv = [
-        sys.executable, "-m", "pytest", "scenarios/test_catalogue.py", "-v", "-rA",
+        sys.executable, "-m", "pytest", TEST_MODULE, "-v", "-rA",
         "--platform", "linux", "--cell", cell.name, "--artifacts", str(folder / "evidence"),
         f"--junitxml={junit}", "-o", f"junit_suite_name=catalogue-{cell.name}", "-o", "junit_logging=no",
     ]  # fmt: skip
@@ -147,6 +190,28 @@ def run_cell(cell: CatalogueCell, cases: list[str], out: Path, pytest_args: list
         argv += ["--lab-name", cell.lab_name]
     if cases:
         argv += ["--cases", ",".join(cases)]
+    if only is not None:
+        argv += [f"--deselect={node_id(u)}" for u in units(cases) if u not in only]
+    return argv
+
+
+def run_cell(
+    cell: CatalogueCell,
+    cases: list[str],
+    out: Path,
+    pytest_args: list[str],
+    only: list[str] | None = None,
+) -> CellOutcome:
+    """One cell's cases on its lab (a shard's part of them: `only`)."""
+    folder = out / cell.name
+    folder.mkdir(parents=True, exist_ok=True)
+    why = why_not_run(cell)
+    if why:
+        (folder / "NOT-RUN").write_text(why + "\n")
+        return CellOutcome(cell.name, {}, 0.0, note=f"not run: {why}")
+    junit = folder / "junit.xml"
+    junit.unlink(missing_ok=True)
+    argv = pytest_argv(cell, cases, folder, only)
     start = time.monotonic()
     with open(folder / "pytest.log", "w") as log:
         try:
@@ -222,6 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--cells", default="", help="cells to run, by name (default: all of cells.yaml)")
     parser.add_argument("--cases", default="", help="cases to run, by name (default: all)")
+    parser.add_argument("--shard", metavar="I/N", help="run the I-th of N parts of cases x cells")
+    parser.add_argument("--shard-durations", metavar="PATH", help="earlier runs' results: what a case weighs")
+    parser.add_argument(
+        "--shard-plan", metavar="FILE", help="a whole run's plan (python -m lab.nightly plan)"
+    )
     parser.add_argument("pytest_args", nargs="*", help="more pytest arguments, after --")
     args = parser.parse_args(argv)
     cells = load_cells()
@@ -234,11 +304,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     chosen = [c for c in cells if not wanted or c.name in wanted]
     args.out.mkdir(parents=True, exist_ok=True)
+    part: dict[str, list[str]] | None = None
+    record = None
+    if args.shard:
+        try:
+            shard = Shard.parse(args.shard)
+            part, record = deal(chosen, cases, shard, args.shard_plan, args.shard_durations)
+        except IkedlabError as e:
+            print("\n".join(e.lines("catalogue")), file=sys.stderr)
+            return 2
+        record.write(args.out / RECORD_NAME)
+        chosen = [c for c in chosen if c.name in part]
+        dealt = sum(len(us) for us in part.values())
+        print(f"shard {shard}: {dealt} case(s) on {', '.join(part) or 'no cell'}", flush=True)
     start = time.monotonic()
     outcomes = []
     for cell in chosen:
         print(f"== cell {cell.name}", flush=True)
-        outcomes.append(run_cell(cell, cases, args.out, args.pytest_args))
+        only = part[cell.name] if part is not None else None
+        outcomes.append(run_cell(cell, cases, args.out, args.pytest_args, only))
         print(table(outcomes[-1:]), flush=True)
     wall = time.monotonic() - start
     text = table(outcomes)
@@ -247,7 +331,11 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "summary.json").write_text(json.dumps(summary(outcomes, wall), indent=1))
     failed = any(r.verdict in results.FAILED for o in outcomes for r in o.results.values())
     broken = any(o.note and not o.note.startswith("not run") for o in outcomes)
-    return 1 if failed or broken else 0
+    status = 1 if failed or broken else 0
+    if record is not None:
+        record.finished, record.exit = results.now(), status
+        record.write(args.out / RECORD_NAME)
+    return status
 
 
 if __name__ == "__main__":
