@@ -119,7 +119,8 @@ def merge(folders: Sequence[Path], out: Path) -> Merged:
     results_file = results.write(out / results.RESULTS_FILE, run)
     suites = _suites(parts, out)
     versions, topology = _versions(parts)
-    page = report.render(out / report.REPORT, suites, versions, topology, views, problems)
+    matrix = report.catalogue_matrix([p.copy for p in parts], out)
+    page = report.render(out / report.REPORT, suites, versions, topology, views, problems, matrix)
     return Merged(page, junit, results_file, views, problems)
 
 

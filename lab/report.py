@@ -13,6 +13,7 @@ import base64
 import json
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,28 +109,38 @@ class Matrix:
     wall: float
 
 
-def catalogue_matrix(artifacts: Path) -> Matrix | None:
-    """The catalogue's case x cell matrix from `make catalogue`'s summary.json (None when it never ran)."""
-    summary = _read_json(artifacts / CATALOGUE / "summary.json")
-    if not summary.get("cells"):
+def catalogue_matrix(folders: Sequence[Path], base: Path) -> Matrix | None:
+    """The catalogue's case x cell matrix from `make catalogue`'s summary.json in each artifacts folder
+    (one, or a merge's shards: each ran part of the cases, the wall is the longest shard's), evidence linked
+    relative to `base`; None when the catalogue never ran."""
+    ran: dict[str, dict[str, tuple[dict[str, Any], Path]]] = {}  # cell -> case -> (result, its folder)
+    notes: list[str] = []
+    walls = [0.0]
+    for artifacts in folders:
+        summary = _read_json(artifacts / CATALOGUE / "summary.json")
+        walls.append(float(summary.get("wall_seconds", 0)))
+        for name, info in (summary.get("cells") or {}).items():
+            if info.get("results"):
+                cell = ran.setdefault(name, {})
+                cell.update({case: (r, artifacts) for case, r in info["results"].items()})
+            if info.get("note") and f"{name}: {info['note']}" not in notes:
+                notes.append(f"{name}: {info['note']}")
+    if not ran and not notes:
         return None
-    ran = {name: info for name, info in summary["cells"].items() if info.get("results")}
-    notes = [f"{name}: {info['note']}" for name, info in summary["cells"].items() if info.get("note")]
-    cases = sorted({case for info in ran.values() for case in info["results"]})
     rows = []
-    for case in cases:
+    for case in sorted({case for cell in ran.values() for case in cell}):
         entries: list[MatrixCell | None] = []
-        for cell, info in ran.items():
-            result = info["results"].get(case)
-            if result is None:
+        for name, cell in ran.items():
+            if case not in cell:
                 entries.append(None)
                 continue
-            folder = artifacts / CATALOGUE / cell / "evidence" / f"test_case[{case}]"
-            href = folder.relative_to(artifacts).as_posix() + "/" if folder.is_dir() else ""
+            result, artifacts = cell[case]
+            folder = artifacts / CATALOGUE / name / "evidence" / f"test_case[{case}]"
+            href = folder.relative_to(base).as_posix() + "/" if folder.is_dir() else ""
             verdict = result["verdict"] if result["verdict"] in results.VERDICTS else "error"
             entries.append(MatrixCell(verdict, float(result["seconds"]), result.get("message", ""), href))
         rows.append((case, entries))
-    return Matrix(list(ran), rows, notes, float(summary.get("wall_seconds", 0)))
+    return Matrix(list(ran), rows, notes, max(walls))
 
 
 @dataclass(frozen=True)
@@ -185,7 +196,7 @@ def write_report(artifacts: Path) -> Path:
         collect(artifacts, artifacts, shard),
         version_rows(info),
         lab_topology(info),
-        matrix=catalogue_matrix(artifacts),
+        matrix=catalogue_matrix([artifacts], artifacts),
     )
 
 

@@ -131,3 +131,37 @@ def test_a_bad_shard_is_one_line(capsys, tmp_path):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("catalogue:") and "--shard='3/2': expected I/N" in err[0]
     assert not (tmp_path / RECORD_NAME).exists() and not Path(tmp_path / "iked-source").exists()
+
+
+def test_the_merged_report_draws_one_matrix_of_both_shards_parts(tmp_path):
+    """Each shard's summary.json holds its part of a cell; the merged page has every case once, each
+    linking to the evidence in its own shard's copy."""
+    folders = []
+    for i, (case, verdict) in enumerate([("psk", "passed"), ("transport", "failed")], 1):
+        folder = tmp_path / f"shard-{i}-of-2"
+        cell = folder / "catalogue" / "iked-7.4"
+        (cell / "evidence" / f"test_case[{case}]").mkdir(parents=True)
+        failure = '<failure message="resp: no SA"/>' if verdict == "failed" else ""
+        (cell / "junit.xml").write_text(
+            f'<testsuites><testsuite><testcase classname="scenarios.test_catalogue" name="test_case[{case}]"'
+            f' time="20">{failure}</testcase></testsuite></testsuites>'
+        )
+        result = {"verdict": verdict, "seconds": 20.0, "message": "", "phases": {}}
+        cells = {"iked-7.4": {"wall_seconds": 60.0 * i, "note": "", "results": {case: result}}}
+        (folder / "catalogue" / "summary.json").write_text(
+            json.dumps({"wall_seconds": 60.0 * i, "cells": cells})
+        )
+        groups = {catalogue_group("iked-7.4", c): [] for c in ("psk", "transport")}
+        chosen = plan(groups, 2)
+        mine = {g: [] for g in chosen.groups(i)}
+        assert mine == {catalogue_group("iked-7.4", case): []}  # the planner deals them as the folders say
+        Record("catalogue", Shard(i, 2), chosen, mine, finished=results.now(), exit=i - 1).write(
+            folder / "catalogue" / RECORD_NAME
+        )
+        folders.append(folder)
+    merged = merge(folders, tmp_path / "merged")
+    assert not merged.problems
+    page = merged.report.read_text()
+    assert page.count("<th>iked-7.4</th>") == 1 and "(make catalogue: case × cell, 120 s)" in page
+    assert 'href="shards/1-of-2/catalogue/iked-7.4/evidence/test_case[psk]/"' in page
+    assert 'href="shards/2-of-2/catalogue/iked-7.4/evidence/test_case[transport]/"' in page
