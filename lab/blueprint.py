@@ -57,7 +57,12 @@ class UpRequest:
     keep_on_failure: bool = False
     force: bool = False  # go ahead when another live process owns the lab
     cold: bool = False  # boot and provision even when a warm snapshot matches
-    save_snapshot: bool = True
+    save_snapshot: bool = (
+        True  # after a cold boot: the booted base on the way, the provisioned lab at the end
+    )
+    # After a start from the booted base, save the provisioned lab too: for a session that resets to it
+    # between scenarios; a bisect step or a catalogue case runs once and does not pay for the save.
+    save_after_base: bool = False
 
     @property
     def warm(self) -> bool:
@@ -107,6 +112,14 @@ class Blueprint:
         return {
             g.name: self.media[g.name].daemon for g in self.topology.gateways if self.media[g.name].daemon
         }
+
+    @property
+    def daemon_files(self) -> dict[str, dict[str, Path]]:
+        """Gateway -> what its IKE daemon needs that its image lacks (a local iked build's programs, by path
+        in the guest), put in place once the guest runs (lab/delivery.py)."""
+        from lab.images.iked_build import program_files
+
+        return {host: program_files(m.build) for host, m in self.media.items() if m.build}
 
     def platform_names(self) -> list[str]:
         return sorted({p.name for p in self.platforms.values()})

@@ -1,12 +1,13 @@
-"""Warm state within a size budget: least recently used snapshots out, said in one line each.
+"""Warm state within a size budget: least recently used labs' snapshots out, said in one line each.
 
 Every lab keeps its warm snapshot (~425 MiB) until someone removes it; one afternoon left 15 of them on the
 development machine (6.4 GiB) and nothing would ever have evicted one. After each save the snapshots are
-brought within the budget (`settings.snapshot_budget()`, IKEDLAB_SNAPSHOT_BUDGET): the least recently used
-goes first (used: saved or restored), those of labs that are down before those of labs that are up (a
+brought within the budget (`settings.snapshot_budget()`, IKEDLAB_SNAPSHOT_BUDGET), a lab's warm state at a
+time (its provisioned snapshot and its booted base, lab/base.py): the least recently used lab goes first
+(used: a layer saved or restored), those of labs that are down before those of labs that are up (a
 blueprint in the run folder: a learner's `reset` restores the snapshot of a lab that is up), and never
 
-- the snapshot just saved, nor
+- the warm state of the lab that just saved, nor
 - one whose lab a live process owns (lab/ownership.py): it may be restoring it right now, or `reset` it
   between two scenarios. The lab is claimed, as `prune` claims it, for the moment its snapshot is deleted.
 
@@ -28,20 +29,22 @@ USED = "last-used"  # a file in the snapshot's folder whose modification time is
 
 @dataclass(frozen=True)
 class Held:
-    """One snapshot as the budget sees it."""
+    """One lab's warm state as the budget sees it: its provisioned snapshot and its booted base
+    (lab/base.py), which come and go together."""
 
     lab: str
-    size: int  # bytes
-    last_used: float  # time.time()
+    size: int  # bytes, every layer
+    last_used: float  # time.time(): the latest use of any layer
+    layers: int
 
     @property
     def lab_is_up(self) -> bool:
         return (private.labs_dir() / self.lab / blueprint.FILE).exists()
 
 
-def mark_used(lab: str) -> None:
-    """The lab's snapshot was just used (restored): it goes to the back of the eviction queue."""
-    folder = snapshot.directory(lab)
+def mark_used(name: str) -> None:
+    """The snapshot `name` was just used (restored): its lab goes to the back of the eviction queue."""
+    folder = snapshot.directory(name)
     if folder.is_dir():
         (folder / USED).touch()
 
@@ -54,53 +57,61 @@ def last_used(snap: snapshot.Snapshot) -> float:
 
 
 def held() -> list[Held]:
-    """Every readable snapshot, least recently used first."""
-    found = [
-        Held(s.lab, s.size, last_used(s))
-        for s in snapshot.all_snapshots()
-        if isinstance(s, snapshot.Snapshot)
+    """Every lab's readable warm state, least recently used first."""
+    by_lab: dict[str, list[snapshot.Snapshot]] = {}
+    for found in snapshot.all_snapshots():
+        if isinstance(found, snapshot.Snapshot):
+            by_lab.setdefault(snapshot.lab_of(found.lab), []).append(found)
+    labs = [
+        Held(lab, sum(s.size for s in snaps), max(last_used(s) for s in snaps), len(snaps))
+        for lab, snaps in by_lab.items()
     ]
-    return sorted(found, key=lambda h: h.last_used)
+    return sorted(labs, key=lambda h: h.last_used)
 
 
 def describe(budget: int | None = None) -> str:
     """One line for `snapshot list`: the budget and what it holds."""
     budget = settings.snapshot_budget() if budget is None else budget
-    snaps = held()
-    total = sum(h.size for h in snaps)
+    labs = held()
+    total = sum(h.size for h in labs)
     limit = "no budget" if budget == settings.UNLIMITED else f"budget {_size(budget)}"
     return (
-        f"warm state: {len(snaps)} snapshot{'s' if len(snaps) != 1 else ''}, {_size(total)} of {limit}"
-        f" (IKEDLAB_SNAPSHOT_BUDGET; least recently used out first)"
+        f"warm state: {len(labs)} lab{'s' if len(labs) != 1 else ''}, {_size(total)} of {limit}"
+        f" (IKEDLAB_SNAPSHOT_BUDGET; least recently used lab out first)"
     )
 
 
 def enforce(keep: str, budget: int | None = None, say: Callable[[str], None] = progress.say) -> list[str]:
-    """Remove least recently used snapshots (never `keep`'s, nor a live-owned lab's) until the rest fit the
-    budget; say each in one line. Returns the labs whose snapshots went."""
+    """Remove the warm state of least recently used labs (never lab `keep`'s, nor a live-owned lab's)
+    until the rest fits the budget; say each in one line. Returns the labs whose warm state went."""
     budget = settings.snapshot_budget() if budget is None else budget
     if budget == settings.UNLIMITED:
         return []
-    snaps = held()
-    total = sum(h.size for h in snaps)
+    labs = held()
+    total = sum(h.size for h in labs)
     evicted: list[str] = []
     # Labs that are down first, then labs that are up; least recently used first within each.
-    for candidate in sorted((h for h in snaps if h.lab != keep), key=lambda h: (h.lab_is_up, h.last_used)):
+    for candidate in sorted((h for h in labs if h.lab != keep), key=lambda h: (h.lab_is_up, h.last_used)):
         if total <= budget:
             break
         if _evict(candidate.lab):
             total -= candidate.size
             evicted.append(candidate.lab)
             ago = age(time.time() - candidate.last_used)
+            what = (
+                "snapshot"
+                if candidate.layers == 1
+                else f"{candidate.layers} snapshots (with its booted base)"
+            )
             say(
-                f"  warm-state budget {_size(budget)}: removed the snapshot of lab '{candidate.lab}'"
+                f"  warm-state budget {_size(budget)}: removed the {what} of lab '{candidate.lab}'"
                 f" ({_size(candidate.size)}, last used {ago} ago); {_size(total)} held"
             )
     return evicted
 
 
 def _evict(lab: str) -> bool:
-    """Delete the lab's snapshot while holding the lab; False when a live process owns it."""
+    """Delete the lab's warm state while holding the lab; False when a live process owns it."""
     run_dir = private.labs_dir() / lab
     created = not run_dir.exists()
     try:

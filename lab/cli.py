@@ -204,6 +204,11 @@ def cmd_up(args: argparse.Namespace) -> int:
             progress.say(
                 f"restored warm snapshot of lab '{lab.name}' in {result.restored_in:.1f} s (tunnel verified)"
             )
+        elif result.based_in is not None:
+            progress.say(
+                f"lab '{lab.name}' is up from its booted base in {result.based_in:.1f} s (restored, then"
+                f" iked's part provisioned; {result.seconds:.1f} s in all)"
+            )
         else:
             progress.say(
                 f"lab '{lab.name}' is up in {result.seconds:.1f}s; transcripts in {lab.run_dir / 'console'}"

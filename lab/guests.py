@@ -8,15 +8,18 @@ prints is lost.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
-from lab import keeper, progress, settings
+from lab import delivery, keeper, progress, settings
 from lab.channel_lock import ChannelLock
 from lab.console import Console, Transcript
 from lab.errors import LabError
 from lab.host import Host
 from lab.hypervisor import (
     CONSOLE_CONNECTED,
+    CONTROL_DEVICE,
+    FILES_CHANNEL,
     SLOW_START_SECONDS,
     DomainSpec,
     Hypervisor,
@@ -86,17 +89,29 @@ class Guests:
         self.keep_consoles(hosts)
 
     def keep_consoles(self, hosts: list[str]) -> None:
-        """Hold these guests' control consoles open for as long as their QEMUs live (lab/keeper.py): then an
-        attach from any process is one round trip, and `exec` talks to the pty without virsh."""
-        ptys = {}
+        """Hold these guests' control consoles and files channels open for as long as their QEMUs live
+        (lab/keeper.py): then an attach from any process is one round trip, `exec` talks to the pty without
+        virsh, and a delivery's first bytes are read at once."""
+        ptys, files = {}, {}
         for name in hosts:
-            if path := self.hypervisor.control_pty(domain_name(self.name, name)):
-                ptys[name] = path
+            found = self.hypervisor.ptys(domain_name(self.name, name))
+            if CONTROL_DEVICE in found:
+                ptys[name] = found[CONTROL_DEVICE]
+            if FILES_CHANNEL in found:
+                files[name] = found[FILES_CHANNEL]
         logins = {
             name: keeper.Login(p.login.user, p.login.password, p.login.password_prompt)
             for name, p in self.platforms.items()
         }
-        keeper.start(self.run_dir, ptys, logins)
+        keeper.start(self.run_dir, ptys, logins, also=files)
+
+    def deliver(self, host: Host, files: Mapping[str, Path]) -> None:
+        """Put `files` (path in the guest -> file here) into a running guest through its files channel."""
+        pty = self.hypervisor.ptys(domain_name(self.name, host.name)).get(FILES_CHANNEL)
+        if pty is None:  # on a remote libvirt host: its ptys are that host's
+            delivery.deliver_by_console(host, files)
+        else:
+            delivery.deliver(host, pty, files)
 
     def _wait_booted(self, host: Host) -> None:
         ready = host.platform.login.ready

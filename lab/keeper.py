@@ -135,24 +135,30 @@ def _kill(pid: int, sig: int) -> None:
         pass
 
 
-def start(run_dir: Path, ptys: dict[str, Path], logins: dict[str, Login]) -> subprocess.Popen | None:
-    """Start the lab's keeper on each host's control pty (`ptys`), after ending an older one. Returns at once
-    (the keeper answers within ~0.1 s; a caller that asks before gets None from `borrow`); None when no pty
-    could be opened."""
+def start(
+    run_dir: Path, ptys: dict[str, Path], logins: dict[str, Login], also: dict[str, Path] | None = None
+) -> subprocess.Popen | None:
+    """Start the lab's keeper on each host's control pty (`ptys`), after ending an older one; `also`: ptys
+    only held, never handed out (each guest's files channel, lab/delivery.py). Returns at once (the keeper
+    answers within ~0.1 s; a caller that asks before gets None from `borrow`); None when no pty could be
+    opened."""
     stop(run_dir)
     fds: dict[str, int] = {}
+    held: dict[str, int] = {}
     try:
-        for host, path in ptys.items():
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
-            except OSError:
-                continue  # that guest is gone already: the others are still worth holding
-            tty.setraw(fd)  # as QEMU made it: no echo, no line editing, bytes through unchanged
-            fds[host] = fd
+        for table, wanted in ((fds, ptys), (held, also or {})):
+            for host, path in wanted.items():
+                try:
+                    fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
+                except OSError:
+                    continue  # that guest is gone already: the others are still worth holding
+                tty.setraw(fd)  # as QEMU made it: no echo, no line editing, bytes through unchanged
+                table[host] = fd
         if not fds:
             return None
         manifest = {
             "hosts": {host: {"fd": fd, "login": asdict(logins[host])} for host, fd in fds.items()},
+            "also": held,
         }
         run_dir.mkdir(parents=True, exist_ok=True)
         with (run_dir / LOG).open("ab") as log:
@@ -161,7 +167,7 @@ def start(run_dir: Path, ptys: dict[str, Path], logins: dict[str, Login]) -> sub
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=log,
-                pass_fds=list(fds.values()),
+                pass_fds=[*fds.values(), *held.values()],
                 start_new_session=True,  # the terminal's Ctrl-C is for the command, not for the lab's keeper
                 cwd="/",
                 env={**os.environ, "PYTHONPATH": _package_parent()},
@@ -171,7 +177,7 @@ def start(run_dir: Path, ptys: dict[str, Path], logins: dict[str, Login]) -> sub
             proc.stdin.write(json.dumps(manifest).encode())  # on stdin: a password is no one's to see in ps
         return proc
     finally:
-        for fd in fds.values():
+        for fd in [*fds.values(), *held.values()]:
             os.close(fd)
 
 
@@ -182,8 +188,8 @@ def _package_parent() -> str:
 
 
 # --- the keeper's side -------------------------------------------------------------------------------------
-def serve(run_dir: Path, held: dict[str, Held]) -> int:
-    """Hold the ptys and hand them out until one hangs up (its QEMU is gone) or SIGTERM."""
+def serve(run_dir: Path, held: dict[str, Held], also: dict[str, int] | None = None) -> int:
+    """Hold the ptys and hand out the control ones until one hangs up (its QEMU is gone) or SIGTERM."""
     lock = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -204,7 +210,7 @@ def serve(run_dir: Path, held: dict[str, Held]) -> int:
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(0))
     poller = select.poll()
     poller.register(listener, select.POLLIN)
-    by_fd = {h.fd: name for name, h in held.items()}
+    by_fd = {h.fd: name for name, h in held.items()} | {fd: name for name, fd in (also or {}).items()}
     for fd in by_fd:
         poller.register(fd, 0)  # hang-ups only: what the guest writes is not ours to read
     try:
@@ -212,7 +218,7 @@ def serve(run_dir: Path, held: dict[str, Held]) -> int:
             for fd, _events in poller.poll():
                 if fd in by_fd:
                     gone = by_fd[fd]
-                    print(f"keeper: {gone}'s console hung up (its QEMU is gone); ending", file=sys.stderr)
+                    print(f"keeper: a pty of {gone} hung up (its QEMU is gone); ending", file=sys.stderr)
                     return 0
                 _answer(listener, held)
     finally:
@@ -242,7 +248,7 @@ def _answer(listener: socket.socket, held: dict[str, Held]) -> None:
 def main(argv: list[str]) -> int:
     run_dir, manifest = Path(argv[0]), json.loads(sys.stdin.read())
     held = {name: Held(int(h["fd"]), Login(**h["login"])) for name, h in manifest["hosts"].items()}
-    return serve(run_dir, held)
+    return serve(run_dir, held, {name: int(fd) for name, fd in manifest.get("also", {}).items()})
 
 
 if __name__ == "__main__":

@@ -18,12 +18,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lab import (
+    base,
+    evidence,
+    gate,
+    interrupts,
+    keeper,
+    layers,
+    ownership,
+    progress,
+    settings,
+    snapshot,
+    warm,
+)
 from lab import blueprint as recorded
-from lab import evidence, gate, interrupts, keeper, ownership, progress, settings, snapshot, warm
 from lab import topology as topo
 from lab.blueprint import Blueprint, UpRequest
 from lab.domains import host_media
-from lab.errors import HypervisorError, IkedlabError, LabError, SnapshotError, SnapshotNotSaved
+from lab.errors import HypervisorError, IkedlabError, LabError, SnapshotError
 from lab.guests import Guests
 from lab.host import Host
 from lab.hypervisor import Hypervisor, LabDomain
@@ -34,7 +46,7 @@ from lab.plan import Options, Plan, build_plan, judged, with_user_confs
 from lab.platforms import Platform
 from lab.private import SECRET_DIR, labs_dir
 from lab.progress import Timing
-from lab.provision import exchange_keys, install_ike_conf, provision, restart_tunnel
+from lab.provision import exchange_keys, install_ike_conf, restart_tunnel
 from lab.redact import scrub
 from lab.verify import VERIFY_SECONDS, verify
 from lab.versions import record_media
@@ -54,6 +66,8 @@ class UpResult:
     seconds: float  # the whole `up`, by the clock
     restored_in: float | None  # seconds of the restore, proof of health included, when restored
     timings: tuple[Timing, ...]  # its steps, in order
+    # Seconds from the restore of the lab's booted base (lab/base.py) to the tunnel, when `up` started there.
+    based_in: float | None = None
 
 
 class Lab:
@@ -175,12 +189,13 @@ class Lab:
         request = request or UpRequest()
         started = time.monotonic()
         with progress.timed() as timings:
-            restored_in = self._up(request)
+            restored_in, based_in = self._up(request)
         return UpResult(
             restored=restored_in is not None,
             seconds=time.monotonic() - started,
             restored_in=restored_in,
             timings=tuple(timings),
+            based_in=based_in,
         )
 
     def _design(self, request: UpRequest) -> tuple[Blueprint, snapshot.Inputs | None]:
@@ -218,9 +233,11 @@ class Lab:
         inputs = warm.inputs(blueprint, self.hypervisor.version())
         return dataclasses.replace(blueprint, snapshot_key=inputs.key), inputs
 
-    def _up(self, request: UpRequest) -> float | None:
-        """`up`; the seconds its warm restore took, or None when it booted cold."""
+    def _up(self, request: UpRequest) -> tuple[float | None, float | None]:
+        """`up`; the seconds its warm restore took, or those from its booted base to the tunnel (one of the
+        two, or neither when it booted cold)."""
         blueprint, inputs = self._design(request)
+        below = base.inputs(blueprint, self.hypervisor.version())
         try:
             self._reset_run_dir()
         except OSError as e:
@@ -237,20 +254,21 @@ class Lab:
                     self.blueprint_file.unlink(missing_ok=True)
                     raise ownership.state_error(self.name, e) from None
                 self._save_rendered_configs(blueprint.plan)
-                if inputs and not request.cold:
-                    snap, why = snapshot.usable(self.name, inputs)
-                    if why:
-                        progress.say(f"  {why}: cold boot")
-                    if snap and (seconds := self._restored(snap)) is not None:
-                        return seconds
-                self.guests.boot(blueprint.specs)
-                provision(blueprint.plan, self.hosts, request.tunnel)
-                # At once, not in the background: saving pauses every guest and hands back new consoles,
-                # which would cut into a learner's session, and a later cut could hold their changes.
-                if inputs and request.save_snapshot and not self._saved_and_restored(inputs):
-                    progress.say("  cold boot again, without a warm snapshot")
-                    self.guests.boot(blueprint.specs)
-                    provision(blueprint.plan, self.hosts, request.tunnel)
+                if not request.cold:
+                    why = None
+                    if inputs:
+                        snap, why = snapshot.usable(self.name, inputs)
+                        if snap and (seconds := layers.restored(self, snap)) is not None:
+                            return seconds, None
+                    found, why_not = snapshot.usable(base.name(self.name), below)
+                    if found:
+                        if why:
+                            progress.say(f"  {why}: from its booted base")
+                        if (seconds := layers.from_base(self, found, request, inputs)) is not None:
+                            return None, seconds
+                    elif why or why_not:
+                        progress.say(f"  {'; '.join(w for w in (why, why_not) if w)}: cold boot")
+                layers.cold(self, request, inputs, below)
             except BaseException as e:
                 guard.shield()
                 if self.hosts and not isinstance(e, KeyboardInterrupt):  # an interrupt wants out now
@@ -258,7 +276,7 @@ class Lab:
                 if not request.keep_on_failure:
                     self.down(quiet=True)
                 raise
-        return None
+        return None, None
 
     def _reset_run_dir(self) -> None:
         for sub in ("console", "serial", "disks", "configs", "captures", "artifacts"):
@@ -293,67 +311,41 @@ class Lab:
         assert self.blueprint
         return warm.save(self.guests, inputs, dict(self.blueprint.media))
 
-    def _saved_and_restored(self, inputs: snapshot.Inputs) -> bool:
-        """Save the freshly provisioned lab and bring it back from the snapshot, which proves the snapshot.
-        A save that fails hands the lab back as it was cut (warm.save), proven, with one line saying there is
-        no warm snapshot and why. False (said in one line, the lab's guests removed, no snapshot kept) when
-        the lab cannot be had back, from the snapshot or after a failed save."""
-        try:
-            saved = self.save_snapshot(inputs)
-        except SnapshotNotSaved as e:
-            try:
-                self.verify(resumed=True)
-            except IkedlabError as sick:
-                progress.say(f"  lab '{self.name}' not healthy after a failed snapshot save: {sick.message}")
-                self.guests.remove()
-                return False
-            progress.say(
-                f"  no warm snapshot of lab '{self.name}': saving it failed ({e.message}); the lab runs on "
-                "as provisioned, and the next `up` boots cold"
-            )
-            return True
-        except IkedlabError as e:
-            progress.say(f"  could not save a warm snapshot of lab '{self.name}': {e.message}")
-            self.guests.remove()
-            return False
-        if self._restored(saved) is not None:
-            return True
-        snapshot.remove(self.name)
-        return False
-
-    def _restored(self, snap: snapshot.Snapshot) -> float | None:
-        """Restore `snap` and prove the lab healthy: the seconds it took. On any failure say why in one line,
-        remove what was started, and return None (the caller boots cold)."""
-        started = time.monotonic()
-        try:
-            warm.restore(self.guests, snap)
-            self.verify(resumed=True)
-        except IkedlabError as e:
-            progress.say(f"  warm snapshot {snap.key[:12]} of lab '{self.name}' not used: {e.message}")
-            self.guests.remove()
-            return None
-        return time.monotonic() - started
-
     def _own_snapshot(self) -> snapshot.Snapshot:
         """This lab's snapshot, taken of exactly the state it came up in; SnapshotError otherwise."""
         return warm.own_snapshot(self.name, self.read().snapshot_key)
 
     def has_snapshot(self) -> bool:
+        """The lab can be put back (`reset`): from its snapshot, or from its booted base."""
         try:
             self._own_snapshot()
         except (SnapshotError, LabError):
-            return False
+            try:
+                return base.of(self.read(), self.hypervisor.version()) is not None
+            except LabError:
+                return False
         return True
 
     def reset(self) -> None:
-        """Put a running lab back in its provisioned state from its snapshot: the learner's undo."""
-        snap = self._own_snapshot()
+        """Put a running lab back in its provisioned state from its snapshot: the learner's undo. A lab that
+        came up from its booted base (and saved no snapshot) is put back from the base, then iked's part
+        provisioned again."""
+        try:
+            snap: snapshot.Snapshot | None = self._own_snapshot()
+            below = None
+        except SnapshotError:
+            snap, below = None, base.of(self.read(), self.hypervisor.version())
+            if below is None:
+                raise
         self.claim()
         self.guests.remove()
         self._forget_changes()  # the snapshot is the lab as `up` made it
         self.options = self.provisioned_options()
-        warm.restore(self.guests, snap)
-        self.verify(resumed=True)
+        if snap is not None:
+            warm.restore(self.guests, snap)
+            self.verify(resumed=True)
+        elif below is not None and layers.from_base(self, below, UpRequest(), None) is None:
+            raise SnapshotError(f"lab '{self.name}': its booted base did not come back")
 
     # --- attach to a running lab ---------------------------------------------------------------------------
     def attach(self, only: list[str] | None = None, lock_timeout: float | None = None) -> dict[str, Host]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from lab.errors import ProvisionError, first_and_more
 from lab.host import Host
@@ -23,12 +24,28 @@ from lab.topology import Topology
 IKED_OK = re.compile(r"configuration OK")
 
 
+#: Files a gateway's IKE daemon needs that its image lacks (a local iked build): host -> guest path -> file.
+DaemonFiles = Mapping[str, Mapping[str, Path]]
+#: How files reach a running guest (Guests.deliver: its files channel).
+Deliver = Callable[[Host, Mapping[str, Path]], None]
+
+
 def provision(
-    plan: Plan, hosts: dict[str, Host], tunnel: Callable[[list[Host]], object] | None = None
+    plan: Plan,
+    hosts: dict[str, Host],
+    tunnel: Callable[[list[Host]], object] | None = None,
+    daemon_files: DaemonFiles | None = None,
+    deliver: Deliver | None = None,
 ) -> None:
-    """Run the plan on the booted guests: each phase on every host it concerns at once, then the steps that
-    cross between guests (public keys, iked started passive side first, the tunnel awaited — or, when given,
-    `tunnel(gateways)` waits instead, e.g. for an expected iked error)."""
+    """Run the plan on the booted guests: what the booted base holds (`provision_base`), then the daemon
+    on top (`provision_daemon`)."""
+    provision_base(plan, hosts)
+    provision_daemon(plan, hosts, tunnel, daemon_files, deliver)
+
+
+def provision_base(plan: Plan, hosts: dict[str, Host]) -> None:
+    """What lies below the IKE daemon, all of it the lab's booted base (lab/base.py) may hold: each host's
+    network, and each gateway's kernel made ready and key pair made, its public half given to the peer."""
     everyone = [hosts[name] for name in plan.hosts]
     gateways = [hosts[g.name] for g in plan.gateways]
 
@@ -42,6 +59,25 @@ def provision(
     with step("keys: made in each gateway, public halves exchanged"):
         in_parallel(gateways, run_phase(KEYS))
         exchange_keys(plan, gateways)
+
+
+def provision_daemon(
+    plan: Plan,
+    hosts: dict[str, Host],
+    tunnel: Callable[[list[Host]], object] | None = None,
+    daemon_files: DaemonFiles | None = None,
+    deliver: Deliver | None = None,
+) -> None:
+    """The IKE daemon on the gateways: its own files where the image lacks them (`daemon_files`, through
+    `deliver`), its configuration, started passive side first, then the tunnel awaited — or, when given,
+    `tunnel(gateways)` waits instead, e.g. for an expected iked error."""
+    gateways = [hosts[g.name] for g in plan.gateways]
+    if not gateways:
+        return
+    if daemon_files:
+        assert deliver, "daemon files without a way to deliver them"
+        with step(f"iked: local build put in place on {', '.join(sorted(daemon_files))}"):
+            in_parallel([hosts[h] for h in daemon_files], lambda h: deliver(h, daemon_files[h.name]))
     with step("iked.conf: rendered, written, checked by iked -n"):
         in_parallel(gateways, lambda h: install_ike_conf(plan, h))
     with step("iked: started"):
@@ -138,6 +174,8 @@ __all__ = [
     "exchange_keys",
     "install_ike_conf",
     "provision",
+    "provision_base",
+    "provision_daemon",
     "rendered_ike_conf",
     "restart_tunnel",
     "start_ike",

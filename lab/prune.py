@@ -52,15 +52,15 @@ def is_gone(checkout: str | None) -> bool:
 
 def leftovers() -> list[Leftover]:
     """Every lab with a run directory or a snapshot whose checkout is gone."""
-    names: set[str] = set()
+    folders: list[Path] = []
     for root in (private.labs_dir(), snapshot.snapshots_root()):
         if root.is_dir():  # dot-folders are work in progress (a snapshot being written, an old bundle)
-            names |= {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+            folders += [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
     found = []
-    for name in sorted(names):
+    for name in sorted({snapshot.lab_of(p.name) for p in folders}):  # a lab's snapshots: its base too
         checkout = checkout_of(name)
         if checkout is not None and is_gone(checkout):
-            dirs = [private.labs_dir() / name, snapshot.directory(name)]
+            dirs = [p for p in folders if snapshot.lab_of(p.name) == name]
             found.append(Leftover(name, checkout, sum(_size(d) for d in dirs)))
     return found
 

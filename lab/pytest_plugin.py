@@ -171,12 +171,15 @@ def _session_lab(
         lab.claim(command=f"pytest{' (' + worker + ')' if worker else ''}", only_this_checkouts=True)
         lab.down(quiet=True)  # a lab of the same name left by a dead run of this checkout
         topology = Path(config.getoption("--topology")) if config.getoption("--topology") else None
+        # From the booted base (provisioning code changed), the provisioned lab is saved too: every scenario
+        # that changes the lab is put back from it.
         up = lab.up(
             UpRequest(
                 topology=topology,
                 platform=platform,
                 release=config.getoption("--release"),
                 iked=_iked_source(config, topology),
+                save_after_base=True,
             )
         )
         # pytest charges this to the first test's time: lab/results.py takes it off again, so a module's

@@ -37,8 +37,9 @@ PLATFORM = "openbsd"  # `ikedlab up` / `ikedlab render`: the guide's own platfor
 SCENARIO_PLATFORM = "linux"  # scenarios and bench: the platform that boots on this machine
 IMAGE_PLATFORM = "linux"  # `ikedlab image build`
 LAB_NAME = "default"
-# Warm snapshots kept on disk, all labs together: 424 MiB per provisioned five-guest lab (measured), so nine.
-SNAPSHOT_BUDGET = 4 * 2**30
+# Warm snapshots kept on disk, all labs together: 424 MiB per snapshot of the guide's five guests (measured),
+# two per lab (its booted base and its provisioned snapshot), so seven labs.
+SNAPSHOT_BUDGET = 6 * 2**30
 UNLIMITED = -1  # a budget that never evicts
 
 
@@ -114,7 +115,7 @@ def cache_dir_origin() -> str:
 
 def snapshot_budget() -> int:
     """IKEDLAB_SNAPSHOT_BUDGET: bytes of warm snapshots kept, all labs together (`4G`, `900M`, `2GiB`, bytes;
-    `unlimited`); least recently used out first (lab/budget.py)."""
+    `unlimited`); least recently used lab out first (lab/budget.py)."""
     value = os.environ.get("IKEDLAB_SNAPSHOT_BUDGET", "").strip()
     if not value:
         return SNAPSHOT_BUDGET

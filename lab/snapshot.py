@@ -174,6 +174,17 @@ class Snapshot:
         return None
 
 
+def layer_name(lab: str, layer: str) -> str:
+    """A snapshot of one layer of a lab (its booted base: lab/base.py) is named LAB.LAYER: never a lab's name
+    (those have no dot), and `lab_of` gives the lab back."""
+    return f"{lab}.{layer}"
+
+
+def lab_of(name: str) -> str:
+    """The lab a snapshot name belongs to (the name itself for a lab's provisioned snapshot)."""
+    return name.split(".", 1)[0]
+
+
 def directory(lab: str) -> Path:
     return snapshots_root() / lab
 
@@ -299,8 +310,19 @@ def _sha256(path: Path) -> str:
 
 
 def remove(lab: str) -> bool:
-    folder = directory(lab)
+    """Delete every snapshot of `lab`, its booted base included; True when there was one."""
+    root = snapshots_root()
+    names = {p.name for p in root.iterdir() if lab_of(p.name) == lab} if root.is_dir() else set()
+    existed = False
+    for name in names | {lab}:
+        existed = discard(name) or existed
+    return existed
+
+
+def discard(name: str) -> bool:
+    """Delete the one snapshot `name` (a lab's, or one layer of it); True when it was there."""
+    folder = directory(name)
     existed = folder.exists()
     shutil.rmtree(folder, ignore_errors=True)
-    shutil.rmtree(folder.with_name(f".{lab}.partial"), ignore_errors=True)
+    shutil.rmtree(folder.with_name(f".{name}.partial"), ignore_errors=True)
     return existed

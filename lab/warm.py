@@ -74,6 +74,9 @@ def provisioning(blueprint: Blueprint) -> dict[str, str]:
     }
     for host, plan in blueprint.plan.hosts.items():
         values[f"files {host}"] = snapshot.digest(repr(plan.actions()))
+    for host, boot in blueprint.media.items():
+        if boot.build:  # a local iked build, put over the image's once the guest runs: the tree's digest
+            values[f"iked build {host}"] = boot.build.name
     return values
 
 
@@ -111,9 +114,12 @@ def boot_record(boot: BootMedia | None) -> dict[str, str]:
     return {**{k: str(f) for k, f in files.items() if f}, "identity": boot.identity}
 
 
-def save(guests: Guests, inputs: snapshot.Inputs, media: dict[str, BootMedia]) -> snapshot.Snapshot:
+def save(
+    guests: Guests, inputs: snapshot.Inputs, media: dict[str, BootMedia], name: str | None = None
+) -> snapshot.Snapshot:
     """Save the running lab as one consistent cut: every guest paused first, then each one's memory
-    (and OpenBSD's disk overlay) written. The guests stop; `restore` brings them back.
+    (and OpenBSD's disk overlay) written, as snapshot `name` (the lab's own unless told: its booted base is
+    another). The guests stop; `restore` brings them back.
 
     When saving fails (a full disk), the guests come back as they were cut, without a snapshot: those
     already saved from their files, the others resumed, every console opened anew; then SnapshotNotSaved
@@ -127,7 +133,8 @@ def save(guests: Guests, inputs: snapshot.Inputs, media: dict[str, BootMedia]) -
             host.console.close()  # and its channel lock: a restored QEMU has new ptys, opened anew
         for d in domains:
             hv.suspend(d.name)
-        writer = snapshot.Writer(guests.name, inputs)
+        name = name or guests.name
+        writer = snapshot.Writer(name, inputs)
         written: list[str] = []  # hosts whose memory is written: their QEMU has stopped
 
         def save_one(d: LabDomain) -> None:
@@ -150,7 +157,7 @@ def save(guests: Guests, inputs: snapshot.Inputs, media: dict[str, BootMedia]) -
         except BaseException:
             writer.abandon()
             raise
-    budget.enforce(keep=guests.name)  # older snapshots out, least recently used first, if over budget
+    budget.enforce(keep=guests.name)  # other labs' warm state out, least recently used first, if over budget
     return saved
 
 

@@ -54,6 +54,20 @@ def test_over_budget_the_least_recently_used_goes_first_and_is_said() -> None:
     assert "removed the snapshot of lab 'b'" in said[0] and "last used 0 s ago" in said[0]
 
 
+def test_a_labs_booted_base_goes_with_its_snapshot_and_its_use_counts() -> None:
+    saved("a")
+    saved(snapshot.layer_name("a", "base"))
+    saved("b")
+    saved(snapshot.layer_name("b", "base"))
+    used(snapshot.layer_name("a", "base"), time.time() + 60)  # a started from its base after b was saved
+    c = saved("c")
+    said: list[str] = []
+    assert budget.enforce(keep="c", budget=3 * c.size + c.size // 2, say=said.append) == ["b"]
+    assert snapshot.load("b") is None and snapshot.load(snapshot.layer_name("b", "base")) is None
+    assert snapshot.load("a") and snapshot.load(snapshot.layer_name("a", "base"))
+    assert "removed the 2 snapshots (with its booted base) of lab 'b'" in said[0]
+
+
 def test_within_budget_nothing_goes_and_unlimited_never_evicts() -> None:
     saved("a")
     saved("b")
@@ -105,7 +119,7 @@ def test_snapshot_list_shows_the_budget_and_what_it_holds(
     monkeypatch.setenv("IKEDLAB_SNAPSHOT_BUDGET", "2G")
     assert main(["snapshot", "list"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("warm state: 2 snapshots, 0 MiB of budget 2.0 GiB"), out[0]
+    assert out[0].startswith("warm state: 2 labs, 0 MiB of budget 2.0 GiB"), out[0]
     assert out[1].startswith("a ") and "used" in out[1] and out[2].startswith("b ")
 
 

@@ -229,30 +229,6 @@ def test_junit_outcomes_and_the_table(tmp_path: Path) -> None:
     assert re.search(r"^test_b\s+fail", text, re.M)
 
 
-def test_a_build_rides_on_the_appliance_initramfs_as_a_second_archive(tmp_path: Path) -> None:
-    import gzip
-
-    from lab.images.iked_build import initrd_with_build
-    from lab.images.initramfs import write_initramfs
-
-    base_root = tmp_path / "base"
-    (base_root / "usr/sbin").mkdir(parents=True)
-    (base_root / "usr/sbin/iked").write_bytes(b"packaged iked")
-    base = tmp_path / "initrd.img"
-    with open(base, "wb") as f:
-        write_initramfs(base_root, f)
-    entry = tmp_path / "build"
-    for program in ("usr/sbin/iked", "usr/sbin/ikectl"):
-        (entry / program).parent.mkdir(parents=True, exist_ok=True)
-        (entry / program).write_bytes(b"built " + program.encode())
-    build = IkedBuild(tmp_path, "ab" * 32, entry)
-    out = initrd_with_build(base, "cd" * 32, build)
-    assert out.read_bytes().startswith(base.read_bytes())  # the appliance first, the build after it
-    archive = gzip.decompress(out.read_bytes())  # the kernel reads both gzip members in order
-    assert archive.index(b"packaged iked") < archive.index(b"built usr/sbin/iked")
-    assert initrd_with_build(base, "cd" * 32, build) == out  # cached
-
-
 def test_a_whole_cell_known_failure_names_the_lab_error_it_stands_for(tmp_path: Path) -> None:
     """A cell whose lab does not come up xfails only for the error it is known for (lab_error)."""
     matrix = (

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fakes import FakeConsole, recorded
 
-from lab import cli, guests, qemu_files, snapshot, status
+from lab import base, cli, guests, qemu_files, snapshot, status
 from lab.blueprint import UpRequest
 from lab.errors import ConsoleTimeout, HypervisorError, IkedConfError, LabError, ProvisionError
 from lab.hypervisor import Accel, LabDomain, domain_name
@@ -73,8 +73,8 @@ class FakeHypervisor:
     def console_argv(self, name, learner=False):
         return ["/bin/true", name]
 
-    def control_pty(self, name):
-        return None  # no QEMU, no pty: the lab has no console keeper (tests/test_keeper.py has one)
+    def ptys(self, name):
+        return {}  # no QEMU, no pty: no console keeper (tests/test_keeper.py has one), no files channel
 
     def destroy_lab(self, lab):
         removed = [n for n, s in self.specs.items() if s.lab == lab]
@@ -249,12 +249,13 @@ def test_status_always_shows_every_host_and_says_what_is_wrong(fake):
 
 
 def test_a_cold_up_saves_one_consistent_cut_then_hands_back_the_restored_lab(fake):
+    """Two cuts, each of every guest paused first: the booted base (below iked), then the provisioned lab."""
     lab, hv, consoles = fake
     assert not lab.up(UpRequest(platform="linux")).restored
     hosts = {"initlan", "init", "inet", "resp", "resplan"}
-    suspends = [c for c in hv.calls if c.startswith("suspend")]
-    first_save = hv.calls.index(next(c for c in hv.calls if c.startswith("save")))
-    assert len(suspends) == 5 and all(hv.calls.index(c) < first_save for c in suspends)  # all paused first
+    calls = [c.split()[0] for c in hv.calls if c.split()[0] in ("suspend", "save", "restore")]
+    cut = ["suspend"] * 5 + ["save"] * 5 + ["restore"] * 5
+    assert calls == cut + cut, calls  # all paused, then all saved: twice
     assert {c.split()[1] for c in hv.calls if c.startswith("restore")} == hosts
     assert set(hv.running) == {s.name for s in hv.specs.values()} and len(hv.specs) == 5
     snap = snapshot.load("t")
@@ -263,7 +264,36 @@ def test_a_cold_up_saves_one_consistent_cut_then_hands_back_the_restored_lab(fak
         and set(snap.hosts) == hosts
         and json.loads(lab.blueprint_file.read_text())["snapshot_key"] == snap.key
     )
+    below = snapshot.load(base.name("t"))
+    assert below and set(below.hosts) == hosts
+    assert not any(k.startswith(("files ", "options", "provisioning code")) for k in below.inputs)
     assert all(c.attached for c in consoles.values())  # the new consoles, on the restored guests
+
+
+def test_a_changed_iked_conf_starts_from_the_booted_base_and_provisions_only_the_daemon(fake, tmp_path):
+    lab, hv, consoles = fake
+    lab.up(UpRequest(platform="linux"))
+    lab.down(quiet=True)
+    hv.calls.clear()
+    own = tmp_path / "resp.conf"
+    own.write_text(lab.plan().hosts["resp"].ike_conf.content + "# mine\n")
+    result = lab.up(UpRequest(platform="linux", ike_conf_files={"resp": own}))
+    assert not result.restored and result.based_in is not None
+    assert [c.split()[0] for c in hv.calls] == ["restore"] * 5  # the base; nothing saved after it
+    platform = lab.platforms["resp"]
+    resp = consoles["resp"].log  # the console opened on the restored base
+    conf = platform.ike_conf
+    assert any(getattr(a, "path", "") == conf and "# mine" in getattr(a, "content", "") for a in resp)
+    assert platform.ike_start_command() in resp
+    assert platform.keygen_command() not in resp and not any("addr replace" in str(a) for a in resp)
+    assert snapshot.load("t").key != lab.read().snapshot_key  # the provisioned snapshot is the old one
+    hv.calls.clear()
+    assert lab.has_snapshot()
+    lab.reset()  # no snapshot of this state: put back from the base, iked's part provisioned again
+    assert [c.split()[0] for c in hv.calls] == ["restore"] * 5
+    lab.down(quiet=True)
+    hv.calls.clear()
+    assert lab.up(UpRequest(platform="linux")).restored  # and still the fast path when nothing changed
 
 
 def test_a_second_up_restores_and_a_changed_input_boots_cold(fake, tmp_path):
@@ -327,7 +357,11 @@ def test_a_restore_that_is_not_healthy_falls_back_to_a_cold_boot(fake, monkeypat
     monkeypatch.setattr(
         Lab, "verify", lambda self, timeout=0, resumed=False: (_ for _ in ()).throw(ProvisionError("no SA"))
     )
-    # Neither the old snapshot nor the fresh one proves healthy: the lab is booted cold and keeps none.
+    # The snapshot does not prove healthy: the lab comes up from its booted base instead (no proof there:
+    # the tunnel it waits for is the proof), and a cold boot whose own snapshot fails keeps none.
+    result = lab.up(UpRequest(platform="linux"))
+    assert not result.restored and result.based_in is not None and len(hv.running) == 5
+    lab.down(quiet=True, snapshots=True)
     assert not lab.up(UpRequest(platform="linux")).restored
     assert snapshot.load("t") is None and len(hv.running) == 5
 
@@ -351,15 +385,13 @@ def test_a_snapshot_that_cannot_be_saved_hands_back_the_running_lab_and_says_why
     monkeypatch.setattr(hv, "save", resp_disk_full)
     assert not lab.up(UpRequest(platform="linux")).restored
     assert sorted(created) == sorted(["initlan", "init", "inet", "resp", "resplan"])  # booted once
-    assert sorted(c.split()[1] for c in hv.calls if c.startswith("restore")) == [
-        "inet",
-        "init",
-        "initlan",
-        "resplan",
-    ]
-    assert snapshot.load("t") is None and len(hv.running) == 5
+    # Twice (the booted base, then the provisioned lab): the four saved come back from their files.
+    restored = sorted(c.split()[1] for c in hv.calls if c.startswith("restore"))
+    assert restored == sorted(["inet", "init", "initlan", "resplan"] * 2)
+    assert snapshot.load("t") is None and snapshot.load(base.name("t")) is None and len(hv.running) == 5
     assert all(c.attached for c in consoles.values())
     said = capsys.readouterr()
+    assert "no booted base of lab 't': saving it failed (cannot save" in said.out + said.err
     assert "no warm snapshot of lab 't': saving it failed (cannot save" in said.out + said.err
     assert not snapshot.directory("t").with_name(".t.partial").exists()  # the partial files are gone
 
@@ -446,7 +478,9 @@ def test_graph_draws_the_running_lab_and_a_bad_file_is_one_line(fake, tmp_path, 
     assert len(err) == 1 and err[0].startswith("ikedlab: bad.yaml: ") and "YAML" in err[0]
 
 
-def test_with_a_budget_of_two_snapshots_a_third_lab_evicts_the_least_recently_used(fake, monkeypatch, capsys):
+def test_with_a_budget_of_two_labs_warm_state_a_third_lab_evicts_the_least_recently_used(
+    fake, monkeypatch, capsys
+):
     def lab(name):
         made = Lab(name)
         made.guests._hypervisor = FakeHypervisor()  # type: ignore[assignment]
@@ -455,8 +489,10 @@ def test_with_a_budget_of_two_snapshots_a_third_lab_evicts_the_least_recently_us
     a, b, c = lab("a"), lab("b"), lab("c")  # each `up` below as its own `ikedlab up`, which ends (release)
     a.up(UpRequest(platform="linux"))
     a.release()
-    size = snapshot.load("a").size
-    monkeypatch.setenv("IKEDLAB_SNAPSHOT_BUDGET", str(2 * size + size // 2))  # two snapshots, not three
+    size = snapshot.load("a").size + snapshot.load(base.name("a")).size  # its snapshot and its booted base
+    monkeypatch.setenv(
+        "IKEDLAB_SNAPSHOT_BUDGET", str(2 * size + size // 2)
+    )  # two labs' warm state, not three
     b.up(UpRequest(platform="linux"))
     b.release()
     a.down(quiet=True)
@@ -466,9 +502,10 @@ def test_with_a_budget_of_two_snapshots_a_third_lab_evicts_the_least_recently_us
     a.release()
     capsys.readouterr()
     c.up(UpRequest(platform="linux"))
-    assert snapshot.load("b") is None and snapshot.load("a") and snapshot.load("c")
+    assert snapshot.load("b") is None and snapshot.load(base.name("b")) is None
+    assert snapshot.load("a") and snapshot.load("c")
     said = capsys.readouterr().err
-    assert "removed the snapshot of lab 'b'" in said, said
+    assert "removed the 2 snapshots (with its booted base) of lab 'b'" in said, said
     for made in (a, b, c):
         made.down(quiet=True)
         made.close()

@@ -118,11 +118,11 @@ def test_snapshot_list_and_rm_from_the_command_line(state_dir):
 
     listed = ikedlab("snapshot", "list")
     budget, row = listed.stdout.splitlines()
-    assert listed.returncode == 0 and budget.startswith("warm state: 1 snapshot, 0 MiB of budget ")
+    assert listed.returncode == 0 and budget.startswith("warm state: 1 lab, 0 MiB of budget ")
     assert row.startswith("x ") and "platforms linux" in row
     removed = ikedlab("--name", "x", "snapshot", "rm")
     assert removed.returncode == 0 and "snapshot removed" in removed.stdout
-    assert ikedlab("snapshot", "list").stdout.startswith("warm state: 0 snapshots, 0 MiB of budget ")
+    assert ikedlab("snapshot", "list").stdout.startswith("warm state: 0 labs, 0 MiB of budget ")
     meta = json.dumps({"format": 99})
     (snapshot.directory("y")).mkdir(parents=True)
     (snapshot.directory("y") / snapshot.META).write_text(meta)

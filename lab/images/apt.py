@@ -293,8 +293,7 @@ def resolve(recipe: Recipe) -> Resolved:
     except CommandFailed as e:
         raise ImageError(
             f"apt could not resolve the Linux image's packages: {e}",
-            "run `apt-get update` (the image is made of Debian packages); "
-            "check images/linux/recipe.yaml",
+            "run `apt-get update` (the image is made of Debian packages); check images/linux/recipe.yaml",
         ) from None
     graph = parse_depends(depends.stdout.decode())
     names = sorted(package_closure(graph, recipe.packages, recipe.exclude))

@@ -67,8 +67,7 @@ def install_modules(kernel_root: Path, root: Path, release: str, wanted: Iterabl
     if unknown:
         raise ImageError(
             f"kernel {release} has no module {', '.join(unknown)}",
-            "fix `modules:` in images/linux/recipe.yaml "
-            "(names as in modules.dep, or globs with a /)",
+            "fix `modules:` in images/linux/recipe.yaml (names as in modules.dep, or globs with a /)",
         )
     target = root / "usr/lib/modules" / release
     for rel in paths:

@@ -54,6 +54,9 @@ class BootMedia:
     # What the image is by content (its manifest's digest), wherever its files are; "" when only the files
     # can say (an image whose build is not reproducible). Warm snapshots are keyed by it.
     identity: str = ""
+    # A local iked build's cache entry (lab/images/iked_build.py), put over the image's iked once the guest
+    # runs (lab/delivery.py): the guest boots the plain image, so a lab's booted base serves every build.
+    build: Path | None = None
     # The iked this image runs, as the host can run it to judge a user's iked.conf (None: only the guest can).
     judge: IkedJudge | None = None
     unverified: str = ""  # why the image is not to be trusted (unverified media), said by `up` and `status`
@@ -302,6 +305,12 @@ class Platform:
         raise NotImplementedError
 
     def unmasquerade_command(self) -> str:
+        raise NotImplementedError
+
+    def receive_files_command(self, channel: str, size: int, token: str) -> str:
+        """Open the virtio serial port named `channel` (the files channel: lab/delivery.py), say `token` on
+        the console, skip what comes before a line holding `token` on the port, then read exactly `size`
+        bytes, a gzip'd tar, and unpack them at /."""
         raise NotImplementedError
 
     # --- readings: the command and its judge ---------------------------------------------------------
