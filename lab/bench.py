@@ -134,6 +134,10 @@ def bench_base() -> list[str]:
     return [line if isinstance(line, str) else row(*line) for line in bench_layers.bench_base()]
 
 
+def bench_bisect() -> list[str]:
+    return [line if isinstance(line, str) else row(*line) for line in bench_layers.bench_bisect()]
+
+
 def restart_seconds(lab: Lab, count: int = RESTARTS) -> list[float]:
     """iked stopped and started again on both gateways `count` times: seconds from the start to the tunnel."""
     gateways = lab.gateways()
@@ -430,6 +434,7 @@ def main() -> int:
         ("image", "Linux appliance image", bench_image),
         ("up", "Lab up: cold, saved, restored warm", bench_up),
         ("base", "From the booted base: a changed iked.conf, a local build, iked 7.4", bench_base),
+        ("bisect", "A bisect step: a new build, up from the base, a catalogue case", bench_bisect),
         ("make-lab-up", "make lab-up, twice", bench_make_lab_up),
         ("restarts", "iked restarts (the start-up race)", bench_restarts),
         ("scenarios", "Scenarios", bench_scenarios),

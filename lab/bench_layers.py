@@ -6,6 +6,7 @@ to the tunnel too (its saves and proving restores apart), so the two compare lik
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -102,3 +103,37 @@ def _based(what: str, result: UpResult, cold_tunnel: float) -> list[Line]:
         row("    against --cold → tunnel", f"{speedup:6.1f}× faster", f"≥ {GOAL_BASE_SPEEDUP:g}×"),
     ]
     return lines + [f"    {t.name:<62} {t.seconds:5.1f} s" for t in result.timings]
+
+
+def bench_bisect() -> list[Line]:
+    """One `ikedlab bisect` step as a walk takes it: a tree never built before (one line changed), then the
+    lab up from its booted base with that build and the catalogue's transport case."""
+    import time
+
+    from lab.bisect import Case, lab_tester
+
+    tree = source_tree()
+    name = "bench-bisect"
+    lab = Lab(name)
+    lab.down(quiet=True, snapshots=True)
+    lab.close()
+    test = lab_tester(name, Case(catalogue="transport"))
+    with tempfile.TemporaryDirectory(prefix="ikedlab-bench-bisect-") as tmp:
+        try:
+            test(tree, "warm-up", Path(tmp))  # the lab's booted base (a cold up), untimed
+            changed = Path(tmp) / "openiked"
+            shutil.copytree(tree, changed)
+            with open(changed / "iked" / "iked.c", "a") as f:
+                f.write(f"\n/* bench {time.time()} */\n")
+            started = time.monotonic()
+            build_iked(changed)
+            built = time.monotonic() - started
+            verdict, why = test(changed, "bench", Path(tmp))
+            step = time.monotonic() - started
+        finally:
+            Lab(name).down(quiet=True, snapshots=True)
+    return [
+        row("bisect step: build, up from the base, the transport case", f"{step:6.1f} s"),
+        f"    build of a tree changed by one line: {built:.1f} s; up and the case: {step - built:.1f} s"
+        f" ({verdict.word}: {why})",
+    ]

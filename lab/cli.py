@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from lab import cli_report, cli_repro, cli_store, gate, private, progress, redact, settings
+from lab import cli_bisect, cli_report, cli_repro, cli_store, gate, private, progress, redact, settings
 from lab.errors import IkedlabError
 from lab.exercises import cli as cli_exercise
 from lab.libvirt_hosts import check_uri
@@ -131,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_repro.add_commands(sub)
     cli_store.add_commands(sub)
+    cli_bisect.add_commands(sub)
     cli_report.add_commands(sub)
     cli_exercise.add_commands(sub)
     return p
