@@ -127,10 +127,12 @@ def based(lab: Lab, below: snapshot.Inputs) -> bool:
 
 
 def shells_back(lab: Lab) -> bool:
-    """Every restored guest's shell proven by one sync line; False (said, guests removed) otherwise."""
+    """Every restored guest's shell proven by one sync line, which also sets its clock and reseeds its RNG
+    (Host.prove_restored: iked must not draw the SPIs and nonces of the base's last restore); False (said,
+    guests removed) otherwise."""
     try:
         with progress.step("base: every shell answers"):
-            in_parallel(lab.hosts.values(), lambda h: h.console.attach(resumed=True))
+            in_parallel(lab.hosts.values(), lambda h: h.prove_restored())
     except IkedlabError as e:
         progress.say(f"  lab '{lab.name}' not healthy after its booted base: {e.message}")
         lab.guests.remove()
