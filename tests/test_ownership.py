@@ -51,6 +51,13 @@ def test_a_live_owner_is_named_and_a_dead_ones_lab_is_free(tmp_path):
     mine.release()
 
 
+def test_a_lab_folder_an_older_ikedlab_left_readable_is_made_private(tmp_path):
+    (tmp_path / "old").mkdir(mode=0o755)
+    (tmp_path / "old").chmod(0o755)
+    ownership.claim("old", tmp_path / "old").release()
+    assert (tmp_path / "old").stat().st_mode & 0o777 == 0o700
+
+
 def test_one_lab_object_claims_once(tmp_path):
     lab = Lab("mine", run_dir=tmp_path / "mine")
     lab.claim()
