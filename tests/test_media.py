@@ -177,10 +177,13 @@ def test_insecure_is_recorded_and_said(tmp_path, capsys):
 
 
 NEXT_RELEASE = media.next_release(media.SUPPORTED_RELEASES[-1])
+# Once the next release is cut, -current's snapshots are signed with the key after it (already in
+# OpenBSD's tree, as each release's base set carries the next one's key).
+AFTER_NEXT = media.next_release(NEXT_RELEASE)
 
 
-@pytest.mark.parametrize("release", [*media.SUPPORTED_RELEASES, NEXT_RELEASE])
-def test_project_ships_a_key_for_every_release_and_the_next(release):
+@pytest.mark.parametrize("release", [*media.SUPPORTED_RELEASES, NEXT_RELEASE, AFTER_NEXT])
+def test_project_ships_a_key_for_every_release_and_the_next_two(release):
     # Each traced to etc/signify/openbsd-NN-base.pub in OpenBSD's source
     # (images/openbsd/README.md).
     key = find_signify_key(release)
@@ -307,13 +310,13 @@ def test_snapshot_download_verify_and_next_build(snapshot_mirror, tmp_path):
 def test_snapshot_signed_by_a_key_not_shipped_says_which_file_to_fetch(tmp_path):
     work = tmp_path / "snap"
     work.mkdir()
-    (work / "install81.iso").write_bytes(b"x")
+    (work / "install82.iso").write_bytes(b"x")
     (work / "BUILDINFO").write_text("Build date: 1800000000 - later\n")
-    (work / "SHA256.sig").write_text(SNAPSHOT_LIST.replace("80", "81"))
+    (work / "SHA256.sig").write_text(SNAPSHOT_LIST.replace("80", "82"))
     with pytest.raises(MediaNotVerified) as caught:
-        fetch_media("snapshots", iso=work / "install81.iso", cache_dir=tmp_path)
+        fetch_media("snapshots", iso=work / "install82.iso", cache_dir=tmp_path)
     assert str(caught.value) == (
-        "no signify key for OpenBSD 8.1 (openbsd-81-base.pub): fetch etc/signify/openbsd-81-base.pub "
+        "no signify key for OpenBSD 8.2 (openbsd-82-base.pub): fetch etc/signify/openbsd-82-base.pub "
         "from OpenBSD's source tree and pass --signify-key FILE"
     )
 
