@@ -88,8 +88,8 @@ def claim(lab: str, run_dir: Path, command: str | None = None, passing: bool = F
     created = not run_dir.exists()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        # Ours alone: a folder an older ikedlab made open to reading (0755) is made private here.
-        private.folder(run_dir, f"folder of lab '{lab}'")
+        private.folder(run_dir, f"folder of lab '{lab}'")  # checked: ours, nobody else writes in it
+        private.tighten(run_dir)  # ours alone, also what an ikedlab older than its umask left open
         fd = private.open_fd(path, os.O_RDWR | os.O_CREAT)  # never through a link planted in its place
     except OSError as e:
         _forget(run_dir, created)

@@ -86,3 +86,18 @@ def test_what_sessions_record_adds_up_and_the_check_removes_it(tmp_path: Path, c
     tree(artifacts, {"leak.log": KEY.encode()})
     leakcheck.record(leakcheck.Seen(keys={KEY}))
     assert leakcheck.main([str(artifacts)]) == 1
+
+
+def test_each_checkout_checks_only_what_its_own_sessions_recorded(tmp_path: Path, monkeypatch, capsys):
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir(mode=0o700)
+    other = leakcheck.keys_file("/elsewhere/another-checkout")
+    assert other != leakcheck.keys_file()
+    monkeypatch.setattr(leakcheck.ownership, "CHECKOUT", "/elsewhere/another-checkout")
+    leakcheck.record(leakcheck.Seen(keys={KEY}, labs={"scn-theirs"}))
+    monkeypatch.undo()
+    monkeypatch.setenv("IKEDLAB_STATE_DIR", str(tmp_path / "state"))
+    leakcheck.record(leakcheck.Seen(keys={KEY}, labs={"scn-mine"}))
+    assert leakcheck.main([str(artifacts)]) == 0
+    assert "scn-theirs" not in capsys.readouterr().out
+    assert other.exists()  # theirs is still there for their own check

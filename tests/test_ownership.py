@@ -52,10 +52,21 @@ def test_a_live_owner_is_named_and_a_dead_ones_lab_is_free(tmp_path):
 
 
 def test_a_lab_folder_an_older_ikedlab_left_readable_is_made_private(tmp_path):
-    (tmp_path / "old").mkdir(mode=0o755)
-    (tmp_path / "old").chmod(0o755)
-    ownership.claim("old", tmp_path / "old").release()
-    assert (tmp_path / "old").stat().st_mode & 0o777 == 0o700
+    old = tmp_path / "old"
+    (old / "locks").mkdir(parents=True)
+    (old / "locks" / "init.console").write_text("")
+    (old / "media.json").write_text("{}")
+    (tmp_path / "target").write_text("")
+    (tmp_path / "target").chmod(0o644)
+    (old / "elsewhere").symlink_to(tmp_path / "target")
+    for path, mode in ((old, 0o755), (old / "locks", 0o755), (old / "locks" / "init.console", 0o644)):
+        path.chmod(mode)
+    (old / "media.json").chmod(0o664)
+    ownership.claim("old", old).release()
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (old, old / "locks", old / "locks" / "init.console")}
+    assert modes == {"old": 0o700, "locks": 0o700, "init.console": 0o600}
+    assert (old / "media.json").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "target").stat().st_mode & 0o777 == 0o644  # a link is not followed
 
 
 def test_one_lab_object_claims_once(tmp_path):
