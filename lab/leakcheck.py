@@ -27,7 +27,7 @@ from pathlib import Path
 
 from lab import ownership, private, redact
 
-KEYS_FILE = "leakcheck-{checkout}.json"  # in the state folder's secret/: the run's keys, until the check is done
+KEYS_FILE = "leakcheck-{checkout}.json"  # in the state folder's secret/: the run's keys, until checked
 NOT_READ = (private.SECRET_DIR,)  # folder names whose files are kept as given on purpose
 MEMORY_SUFFIX = ".save"  # a snapshot's saved guest memory
 
@@ -45,7 +45,8 @@ def keys_file(checkout: str | None = None) -> Path:
     """One per checkout: the state folder is shared by every checkout on the machine, and one checkout's
     check must neither judge another's labs (left by older code, or still running) nor take its record away
     (seen: a clean clone's `make test` failed on a worktree's labs and consumed its keys)."""
-    return private.state_dir() / "secret" / KEYS_FILE.format(checkout=ownership.checkout_tag(checkout or ownership.CHECKOUT))
+    tag = ownership.checkout_tag(checkout or ownership.CHECKOUT)
+    return private.state_dir() / "secret" / KEYS_FILE.format(checkout=tag)
 
 
 def record(seen: Seen) -> Path:
