@@ -177,7 +177,7 @@ class Hypervisor:
         `accel`) when ikedlab is root."""
         if self._qemu_user is None:
             try:
-                caps = self.conn.getCapabilities() if qemu_files.separate(self.uri) else ""
+                caps = self.conn.getCapabilities() if qemu_files.labelled(self.uri) else ""
             except self._libvirt.libvirtError as e:
                 message = e.get_error_message()
                 raise HypervisorError(f"cannot ask libvirt for its capabilities: {message}") from None
@@ -190,7 +190,7 @@ class Hypervisor:
         user and opens its files where that user can (lab/qemu_files.py). Returns how many seconds libvirt
         took."""
         if self.remote:
-            spec = on_libvirt_host(spec, self.volumes)
+            spec = on_libvirt_host(spec, self.volumes, self.qemu_user(spec.accel))
         else:
             if not Path(spec.emulator).exists():
                 raise HypervisorError(

@@ -237,7 +237,8 @@ class Lab:
         """`up`; the seconds its warm restore took, or those from its booted base to the tunnel (one of the
         two, or neither when it booted cold)."""
         blueprint, inputs = self._design(request)
-        below = base.inputs(blueprint, self.hypervisor.version())
+        # A remote host's lab has no booted base either: its save files would be that host's.
+        below = None if self.hypervisor.remote else base.inputs(blueprint, self.hypervisor.version())
         try:
             self._reset_run_dir()
         except OSError as e:
@@ -260,7 +261,7 @@ class Lab:
                         snap, why = snapshot.usable(self.name, inputs)
                         if snap and (seconds := layers.restored(self, snap)) is not None:
                             return seconds, None
-                    found, why_not = snapshot.usable(base.name(self.name), below)
+                    found, why_not = snapshot.usable(base.name(self.name), below) if below else (None, None)
                     if found:
                         if why:
                             progress.say(f"  {why}: from its booted base")

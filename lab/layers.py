@@ -77,14 +77,14 @@ def from_base(
     return seconds
 
 
-def cold(lab: Lab, request: UpRequest, inputs: snapshot.Inputs | None, below: snapshot.Inputs) -> None:
+def cold(lab: Lab, request: UpRequest, inputs: snapshot.Inputs | None, below: snapshot.Inputs | None) -> None:
     """Boot and provision; save the booted base on the way and the provisioned snapshot at the end (when
-    `request.save_snapshot`; the provisioned one only for a lab that is ever restored: `inputs`)."""
+    `request.save_snapshot`; each only for a lab that ever restores it: `below`, `inputs`)."""
     assert lab.blueprint
     blueprint = lab.blueprint
     lab.guests.boot(blueprint.specs)
     provision_base(blueprint.plan, lab.hosts)
-    if request.save_snapshot and not based(lab, below):
+    if request.save_snapshot and below and not based(lab, below):
         progress.say("  cold boot again, without a booted base")
         lab.guests.boot(blueprint.specs)
         provision_base(blueprint.plan, lab.hosts)

@@ -12,6 +12,8 @@ else QEMU gets already open: saved memory from libvirt, serial logs through virt
 libvirt changes no file's owner.
 
 Run as another user, QEMU runs as that user and opens their files where they are; nothing here applies.
+On a remote libvirt host QEMU runs as that host's QEMU user too (`labelled`), its files volumes of ikedlab's
+pool there (lab/volumes.py).
 """
 
 from __future__ import annotations
@@ -56,6 +58,16 @@ def separate(uri: str | None = None) -> bool:
     )
 
 
+def labelled(uri: str | None = None) -> bool:
+    """Whether QEMU runs as libvirt's own QEMU user (its DAC base label), never as the caller: on the local
+    system instance when ikedlab is root (`separate`), and always on a remote host's system instance, whose
+    libvirtd runs as root there whoever calls it (the caller's uid here means nothing there: as root it was
+    root's QEMU)."""
+    uri = uri or settings.libvirt_uri()
+    system = uri.startswith("qemu") and not uri.split("?")[0].endswith("/session")
+    return separate(uri) or (system and is_remote(uri))
+
+
 def from_capabilities(caps: str, accel: str, uri: str | None = None) -> QemuUser:
     """The QEMU user from libvirt's capabilities XML: the DAC base label for domains of type `accel`."""
     label = None
@@ -69,8 +81,9 @@ def from_capabilities(caps: str, accel: str, uri: str | None = None) -> QemuUser
 
 
 def from_baselabel(label: str | None, uri: str | None = None) -> QemuUser:
-    """The QEMU user from libvirt's DAC base label (`+999:+994`); the caller when ikedlab is not root."""
-    if not separate(uri):
+    """The QEMU user from libvirt's DAC base label (`+999:+994`); the caller when ikedlab is not root and
+    libvirt is this machine's."""
+    if not labelled(uri):
         return QemuUser(os.getuid(), os.getgid())
     try:
         uid, gid = (int(part.lstrip("+")) for part in (label or "").split(":"))

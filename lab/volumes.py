@@ -36,10 +36,11 @@ def overlay_volume(lab: str, host: str) -> str:
     return f"{lab}.{host}.qcow2" if host else f"{lab}."
 
 
-def on_libvirt_host(spec: Any, volumes: Volumes) -> Any:
+def on_libvirt_host(spec: Any, volumes: Volumes, user: Any) -> Any:
     """`spec` (a DomainSpec of lab.hypervisor, which imports this module) as a remote libvirt host runs it:
-    boot files as volumes of their content (uploaded once), the disk an overlay volume named after the lab
-    and host, no serial log by name. Every path in its XML is then one of ikedlab's pool there."""
+    boot files as volumes of their content (uploaded once, readable), the disk an overlay volume named after
+    the lab and host that only QEMU's `user` there (lab.qemu_files.QemuUser, from that host's DAC label)
+    writes, QEMU run as that user, no serial log by name. Every path in its XML is one of ikedlab's pool."""
     files = {
         part: Path(volumes.upload(path))
         for part in ("kernel", "initrd", "backing")
@@ -49,9 +50,11 @@ def on_libvirt_host(spec: Any, volumes: Volumes) -> Any:
     if spec.disk is not None:
         if "backing" not in files:
             raise HypervisorError(f"{spec.host}: a disk with no golden image under it stays local")
-        disk = Path(volumes.overlay(overlay_volume(spec.lab, spec.host), str(files["backing"])))
+        disk = Path(volumes.overlay(overlay_volume(spec.lab, spec.host), str(files["backing"]), user))
     return replace(
         spec,
+        uid=user.uid,
+        gid=user.gid,
         kernel=files.get("kernel"),
         initrd=files.get("initrd"),
         backing=files.get("backing"),
@@ -142,12 +145,14 @@ class Volumes:
             _delete(partial)
         return str(final.path())
 
-    def overlay(self, name: str, backing: str) -> str:
-        """A fresh qcow2 volume `name` over the volume at `backing` (a golden disk's): a guest's own disk."""
+    def overlay(self, name: str, backing: str, user: Any) -> str:
+        """A fresh qcow2 volume `name` over the volume at `backing` (a golden disk's): a guest's own disk,
+        QEMU's `user`'s alone (0600)."""
         old = self._lookup(name)
         if old is not None:
             _delete(old)
         xml = self._volume_xml(name, self._capacity(backing), "qcow2")
+        _owned_by(xml, user.uid, user.gid)
         store = ET.SubElement(xml, "backingStore")
         ET.SubElement(store, "path").text = backing
         ET.SubElement(store, "format", type="qcow2")
@@ -160,11 +165,7 @@ class Volumes:
         """An empty volume `name` that QEMU (`uid`:`gid` on that host) may write: a file it fills there, read
         back with `download`. (QEMU creates no file in the pool's folder: it opens this one.)"""
         xml = self._volume_xml(name, 0, "raw")
-        permissions = xml.find("target/permissions")
-        assert permissions is not None
-        permissions.find("mode").text = "0600"  # type: ignore[union-attr]
-        ET.SubElement(permissions, "owner").text = str(uid)
-        ET.SubElement(permissions, "group").text = str(gid)
+        _owned_by(xml, uid, gid)
         old = self._lookup(name)
         if old is not None:
             _delete(old)
@@ -251,6 +252,15 @@ class Volumes:
             return int(self.conn.storageVolLookupByPath(path).info()[1])
         except self.libvirt.libvirtError as e:
             raise self._error(f"no volume at {path}", e) from None
+
+
+def _owned_by(volume: ET.Element, uid: int, gid: int) -> None:
+    """A volume's XML made QEMU's (`uid`:`gid` on that host) alone: 0600."""
+    permissions = volume.find("target/permissions")
+    assert permissions is not None
+    permissions.find("mode").text = "0600"  # type: ignore[union-attr]
+    ET.SubElement(permissions, "owner").text = str(uid)
+    ET.SubElement(permissions, "group").text = str(gid)
 
 
 def _check(name: str) -> None:

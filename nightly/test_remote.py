@@ -2,7 +2,8 @@
 127.0.0.1 (a private sshd on a free port, with a key made for this test only), so the code runs exactly as
 against another machine. Scenarios 1-5 run on it, and no file of the lab is one of the caller's: every path
 in every domain's XML lies in ikedlab's storage pool on the libvirt host (lab/volumes.py), no serial log is
-written by name, and when the lab goes its volumes go too.
+written by name, QEMU runs there as that host's QEMU user (never root), and when the lab goes its volumes
+go too.
 
 Without an sshd here, libvirt's ext transport runs virt-ssh-helper, which is what ssh runs on the far side.
 Minutes (a cold lab: warm snapshots stay on the libvirt host's side, not yet kept for remote labs), so
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -25,13 +27,16 @@ import pytest
 
 from lab import PROJECT_ROOT, results
 from lab.hypervisor import domain_name
-from lab.volumes import POOL_PATH
+from lab.ownership import checkout_tag
+from lab.snapshot import snapshots_root
+from lab.volumes import POOL_PATH, overlay_volume
 
 SCENARIOS = ("test_1_tunnel.py", "test_2_ping.py", "test_3_enc0.py", "test_4_counters.py", "test_5_wire.py")
 RUN_TIMEOUT = 3600
 DOMAINS_APPEAR = 900  # seconds for the lab's domains to exist: the images uploaded, a loaded machine
 SSHD_LISTENS = 20
-LAB = "nightly-remote"
+STOPS = 180  # seconds for the scenario session to take its lab down after Ctrl-C
+LAB = f"remote-{checkout_tag()}"  # per checkout: another checkout's remote lab is not this one's
 
 
 def free_port() -> int:
@@ -84,6 +89,12 @@ def remote_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)  # the keys were for this test only
 
 
+def qemu_user_of(name: str) -> str:
+    """The user a domain's QEMU process runs as, by libvirt's pid file (the libvirt host is this machine)."""
+    pid = Path(f"/run/libvirt/qemu/{name}.pid").read_text().strip()
+    return subprocess.run(["ps", "-o", "user=", "-p", pid], capture_output=True, text=True).stdout.strip()
+
+
 def domain_files(xml: str) -> list[str]:
     """Every file a domain's XML names: boot files, disks, serial logs."""
     root = ET.fromstring(xml)
@@ -124,16 +135,28 @@ def test_a_lab_on_a_remote_libvirt_host_runs_scenarios_1_to_5(remote_uri: str, t
             n: [f for f in domain_files(x) if not f.startswith(POOL_PATH + "/")] for n, x in xmls.items()
         }
         assert not any(outside.values()), f"files outside the libvirt host's pool: {outside}"
+        # QEMU there runs as that host's QEMU user (its DAC label), not as root: the caller's uid (root
+        # here) means nothing on another machine.
+        labels = {n: ET.fromstring(x).findtext("seclabel[@model='dac']/label") or "" for n, x in xmls.items()}
+        as_root = {n: label for n, label in labels.items() if label.partition(":")[0].lstrip("+") == "0"}
+        assert not as_root, f"QEMU runs as root on the libvirt host: {as_root}"
+        users = {n: qemu_user_of(n) for n in xmls}
+        assert "root" not in users.values(), f"QEMU processes by user on the libvirt host: {users}"
         assert run.wait(timeout=RUN_TIMEOUT) == 0, f"scenarios 1-5 failed: see {tmp_path / 'pytest.log'}"
         rows = results.rows_of(results.SuiteFile("scenarios", "Scenarios", junit, "linux", None))
         assert {r.group for r in rows} == {f"scenarios/{s}" for s in SCENARIOS}
         assert all(r.verdict == "passed" for r in rows), [(r.case, r.verdict) for r in rows]
+        assert not list(snapshots_root().glob(f"{LAB}*")), "warm state of a remote lab kept here"
         left = [d.name() for d in conn.listAllDomains() if d.name().startswith(domain_name(LAB, ""))]
         assert not left, f"domains left on the libvirt host: {left}"
         pool = conn.storagePoolLookupByName("ikedlab")
         pool.refresh(0)
-        assert not [v.name() for v in pool.listAllVolumes(0) if v.name().startswith(f"{LAB}-")]
+        assert not [v.name() for v in pool.listAllVolumes(0) if v.name().startswith(overlay_volume(LAB, ""))]
     finally:
-        if run.poll() is None:
-            run.terminate()
+        if run.poll() is None:  # as Ctrl-C: the scenario session takes its lab down (SIGTERM left it up)
+            run.send_signal(signal.SIGINT)
+            try:
+                run.wait(timeout=STOPS)
+            except subprocess.TimeoutExpired:
+                run.kill()
         conn.close()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.errors import InputError
+from lab.errors import HypervisorError, InputError
 from lab.libvirt_hosts import check_uri, for_worker, is_remote, load_hosts
 from lab.volumes import POOL_PATH, content_name
 
@@ -68,13 +68,15 @@ class PoolOfOurs:
     def __init__(self) -> None:
         self.uploaded: list[Path] = []
         self.overlays: list[tuple[str, str]] = []
+        self.overlay_users: list[object] = []
 
     def upload(self, path: Path) -> str:
         self.uploaded.append(path)
         return f"{POOL_PATH}/{content_name(path)}"
 
-    def overlay(self, name: str, backing: str) -> str:
+    def overlay(self, name: str, backing: str, user: object) -> str:
         self.overlays.append((name, backing))
+        self.overlay_users.append(user)
         return f"{POOL_PATH}/{name}"
 
 
@@ -83,6 +85,7 @@ def test_a_remote_hosts_domain_names_only_files_in_ikedlabs_pool(tmp_path: Path)
     import xml.etree.ElementTree as ET
 
     from lab.hypervisor import DomainSpec, domain_xml
+    from lab.qemu_files import QemuUser
     from lab.volumes import on_libvirt_host
 
     for name in ("vmlinuz", "initrd.img", "golden.qcow2"):
@@ -93,13 +96,27 @@ def test_a_remote_hosts_domain_names_only_files_in_ikedlabs_pool(tmp_path: Path)
         disk=tmp_path / "disks" / "init.qcow2", backing=tmp_path / "golden.qcow2",
     )  # fmt: skip
     pool = PoolOfOurs()
-    remote = on_libvirt_host(spec, pool)  # type: ignore[arg-type]
+    qemu = QemuUser(64055, 994)  # that host's libvirt-qemu, from its DAC label
+    remote = on_libvirt_host(spec, pool, qemu)  # type: ignore[arg-type]
     root = ET.fromstring(domain_xml(remote))
     named = [root.findtext("os/kernel"), root.findtext("os/initrd")]
     named += [e.get("file") for e in root.iter() if e.get("file")]
     assert named and all(str(n).startswith(POOL_PATH + "/") for n in named), named
     assert root.find("devices/serial/log") is None  # no serial log by name on that host
     assert pool.overlays == [("lab1.init.qcow2", f"{POOL_PATH}/{content_name(tmp_path / 'golden.qcow2')}")]
+    assert pool.overlay_users == [qemu]  # the guest's disk is its QEMU's alone there
+    assert root.findtext("seclabel/label") == "+64055:+994"  # QEMU runs as that host's QEMU user, not root
     local = ET.fromstring(domain_xml(spec))
     assert local.find("devices/serial/log").get("file") == str(tmp_path / "serial" / "init.log")
     assert dataclasses.replace(remote, serial_logs=True).serial_logs
+
+
+def test_qemu_on_a_remote_system_libvirt_is_that_hosts_qemu_user_whoever_calls() -> None:
+    from lab import qemu_files
+
+    remote = "qemu+ssh://root@lab-host.example/system"
+    assert qemu_files.labelled(remote)
+    assert qemu_files.from_baselabel("+64055:+994", remote) == qemu_files.QemuUser(64055, 994)
+    with pytest.raises(HypervisorError, match="libvirt is set to run QEMU as root"):
+        qemu_files.from_baselabel("+0:+0", remote)
+    assert not qemu_files.labelled("qemu+ssh://me@lab-host.example/session")  # runs as that user there
