@@ -28,7 +28,7 @@ from lab.errors import IkedlabError
 from lab.ownership import checkout_tag
 from lab.platforms import get_platform
 from lab.results import INTEROP, now, read_junit
-from lab.shard import RECORD_SUFFIX, Record, Shard, choose
+from lab.shard import RECORD_SUFFIX, Record, Shard, add_options, choose
 from lab.topology import guide_path
 
 MATRIX = Path(__file__).with_name("interop.yaml")
@@ -202,11 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab.interop", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("artifacts/interop"), help="where cells' reports go")
     parser.add_argument("--cells", default="", help="only these cells (comma-separated INIT--RESP names)")
-    parser.add_argument("--shard", metavar="I/N", help="run the I-th of N parts of the cells (lab/shard.py)")
-    parser.add_argument("--shard-durations", metavar="PATH", help="earlier runs' results: what a cell weighs")
-    parser.add_argument(
-        "--shard-plan", metavar="FILE", help="a whole run's plan (python -m lab.nightly plan)"
-    )
+    add_options(parser.add_argument, "whole cells")
     parser.add_argument("pytest_args", nargs="*", help="more pytest arguments, after --")
     args = parser.parse_args(argv)
     matrix = load_matrix()

@@ -119,6 +119,20 @@ class Plan:
         return cls.from_dict(data.get("plan", data) if isinstance(data, dict) else data, str(path))
 
 
+def add_options(add: Callable[..., object], unit: str) -> None:
+    """--shard, --shard-durations and --shard-plan, one definition for every command that deals a run:
+    `add` is argparse's `parser.add_argument` or pytest's `group.addoption` (the same signature); `unit` is
+    what the run deals (whole modules, cells, a case on a cell)."""
+    add("--shard", metavar="I/N", default=None, help=f"run the I-th of N parts ({unit})")
+    add(
+        "--shard-durations",
+        metavar="PATH",
+        default=None,
+        help="earlier runs' results or JUnit files (a file or a folder): what each part weighs",
+    )
+    add("--shard-plan", metavar="FILE", default=None, help="a whole run's plan (python -m lab.nightly plan)")
+
+
 def plan(
     groups: Mapping[str, Sequence[str]],
     count: int,

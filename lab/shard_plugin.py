@@ -11,7 +11,7 @@ import pytest
 
 from lab.errors import IkedlabError
 from lab.results import now
-from lab.shard import RECORD_SUFFIX, Record, Shard, ShardError, choose
+from lab.shard import RECORD_SUFFIX, Record, Shard, ShardError, add_options, choose
 
 #: pytest exits 5 when it ran nothing: a shard that was dealt no group of a suite ran all it had to.
 NOTHING_COLLECTED = 5
@@ -19,16 +19,7 @@ NOTHING_COLLECTED = 5
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("shard", "shards: one of N disjoint parts of the run (lab/shard.py)")
-    group.addoption("--shard", metavar="I/N", default=None, help="run the I-th of N parts (whole modules)")
-    group.addoption(
-        "--shard-durations",
-        metavar="PATH",
-        default=None,
-        help="earlier runs' results or JUnit files (a file or a folder): what each module weighs",
-    )
-    group.addoption(
-        "--shard-plan", metavar="FILE", default=None, help="a whole run's plan (python -m lab.nightly plan)"
-    )
+    add_options(group.addoption, "whole modules")
     group.addoption(
         "--shard-record",
         metavar="FILE",

@@ -37,7 +37,7 @@ from lab.errors import IkedlabError
 from lab.interop import Cell, cell_topology, load_matrix, unavailable
 from lab.ownership import checkout_tag
 from lab.results import catalogue_group
-from lab.shard import RECORD_SUFFIX, Record, Shard, choose
+from lab.shard import RECORD_SUFFIX, Record, Shard, add_options, choose
 
 CELLS_FILE = Path(__file__).with_name("cells.yaml")
 CELL_TIMEOUT = 3600  # seconds: one cell's whole catalogue before it is reported stuck
@@ -287,11 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--cells", default="", help="cells to run, by name (default: all of cells.yaml)")
     parser.add_argument("--cases", default="", help="cases to run, by name (default: all)")
-    parser.add_argument("--shard", metavar="I/N", help="run the I-th of N parts of cases x cells")
-    parser.add_argument("--shard-durations", metavar="PATH", help="earlier runs' results: what a case weighs")
-    parser.add_argument(
-        "--shard-plan", metavar="FILE", help="a whole run's plan (python -m lab.nightly plan)"
-    )
+    add_options(parser.add_argument, "a case on a cell")
     parser.add_argument("pytest_args", nargs="*", help="more pytest arguments, after --")
     args = parser.parse_args(argv)
     cells = load_cells()
