@@ -246,6 +246,7 @@ def _answer(listener: socket.socket, held: dict[str, Held]) -> None:
 
 
 def main(argv: list[str]) -> int:
+    os.umask(0o077)  # lab.private.restrict_umask, without importing the package (a keeper starts fast)
     run_dir, manifest = Path(argv[0]), json.loads(sys.stdin.read())
     held = {name: Held(int(h["fd"]), Login(**h["login"])) for name, h in manifest["hosts"].items()}
     return serve(run_dir, held, {name: int(fd) for name, fd in manifest.get("also", {}).items()})

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from lab import PROJECT_ROOT
+from lab import PROJECT_ROOT, private
 from lab.catalogue.cells import load_cells, units
 from lab.errors import IkedlabError
 from lab.interop import cell_group, load_matrix
@@ -48,6 +48,7 @@ def nightly_groups() -> dict[str, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    private.restrict_umask()
     parser = argparse.ArgumentParser(prog="python -m lab.nightly", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     make = sub.add_parser("plan", help="one plan for a whole nightly run, for every shard to follow")

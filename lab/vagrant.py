@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from lab import settings
+from lab import private, settings
 from lab.errors import IkedlabError
 from lab.placement import load_topology
 from lab.plan import Plan, build_plan, write_plan
@@ -166,6 +166,7 @@ def _same_tree(a: Path, b: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    private.restrict_umask()
     p = argparse.ArgumentParser(prog="python -m lab.vagrant", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("render", help="render every host's files and OUT/lab.json for the Vagrantfile")

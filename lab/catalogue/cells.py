@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from lab import PROJECT_ROOT, results
+from lab import PROJECT_ROOT, private, results
 from lab.catalogue import CASES_DIR, case_dirs
 from lab.errors import IkedlabError
 from lab.interop import Cell, cell_topology, load_matrix, unavailable
@@ -279,6 +279,7 @@ def summary(outcomes: list[CellOutcome], wall: float) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    private.restrict_umask()
     parser = argparse.ArgumentParser(
         prog="python -m lab.catalogue.cells", description=__doc__.splitlines()[0]
     )
