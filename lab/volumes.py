@@ -148,31 +148,19 @@ class Volumes:
     def overlay(self, name: str, backing: str, user: Any) -> str:
         """A fresh qcow2 volume `name` over the volume at `backing` (a golden disk's): a guest's own disk,
         QEMU's `user`'s alone (0600)."""
-        old = self._lookup(name)
-        if old is not None:
-            _delete(old)
         xml = self._volume_xml(name, self._capacity(backing), "qcow2")
         _owned_by(xml, user.uid, user.gid)
         store = ET.SubElement(xml, "backingStore")
         ET.SubElement(store, "path").text = backing
         ET.SubElement(store, "format", type="qcow2")
-        try:
-            return str(self.pool.createXML(ET.tostring(xml, encoding="unicode"), 0).path())
-        except self.libvirt.libvirtError as e:
-            raise self._error(f"cannot make the disk overlay {name}", e) from None
+        return str(self._fresh(xml, f"the disk overlay {name}").path())
 
     def writable(self, name: str, uid: int, gid: int) -> str:
         """An empty volume `name` that QEMU (`uid`:`gid` on that host) may write: a file it fills there, read
         back with `download`. (QEMU creates no file in the pool's folder: it opens this one.)"""
         xml = self._volume_xml(name, 0, "raw")
         _owned_by(xml, uid, gid)
-        old = self._lookup(name)
-        if old is not None:
-            _delete(old)
-        try:
-            return str(self.pool.createXML(ET.tostring(xml, encoding="unicode"), 0).path())
-        except self.libvirt.libvirtError as e:
-            raise self._error(f"cannot make volume {name}", e) from None
+        return str(self._fresh(xml, f"volume {name}").path())
 
     def size(self, name: str) -> int:
         """Volume `name`'s size now (0 when it is not there): libvirt reads the file again for it."""
@@ -228,13 +216,17 @@ class Volumes:
         return volume
 
     def _create(self, name: str, size: int, fmt: str) -> Any:
-        old = self._lookup(name)
+        return self._fresh(self._volume_xml(name, size, fmt), f"volume {name}")
+
+    def _fresh(self, xml: ET.Element, what: str) -> Any:
+        """A new volume as `xml` describes it, one of its name there before deleted first."""
+        old = self._lookup(xml.findtext("name") or "")
         if old is not None:
             _delete(old)
         try:
-            return self.pool.createXML(ET.tostring(self._volume_xml(name, size, fmt), encoding="unicode"), 0)
+            return self.pool.createXML(ET.tostring(xml, encoding="unicode"), 0)
         except self.libvirt.libvirtError as e:
-            raise self._error(f"cannot make volume {name}", e) from None
+            raise self._error(f"cannot make {what}", e) from None
 
     def _send(self, volume: Any, path: Path, size: int) -> None:
         stream = self.conn.newStream(0)
