@@ -164,6 +164,10 @@ def test_a_bundle_holds_the_evidence_and_never_a_private_key(tmp_path):
     lab = _FakeLab(tmp_path / "run")
     kernel = tmp_path / "vmlinuz"
     kernel.write_bytes(b"kernel")
+    image_key = (
+        "c182f35301b6a4d5be98224cf775d38efdd4e488b45a216ce70cb5bbda99c35b"  # the image's manifest digest
+    )
+    (tmp_path / "image.json").write_text(json.dumps({"key": image_key}))
     versions.record_media(lab.run_dir, {"linux": BootMedia(kernel=kernel)}, None)
     archive = bundle.make_bundle(lab, tmp_path / "b.tar.gz", "status table")  # type: ignore[arg-type]
     with tarfile.open(archive) as tar:
@@ -177,6 +181,7 @@ def test_a_bundle_holds_the_evidence_and_never_a_private_key(tmp_path):
     manifest = json.loads(members["manifest.json"])
     assert manifest["guests"]["init"] == {"iked": "OpenIKED 7.2"}
     assert manifest["images"]["linux"]["kernel"].startswith("sha256:")
+    assert manifest["images"]["linux"]["manifest"] == f"sha256:{image_key}"  # a digest, not a secret
     assert manifest["expect_failure"] == "authentication failed"
 
     replay = open_bundle(archive, tmp_path / "replay")
@@ -186,6 +191,9 @@ def test_a_bundle_holds_the_evidence_and_never_a_private_key(tmp_path):
     assert manifest["secrets"] == "1 pre-shared key replaced" and b"placeholder" in members["README.md"]
     assert replay.ike_conf_files["resp"].read_bytes() == members["user/resp.iked.conf"]
     assert load(replay.topology).hosts.keys() == load().hosts.keys()
+    assert not [
+        line for line in differences(replay, {"linux": BootMedia(kernel=kernel)}) if "manifest" in line
+    ]
     assert differences(replay, {"linux": BootMedia(kernel=kernel)}) == [] or all(
         line.startswith("ikedlab") for line in differences(replay, {"linux": BootMedia(kernel=kernel)})
     )
